@@ -1,0 +1,3 @@
+from museforge.cli import app
+
+app()

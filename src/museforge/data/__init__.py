@@ -1,0 +1,1 @@
+"""Corpora, file formats, the piece manifest, splits and cached token datasets."""
