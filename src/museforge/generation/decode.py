@@ -1,0 +1,253 @@
+"""Autoregressive sampling loops: the Transformer (with its KV cache) and the Performance RNN (with controls).
+
+Both loops take the same hooks, so grammars and stop rules are written once:
+
+* ``mask_fn(prefix [B, t]) -> allowed bool [B, V] or [V]`` — which tokens may come next (e.g. the REMI
+  grammar); rows of finished sequences are ignored;
+* ``stop_fn(sequences [B, t]) -> finished bool [B]`` — called after every step (e.g. "16 bars written").
+
+Sequences that finish early are padded with ``pad_id``; `Generated.sequences()` trims them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from museforge.generation.sampling import sample
+from museforge.models.performance_rnn import CONTROL_DIM, LSTMState, PerformanceRNN
+from museforge.models.transformer import TransformerLM
+
+MaskFn = Callable[[Tensor], Tensor]
+StopFn = Callable[[Tensor], Tensor]
+ControlFn = Callable[[int, Tensor], Tensor]
+
+
+@dataclass
+class Generated:
+    """Sampled token ids [B, T] (prompt included) and each row's length before padding [B]."""
+
+    tokens: Tensor
+    lengths: Tensor
+
+    def sequences(self) -> list[list[int]]:
+        """One list of ids per sample, without the padding after its end."""
+        return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist(), strict=True)]
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device``; a fixed seed makes sampling reproducible, ``None`` draws a fresh one."""
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+def _batch_prompt(prompt: Tensor | Sequence[int], num_samples: int, device: torch.device) -> Tensor:
+    ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0).expand(num_samples, -1)
+    elif ids.dim() != 2:
+        raise ValueError(f"prompt must be [time] or [batch, time], got shape {tuple(ids.shape)}")
+    if ids.shape[1] == 0:
+        raise ValueError("prompt must hold at least one token (e.g. a start-of-sequence token)")
+    return ids.contiguous()
+
+
+def _check_args(max_new_tokens: int, num_samples: int, pad_id: int, vocab_size: int) -> None:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not 0 <= pad_id < vocab_size:
+        # finished rows keep being fed to the model (the batch runs on), so the pad must be a real token
+        raise ValueError(f"pad_id must be a token id in 0..{vocab_size - 1}, got {pad_id}")
+
+
+class _Loop:
+    """Bookkeeping shared by both loops: masking, sampling, finishing and padding."""
+
+    def __init__(
+        self,
+        ids: Tensor,
+        generator: torch.Generator,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        mask_fn: MaskFn | None,
+        stop_fn: StopFn | None,
+        pad_id: int,
+    ) -> None:
+        self.ids = ids  # [B, t]
+        self.gen, self.temperature, self.top_k, self.top_p = generator, temperature, top_k, top_p
+        self.mask_fn, self.stop_fn, self.pad_id = mask_fn, stop_fn, pad_id
+        self.finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
+        self.lengths = torch.full_like(self.finished, ids.shape[1], dtype=torch.long)  # [B]
+
+    def step(self, logits: Tensor) -> Tensor:
+        """Sample the next token [B] from ``logits`` [B, V], append it, update which rows are done."""
+        mask = None
+        if self.mask_fn is not None:
+            allowed = self.mask_fn(self.ids).to(logits.device)
+            mask = allowed.expand_as(logits) | self.finished.unsqueeze(-1)  # finished rows: anything
+        nxt = sample(logits, self.gen, self.temperature, self.top_k, self.top_p, mask)  # [B]
+        nxt = nxt.masked_fill(self.finished, self.pad_id)
+        self.ids = torch.cat([self.ids, nxt.unsqueeze(1)], dim=1)  # [B, t+1]
+        self.lengths += (~self.finished).long()
+        if self.stop_fn is not None:
+            self.finished |= self.stop_fn(self.ids).to(self.finished.device)
+        return nxt
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finished.all())
+
+    def result(self) -> Generated:
+        return Generated(tokens=self.ids, lengths=self.lengths)
+
+
+@torch.no_grad()
+def generate_transformer(
+    model: TransformerLM,
+    prompt: Tensor | Sequence[int],
+    max_new_tokens: int,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    mask_fn: MaskFn | None = None,
+    stop_fn: StopFn | None = None,
+    pad_id: int = 0,
+    use_cache: bool = True,
+) -> Generated:
+    """Sample up to ``max_new_tokens`` after ``prompt`` ([T] repeated ``num_samples`` times, or [B, T]).
+
+    With ``use_cache`` each step feeds one token and reuses the keys/values of the past. Once the sequence
+    reaches the model's ``max_seq_len`` the context slides: the cache is rebuilt from the last half window
+    (rotary positions are relative, so the model sees a normal prefix); without the cache every step
+    re-reads the last ``max_seq_len`` tokens.
+    """
+    _check_args(max_new_tokens, num_samples, pad_id, model.config.vocab_size)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    window = model.config.max_seq_len
+    gen = generator if generator is not None else make_generator(seed, device)
+    loop = _Loop(
+        _batch_prompt(prompt, num_samples, device), gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id
+    )
+    try:
+        if use_cache:
+            logits, cache = model(loop.ids[:, -window:], use_cache=True)  # [B, t, V]
+            for i in range(max_new_tokens):
+                nxt = loop.step(logits[:, -1])
+                if loop.done or i == max_new_tokens - 1:
+                    break
+                if cache.length + 1 > window:
+                    logits, cache = model(loop.ids[:, -(window // 2) :], use_cache=True)
+                else:
+                    logits, cache = model(nxt.unsqueeze(1), past_kv=cache)  # [B, 1, V]
+        else:
+            for _ in range(max_new_tokens):
+                logits, _ = model(loop.ids[:, -window:])  # [B, t, V]
+                loop.step(logits[:, -1])
+                if loop.done:
+                    break
+    finally:
+        model.train(was_training)
+    return loop.result()
+
+
+def _control_source(
+    controls: Tensor | ControlFn | None, batch: int, device: torch.device
+) -> Callable[[int, Tensor], Tensor | None]:
+    """Normalise the accepted control forms to ``f(position, prefix) -> [B, 22] | None``."""
+    if controls is None:
+        return lambda position, prefix: None
+    if callable(controls):
+        return lambda position, prefix: controls(position, prefix).to(device).expand(batch, CONTROL_DIM)
+    c = controls.to(device)
+    if c.shape[-1] != CONTROL_DIM or c.dim() not in (1, 2, 3):
+        raise ValueError(f"controls must be [22], [B, 22] or [B, T, 22], got shape {tuple(c.shape)}")
+    if c.dim() < 3:
+        fixed = c.expand(batch, CONTROL_DIM)
+        return lambda position, prefix: fixed
+
+    def per_step(position: int, prefix: Tensor) -> Tensor:
+        if position >= c.shape[1]:
+            raise ValueError(f"controls cover {c.shape[1]} positions; position {position} was asked for")
+        return c[:, position].expand(batch, CONTROL_DIM)
+
+    return per_step
+
+
+@torch.no_grad()
+def generate_performance(
+    model: PerformanceRNN,
+    prompt: Tensor | Sequence[int],
+    max_new_tokens: int,
+    *,
+    controls: Tensor | ControlFn | None = None,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    mask_fn: MaskFn | None = None,
+    stop_fn: StopFn | None = None,
+    pad_id: int = 0,
+) -> Generated:
+    """Sample Performance-RNN events after ``prompt``, carrying the LSTM state one step at a time.
+
+    ``controls`` (see `encode_controls`) is fixed ([22] or [B, 22]), given per position ([B, T, 22]) or
+    computed by ``f(position, prefix) -> [B, 22]``. As in Magenta, the control for position p (the event
+    being predicted) rides with the input event at p-1. ``None`` leaves both controls unset.
+    """
+    _check_args(max_new_tokens, num_samples, pad_id, model.config.vocab_size)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = generator if generator is not None else make_generator(seed, device)
+    loop = _Loop(
+        _batch_prompt(prompt, num_samples, device), gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id
+    )
+    batch, t0 = loop.ids.shape
+    control_at = _control_source(controls, batch, device)
+
+    def step_controls(first: int, count: int) -> Tensor | None:
+        """Controls [B, count, 22] for the inputs at positions first..first+count-1."""
+        rows = [control_at(p + 1, loop.ids) for p in range(first, first + count)]
+        return None if rows[0] is None else torch.stack(rows, dim=1)
+
+    state: LSTMState | None = None
+    try:
+        logits, state = model(loop.ids, step_controls(0, t0), state)  # [B, t0, V]
+        for i in range(max_new_tokens):
+            nxt = loop.step(logits[:, -1])
+            if loop.done or i == max_new_tokens - 1:
+                break
+            position = loop.ids.shape[1] - 1
+            logits, state = model(nxt.unsqueeze(1), step_controls(position, 1), state)  # [B, 1, V]
+    finally:
+        model.train(was_training)
+    return loop.result()
+
+
+def generate(
+    model: nn.Module, prompt: Tensor | Sequence[int], max_new_tokens: int, **kwargs: object
+) -> Generated:
+    """Dispatch to the sampling loop of the model's family."""
+    if isinstance(model, TransformerLM):
+        return generate_transformer(model, prompt, max_new_tokens, **kwargs)
+    if isinstance(model, PerformanceRNN):
+        return generate_performance(model, prompt, max_new_tokens, **kwargs)
+    raise ValueError(f"no sampling loop for {type(model).__name__}")

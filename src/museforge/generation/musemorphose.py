@@ -1,0 +1,510 @@
+"""MuseMorphose as a tool: generate from the prior with a per-bar attribute plan, transfer a piece's bars to new
+attribute classes keeping its identity, interpolate between two pieces, continue a piece. The command line and
+the web application call these functions; devices come from the model.
+
+Every function decodes through one loop (`sample_bars`): a KV-cached decoder step per token, each token
+conditioned on its bar (in-attention), the REMI grammar mask on every sampled token, so the output always
+decodes to valid MIDI with exactly the bars asked for. Per bar the loop can *force* a head of tokens after the
+``Bar`` (the attribute tokens and the original time signature), or the bar's whole content (bars kept as they
+were, e.g. the context of a continuation); forced tokens go through the decoder too, so what follows sees them.
+Pieces longer than the model's ``n_bars`` are processed window by window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import symusic
+import torch
+from torch import Tensor
+
+from museforge.data.formats import load_score
+from museforge.generation.decode import make_generator
+from museforge.generation.remi_grammar import RemiGrammar
+from museforge.generation.sampling import sample
+from museforge.models.musemorphose import MuseMorphose
+from museforge.tokenizers.remi import RemiTokenizer
+from museforge.training.vae import collate_segments, make_segment
+
+ClassPlan = Sequence[tuple[int | None, int | None] | None]
+
+
+@dataclass
+class Morphed:
+    """A result: the score, its REMI tokens, and the rhythm/polyphony classes each bar was asked for."""
+
+    score: symusic.Score
+    tokens: list[int]
+    rhythm: list[int]
+    polyphony: list[int]
+
+    def save_midi(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.score.dump_midi(str(path))
+        return path
+
+
+@dataclass
+class EncodedPiece:
+    """A piece as the model sees it: REMI ids, where each bar starts, bar contents, classes and latents."""
+
+    ids: np.ndarray
+    bar_starts: np.ndarray
+    rhythm: np.ndarray  # [M]
+    polyphony: np.ndarray  # [M]
+    mu: Tensor  # [M, Z]
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.bar_starts)
+
+    def bar(self, b: int) -> list[int]:
+        """Tokens of bar ``b`` after its Bar token (attributes included)."""
+        end = self.bar_starts[b + 1] if b + 1 < self.n_bars else len(self.ids)
+        return [int(t) for t in self.ids[self.bar_starts[b] + 1 : end]]
+
+    def head(self, bars: int) -> EncodedPiece:
+        """The piece's first ``bars`` bars (an evaluation's fixed-length excerpt)."""
+        k = min(bars, self.n_bars)
+        end = int(self.bar_starts[k]) if k < self.n_bars else len(self.ids)
+        return EncodedPiece(
+            self.ids[:end], self.bar_starts[:k], self.rhythm[:k], self.polyphony[:k], self.mu[:k]
+        )
+
+    def time_signature(self, tok: RemiTokenizer, b: int) -> list[int]:
+        """Bar ``b``'s TimeSig token (as a one-token list), or nothing if the bar has none."""
+        return [t for t in self.bar(b)[:3] if tok.token_name(t).startswith("TimeSig_")][:1]
+
+
+def _check(model: MuseMorphose, tok: RemiTokenizer) -> None:
+    if not isinstance(model, MuseMorphose):
+        raise ValueError(f"model must be a MuseMorphose, got {type(model).__name__}")
+    if model.config.vocab_size != tok.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} tokens, the model {model.config.vocab_size}")
+
+
+def read_score(piece: str | Path | symusic.Score) -> symusic.Score:
+    """A score from a file in any format the data pipeline reads, or the score itself."""
+    if isinstance(piece, symusic.Score):
+        return piece
+    path = Path(piece)
+    if not path.is_file():
+        raise ValueError(f"input piece {path} does not exist")
+    try:
+        return load_score(path)
+    except Exception as exc:  # every reader has its own errors; say which file failed
+        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def encode_piece(model: MuseMorphose, tok: RemiTokenizer, piece: str | Path | symusic.Score) -> EncodedPiece:
+    """Tokenize a piece (attribute classes measured per bar) and encode every bar to its posterior mean."""
+    _check(model, tok)
+    enc = tok.encode(read_score(piece))
+    if len(enc.bar_starts) == 0:
+        raise ValueError("the piece holds no notes")
+    return encode_tokens(model, tok, enc.ids.tolist())
+
+
+@torch.no_grad()
+def encode_tokens(model: MuseMorphose, tok: RemiTokenizer, tokens: Sequence[int]) -> EncodedPiece:
+    """Encode REMI tokens with attribute tokens after each Bar (as the tokenizer and the model write them),
+    window by window of the model's ``n_bars``."""
+    ids = np.asarray(_content(tokens, tok), dtype=np.int64)
+    starts = np.flatnonzero(ids == tok.bar_id)
+    device = next(model.parameters()).device
+    model.eval()
+    mus, rhythm, poly = [], [], []
+    n = model.config.n_bars
+    for w in range(0, len(starts), n):
+        s = starts[w : w + n]
+        end = int(starts[w + n]) if w + n < len(starts) else len(ids)
+        seg = make_segment(ids[s[0] : end], s - s[0], tok, None, model.config.max_bar_tokens)
+        batch = collate_segments([seg.__dict__], tok.pad_id)
+        mu, _ = model.encode(batch["bar_ids"].to(device), batch["bar_mask"].to(device))
+        mus.append(mu[0])
+        rhythm.append(seg.rhythm)
+        poly.append(seg.polyphony)
+    return EncodedPiece(ids, starts, np.concatenate(rhythm), np.concatenate(poly), torch.cat(mus))
+
+
+@torch.no_grad()
+def sample_bars(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    z: Tensor,
+    rhythm: Tensor,
+    polyphony: Tensor,
+    heads: Sequence[Sequence[Sequence[int]]],
+    *,
+    style: str | None = None,
+    generator: torch.Generator | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> list[list[int]]:
+    """Decode ``N`` bars per row from latents ``z`` [B, N, Z] and classes [B, N]; ``heads[r][b]`` are tokens
+    forced right after bar ``b``'s Bar in row ``r`` (the rest of the bar is sampled under the REMI grammar); a
+    head that holds a whole bar ends with its closer (the next Bar, or EOS after the last bar).
+
+    Returns each row's tokens: ``[Style?] (Bar ...)*N`` without the final EOS.
+    """
+    _check(model, tok)
+    c = model.config
+    b, n, _ = z.shape
+    if n > c.n_bars:
+        raise ValueError(f"a window holds at most {c.n_bars} bars, got {n}")
+    if len(heads) != b or any(len(h) != n for h in heads):
+        raise ValueError(f"heads must list {n} bars for each of {b} rows")
+    device = next(model.parameters()).device
+    model.eval()
+    temperature = c.temperature if temperature is None else temperature
+    top_p = c.top_p if top_p is None else top_p
+    gen = generator if generator is not None else make_generator(None, device)
+    cond = model.conditions(z.to(device), rhythm.to(device), polyphony.to(device))  # [B, N, D]
+    prompt = ([tok.style_token(style)] if style is not None else []) + [tok.bar_id]
+    ids = torch.tensor([prompt] * b, dtype=torch.long, device=device)  # [B, t]
+    bars = [1] * b  # Bar tokens per row so far
+    queues = [list(h[0]) for h in heads]
+    finished = [False] * b
+    grammar = RemiGrammar(tok, max_bars=n, max_bar_tokens=c.max_bar_tokens)
+    rows = torch.arange(b, device=device)
+    dec_bar = torch.zeros_like(ids)  # the prompt's tokens all belong to bar 0
+    cache = model.new_cache()
+    logits, cache = model.decode(ids, model.token_conditions(cond, dec_bar), cache)
+    budget = c.max_seq_len - ids.shape[1]
+    for _ in range(budget):
+        allowed = grammar(ids)  # [B, V]
+        nxt = sample(logits[:, -1], gen, temperature, top_p=top_p, mask=allowed)  # [B]
+        for r in range(b):
+            if finished[r]:
+                nxt[r] = tok.pad_id
+            elif queues[r]:
+                nxt[r] = queues[r].pop(0)
+            token = int(nxt[r])
+            if token == tok.bar_id and not finished[r]:
+                bars[r] += 1
+                queues[r] = list(heads[r][min(bars[r], n) - 1])
+            elif token == tok.eos_id:
+                finished[r] = True
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        if all(finished):
+            break
+        bar_index = torch.tensor([min(k, n) - 1 for k in bars], device=device)
+        step_cond = cond[rows, bar_index][:, None, :]  # [B, 1, D]
+        logits, cache = model.decode(nxt[:, None], step_cond, cache)
+    else:
+        raise RuntimeError("sampling ran out of decoder positions before every row ended")
+    out = []
+    for row in ids.tolist():
+        end = row.index(tok.eos_id) if tok.eos_id in row else len(row)
+        out.append(row[:end])
+    return out
+
+
+def _content(tokens: Sequence[int], tok: RemiTokenizer) -> list[int]:
+    """Tokens from the first Bar on (a window's style token dropped)."""
+    tokens = list(tokens)
+    return tokens[tokens.index(tok.bar_id) :] if tok.bar_id in tokens else []
+
+
+def _finish(
+    tok: RemiTokenizer, tokens: list[int], rhythm: Sequence[int], poly: Sequence[int], style: str | None
+) -> Morphed:
+    full = ([tok.style_token(style)] if style is not None else []) + tokens
+    return Morphed(tok.decode(full), full, [int(x) for x in rhythm], [int(x) for x in poly])
+
+
+def _class_tensor(values: Sequence[int], device: torch.device) -> Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.int64), device=device)[None]
+
+
+def _latent_noise(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
+    return torch.randn(shape, generator=gen, device=gen.device).to(device)
+
+
+def _resolve_plan(model: MuseMorphose, plan: ClassPlan | None, bars: int) -> tuple[list[int], list[int]]:
+    """A full per-bar plan: open entries take the previous bar's class (the model's default at first)."""
+    plan = list(plan or [])
+    if len(plan) > bars:
+        raise ValueError(f"attribute plan covers {len(plan)} bars but only {bars} are generated")
+    r, p = model.config.default_rhythm, model.config.default_polyphony
+    rhythm, poly = [], []
+    for b in range(bars):
+        entry = plan[b] if b < len(plan) else None
+        if entry is not None:
+            for label, k in zip(("rhythm", "polyphony"), entry, strict=True):
+                if k is not None and not 0 <= int(k) < model.config.n_attr_classes:
+                    raise ValueError(f"bar {b}: {label} class must be in 0..7, got {k}")
+            r = r if entry[0] is None else int(entry[0])
+            p = p if entry[1] is None else int(entry[1])
+        rhythm.append(r)
+        poly.append(p)
+    return rhythm, poly
+
+
+def _extend(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    context: EncodedPiece | None,
+    rhythm: list[int],
+    poly: list[int],
+    gen: torch.Generator,
+    style: str | None,
+    sampling: dict[str, float | None],
+) -> list[int]:
+    """New bars (classes ``rhythm``/``poly``, latents from the prior) after ``context``'s bars, window by
+    window: each window repeats the last half-window of bars so far, forced as they were, as its context."""
+    c = model.config
+    device = next(model.parameters()).device
+    out: list[int] = []
+    done = 0
+    keep = 0 if context is None else min(context.n_bars, c.n_bars // 2 if c.n_bars > 1 else 0)
+    piece = context
+    while done < len(rhythm):
+        new = min(len(rhythm) - done, c.n_bars - keep)
+        if new < 1:
+            raise ValueError("the model's window is too short to continue")
+        heads: list[list[int]] = []
+        ctx_mu = torch.zeros(0, c.d_latent, device=device)
+        ctx_r: list[int] = []
+        ctx_p: list[int] = []
+        if keep and piece is not None:
+            first = piece.n_bars - keep
+            heads = [[*piece.bar(b), tok.bar_id] for b in range(first, piece.n_bars)]
+            ctx_mu = piece.mu[first:].to(device)
+            ctx_r = piece.rhythm[first:].tolist()
+            ctx_p = piece.polyphony[first:].tolist()
+        r_new, p_new = rhythm[done : done + new], poly[done : done + new]
+        heads += [tok.attribute_tokens(a, b) for a, b in zip(r_new, p_new, strict=True)]
+        z = torch.cat([ctx_mu, _latent_noise((new, c.d_latent), gen, device)])[None]
+        tokens = sample_bars(
+            model, tok, z, _class_tensor(ctx_r + r_new, device), _class_tensor(ctx_p + p_new, device),
+            [heads], style=style, generator=gen, **sampling,
+        )[0]  # fmt: skip
+        bars_tokens = _content(tokens, tok)
+        starts = [i for i, t in enumerate(bars_tokens) if t == tok.bar_id]
+        fresh = bars_tokens[starts[keep] :] if keep else bars_tokens
+        out += fresh
+        done += new
+        # the next window's context: the bars written so far, encoded
+        so_far = ([] if context is None else context.ids[context.bar_starts[0] :].tolist()) + out
+        piece = encode_tokens(model, tok, so_far)
+        keep = min(piece.n_bars, c.n_bars // 2)
+    return out
+
+
+def generate(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    *,
+    bars: int = 16,
+    plan: ClassPlan | None = None,
+    style: str | None = None,
+    num_samples: int = 1,
+    seed: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> list[Morphed]:
+    """New music from the prior: ``bars`` bars with per-bar ``(rhythm, polyphony)`` classes from ``plan``
+    (an open entry or class repeats the previous bar's), led by ``style``."""
+    if bars < 1 or num_samples < 1:
+        raise ValueError(f"bars and num_samples must be >= 1, got {bars} and {num_samples}")
+    _check(model, tok)
+    rhythm, poly = _resolve_plan(model, plan, bars)
+    gen = make_generator(seed, next(model.parameters()).device)
+    sampling = {"temperature": temperature, "top_p": top_p}
+    return [
+        _finish(tok, _extend(model, tok, None, rhythm, poly, gen, style, sampling), rhythm, poly, style)
+        for _ in range(num_samples)
+    ]
+
+
+def continue_piece(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    piece: str | Path | symusic.Score,
+    *,
+    bars: int = 8,
+    plan: ClassPlan | None = None,
+    style: str | None = None,
+    seed: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> Morphed:
+    """The piece followed by ``bars`` new bars: its last bars (encoded, kept as they are) are the context; new
+    bars' classes come from ``plan``, or repeat the piece's last bar's."""
+    if bars < 1:
+        raise ValueError(f"bars must be >= 1, got {bars}")
+    encoded = encode_piece(model, tok, piece)
+    last = (int(encoded.rhythm[-1]), int(encoded.polyphony[-1]))
+    rhythm, poly = _resolve_plan(model, [last, *(plan or [])][: bars + 1], bars + 1)
+    rhythm, poly = rhythm[1:], poly[1:]
+    gen = make_generator(seed, next(model.parameters()).device)
+    new = _extend(model, tok, encoded, rhythm, poly, gen, style, {"temperature": temperature, "top_p": top_p})
+    original = encoded.ids[encoded.bar_starts[0] :].tolist()
+    return _finish(
+        tok, original + new, [*encoded.rhythm.tolist(), *rhythm], [*encoded.polyphony.tolist(), *poly], style
+    )
+
+
+def shifted_classes(
+    classes: np.ndarray, shift: int | Sequence[int] | None, selected: Sequence[int], n_classes: int = 8
+) -> np.ndarray:
+    """Classes with ``shift`` added on the ``selected`` bars (clipped to 0..n-1); a sequence gives explicit
+    classes for the selected bars instead, in order."""
+    out = np.asarray(classes, dtype=np.int64).copy()
+    if shift is None:
+        return out
+    if isinstance(shift, int):
+        out[list(selected)] = np.clip(out[list(selected)] + shift, 0, n_classes - 1)
+        return out
+    values = list(shift)
+    if len(values) != len(selected):
+        raise ValueError(f"{len(values)} explicit classes for {len(selected)} selected bars")
+    for b, k in zip(selected, values, strict=True):
+        if not 0 <= int(k) < n_classes:
+            raise ValueError(f"bar {b}: class must be in 0..{n_classes - 1}, got {k}")
+        out[b] = int(k)
+    return out
+
+
+def transfer(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    piece: str | Path | symusic.Score,
+    *,
+    rhythm: int | Sequence[int] | None = None,
+    polyphony: int | Sequence[int] | None = None,
+    bars: Sequence[int] | None = None,
+    keep_other_bars: bool = True,
+    style: str | None = None,
+    seed: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> Morphed:
+    """Re-generate a piece with its bars' attribute classes shifted (an int, e.g. +2) or set (one class per
+    selected bar), keeping its identity: every bar is decoded from its own latent and time signature.
+
+    ``bars`` selects bars (0-based; default all); with ``keep_other_bars`` the others stay exactly as they were.
+    """
+    encoded = encode_piece(model, tok, piece)
+    m = encoded.n_bars
+    selected = list(range(m)) if bars is None else sorted(set(int(b) for b in bars))
+    bad = [b for b in selected if not 0 <= b < m]
+    if bad:
+        raise ValueError(f"bars {bad} are outside the piece's bars 0..{m - 1}")
+    n_cls = model.config.n_attr_classes
+    new_r = shifted_classes(encoded.rhythm, rhythm, selected, n_cls)
+    new_p = shifted_classes(encoded.polyphony, polyphony, selected, n_cls)
+    gen = make_generator(seed, next(model.parameters()).device)
+    tokens = transfer_rows(
+        model, tok, encoded, [(new_r, new_p)], selected, keep_other_bars=keep_other_bars, style=style,
+        generator=gen, temperature=temperature, top_p=top_p,
+    )[0]  # fmt: skip
+    return _finish(tok, tokens, new_r, new_p, style)
+
+
+def transfer_rows(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    encoded: EncodedPiece,
+    classes: Sequence[tuple[np.ndarray, np.ndarray]],
+    selected: Sequence[int],
+    *,
+    keep_other_bars: bool = True,
+    style: str | None = None,
+    generator: torch.Generator | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> list[list[int]]:
+    """Bar tokens of one transfer of ``encoded`` per ``(rhythm, polyphony)`` class row (each [M]), decoded as
+    one batch per window, so several variants of a piece (e.g. an evaluation's shifts) cost about one."""
+    chosen = set(int(b) for b in selected)
+    device = next(model.parameters()).device
+    m, n = encoded.n_bars, model.config.n_bars
+    outs: list[list[int]] = [[] for _ in classes]
+    for w in range(0, m, n):
+        window = range(w, min(w + n, m))
+        heads = [
+            [
+                [*encoded.bar(b), tok.bar_id if b + 1 < window.stop else tok.eos_id]
+                if keep_other_bars and b not in chosen
+                else [*tok.attribute_tokens(int(r[b]), int(p[b])), *encoded.time_signature(tok, b)]
+                for b in window
+            ]
+            for r, p in classes
+        ]
+        z = encoded.mu[w : window.stop][None].expand(len(classes), -1, -1).to(device)
+        rows = sample_bars(
+            model, tok, z,
+            torch.as_tensor(np.stack([r[w : window.stop] for r, _ in classes]), device=device),
+            torch.as_tensor(np.stack([p[w : window.stop] for _, p in classes]), device=device),
+            heads, style=style, generator=generator, temperature=temperature, top_p=top_p,
+        )  # fmt: skip
+        for out, row in zip(outs, rows, strict=True):
+            out += _content(row, tok)
+    return outs
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation per row of ``a``, ``b`` [..., Z] (linear where they are nearly parallel)."""
+    an, bn = (
+        a / a.norm(dim=-1, keepdim=True).clamp(min=1e-8),
+        b / b.norm(dim=-1, keepdim=True).clamp(min=1e-8),
+    )
+    omega = (an * bn).sum(-1, keepdim=True).clamp(-1.0, 1.0).acos()  # [..., 1]
+    so = omega.sin()
+    lerp = (1 - t) * a + t * b
+    sl = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp(min=1e-8)
+    return torch.where(so.abs() < 1e-4, lerp, sl)
+
+
+def interpolate(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    a: str | Path | symusic.Score,
+    b: str | Path | symusic.Score,
+    *,
+    steps: int = 5,
+    method: str = "slerp",
+    style: str | None = None,
+    seed: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> list[Morphed]:
+    """``steps`` pieces from ``a`` to ``b`` (both ends included): per bar, latents interpolated (``slerp`` or
+    ``lerp``) and classes interpolated and rounded, over the bars both pieces have (at most one window)."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 (both ends are included), got {steps}")
+    if method not in ("slerp", "lerp"):
+        raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
+    ea, eb = encode_piece(model, tok, a), encode_piece(model, tok, b)
+    n = min(ea.n_bars, eb.n_bars, model.config.n_bars)
+    device = next(model.parameters()).device
+    gen = make_generator(seed, device)
+    ts = [i / (steps - 1) for i in range(steps)]
+    z = torch.stack(
+        [
+            slerp(ea.mu[:n], eb.mu[:n], t) if method == "slerp" else (1 - t) * ea.mu[:n] + t * eb.mu[:n]
+            for t in ts
+        ]
+    )  # [S, N, Z]
+    rhythm = [np.rint((1 - t) * ea.rhythm[:n] + t * eb.rhythm[:n]).astype(np.int64) for t in ts]
+    poly = [np.rint((1 - t) * ea.polyphony[:n] + t * eb.polyphony[:n]).astype(np.int64) for t in ts]
+    heads = [
+        [
+            [*tok.attribute_tokens(r[k], p[k]), *(ea if t < 0.5 else eb).time_signature(tok, k)]
+            for k in range(n)
+        ]
+        for r, p, t in zip(rhythm, poly, ts, strict=True)
+    ]
+    rows = sample_bars(
+        model, tok, z, torch.as_tensor(np.stack(rhythm)), torch.as_tensor(np.stack(poly)), heads,
+        style=style, generator=gen, temperature=temperature, top_p=top_p,
+    )  # fmt: skip
+    return [
+        _finish(tok, _content(row, tok), r, p, style) for row, r, p in zip(rows, rhythm, poly, strict=True)
+    ]

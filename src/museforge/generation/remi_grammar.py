@@ -1,0 +1,224 @@
+"""A grammar mask that keeps sampled REMI sequences well formed, plus bar-count and per-bar attribute control.
+
+The grammar (museforge's REMI, see `museforge.tokenizers.remi`)::
+
+    BOS? Style? ( Bar [Rhythm Polyphony] TimeSig ( Position Tempo? ( [Program] Pitch Velocity Duration )* )* )* EOS
+
+with every Position of a bar strictly greater than the previous one and inside the bar's length (numerator ×
+positions per beat of the bar's time signature). A Position must carry a tempo or a note. The mask only looks at
+the type of the last token plus a little bookkeeping (current position, bar length, bars so far), so it also
+accepts any primer and recovers from tokens it does not expect.
+
+It works on base REMI ids: with BPE one id stands for several tokens and this grammar does not apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from museforge.tokenizers.remi import RemiTokenizer
+
+TOKEN_TYPES = (
+    "PAD", "BOS", "EOS", "Style", "Rhythm", "Polyphony", "Bar", "TimeSig", "Position", "Tempo", "Program", "Pitch",
+    "PitchDrum", "Velocity", "Duration",
+)  # fmt: skip
+
+
+@dataclass
+class _RowState:
+    last: str | None = None  # type of the last token
+    position: int = -1  # last Position in the current bar
+    bar_positions: int = 0  # positions in the current bar (from its time signature)
+    bars: int = 0  # Bar tokens seen
+    drum: bool = False  # the last Program was drums
+    bar_tokens: int = 0  # tokens since the last Bar (a cap on them guarantees that every bar ends)
+
+
+class RemiGrammar:
+    """``mask_fn`` for `generate_transformer`: ``grammar(prefix [B, t]) -> allowed bool [B, V]``.
+
+    ``max_bars`` makes EOS the only way out once that many bars exist (and forbids EOS before), which is how a
+    user asks for a length in bars. ``bar_attributes[b] = (rhythm_class, polyphony_class)`` forces the attribute
+    tokens of bar ``b`` (``None`` leaves that bar to the model, and so does ``None`` for one of the two classes).
+    ``max_bar_tokens`` lets a bar's content end only in a new bar or EOS once it holds that many tokens, so a
+    model can never run on inside one bar: with both limits a sampling budget of about
+    ``max_bars * (max_bar_tokens + 8)`` new tokens always reaches EOS. One instance follows one generation; a
+    prefix that is not one token longer than the last one seen restarts the bookkeeping.
+    """
+
+    def __init__(
+        self,
+        tokenizer: RemiTokenizer,
+        *,
+        max_bars: int | None = None,
+        bar_attributes: Sequence[tuple[int | None, int | None] | None] | None = None,
+        max_bar_tokens: int | None = None,
+    ) -> None:
+        if tokenizer.is_trained:
+            raise ValueError(
+                "the REMI grammar mask needs a tokenizer without BPE (a BPE id spans several tokens)"
+            )
+        if max_bars is not None and max_bars < 1:
+            raise ValueError(f"max_bars must be >= 1 or None, got {max_bars}")
+        if max_bar_tokens is not None and max_bar_tokens < 1:
+            raise ValueError(f"max_bar_tokens must be >= 1 or None, got {max_bar_tokens}")
+        self.tok = tokenizer
+        self.max_bars = max_bars
+        self.max_bar_tokens = max_bar_tokens
+        self.bar_attributes = [_forced_tokens(tokenizer, a) for a in bar_attributes or []]
+        cfg = tokenizer.config
+        self.positions_per_beat = max(r for _, _, r in cfg.beat_res)
+        self.use_time_signatures = cfg.use_time_signatures
+        self.use_tempos = cfg.use_tempos
+        self.use_programs = cfg.use_programs
+        v = tokenizer.vocab_size
+        self.types: list[str] = []
+        self.values: list[str] = []
+        for i in range(v):
+            kind, _, value = tokenizer.token_name(i).partition("_")
+            self.types.append(kind)
+            self.values.append(value)
+        self.masks = {k: torch.tensor([t == k for t in self.types]) for k in TOKEN_TYPES}
+        self.position_value = torch.tensor(
+            [
+                int(val) if kind == "Position" else -1
+                for kind, val in zip(self.types, self.values, strict=True)
+            ]
+        )  # [V]
+        self.drum_program = torch.tensor(
+            [kind == "Program" and val == "-1" for kind, val in zip(self.types, self.values, strict=True)]
+        )
+        self.default_bar_positions = 4 * self.positions_per_beat  # 4/4 until a TimeSig says otherwise
+        self._rows: list[_RowState] = []
+        self._seen = 0
+        self._cache: dict[tuple[object, ...], Tensor] = {}  # allowed masks by the state parts they depend on
+
+    # ---- bookkeeping -------------------------------------------------------------------------------------------
+
+    def _advance(self, state: _RowState, token: int) -> None:
+        kind = self.types[token] if 0 <= token < len(self.types) else "?"
+        state.bar_tokens += 1
+        if kind == "Bar":
+            state.bars += 1
+            state.position = -1
+            state.bar_positions = self.default_bar_positions
+            state.bar_tokens = 0
+        elif kind == "TimeSig":
+            numerator = int(self.values[token].split("/")[0])
+            state.bar_positions = numerator * self.positions_per_beat
+        elif kind == "Position":
+            state.position = int(self.values[token])
+        elif kind == "Program":
+            state.drum = self.values[token] == "-1"
+        state.last = kind
+
+    def _sync(self, prefix: Tensor) -> None:
+        b, t = prefix.shape
+        if len(self._rows) != b or t != self._seen + 1:
+            self._rows = [_RowState(bar_positions=self.default_bar_positions) for _ in range(b)]
+            self._seen = 0
+        new = prefix[:, self._seen :].tolist()
+        for state, tokens in zip(self._rows, new, strict=True):
+            for token in tokens:
+                self._advance(state, token)
+        self._seen = t
+
+    # ---- the grammar -------------------------------------------------------------------------------------------
+
+    def _closers(self, state: _RowState) -> list[str]:
+        """What may end a bar's content: another bar (if bars remain) or the end (if the count is reached)."""
+        if self.max_bars is None:
+            return ["Bar", "EOS"]
+        return ["Bar"] if state.bars < self.max_bars else ["EOS"]
+
+    def _note_start(self) -> list[str]:
+        return ["Program"] if self.use_programs else ["Pitch"]
+
+    def _full(self, state: _RowState) -> bool:
+        return self.max_bar_tokens is not None and state.bar_tokens >= self.max_bar_tokens
+
+    def _allowed_types(self, state: _RowState) -> list[str]:
+        last = state.last
+        after_content = (
+            self._closers(state)
+            if self._full(state)
+            else [*self._note_start(), "Position", *self._closers(state)]
+        )
+        table: dict[str | None, list[str]] = {
+            None: ["BOS", "Style", "Bar"],
+            "BOS": ["Style", "Bar"],
+            "Style": ["Bar"],
+            "Bar": ["Rhythm", "TimeSig"]
+            if self.use_time_signatures
+            else ["Rhythm", "Position", *self._closers(state)],
+            "Rhythm": ["Polyphony"],
+            "Polyphony": ["TimeSig"] if self.use_time_signatures else ["Position", *self._closers(state)],
+            "TimeSig": ["Position", *self._closers(state)],
+            "Position": [*(["Tempo"] if self.use_tempos else []), *self._note_start()],
+            "Tempo": after_content,
+            "Program": ["PitchDrum"] if state.drum else ["Pitch"],
+            "Pitch": ["Velocity"],
+            "PitchDrum": ["Velocity"],
+            "Velocity": ["Duration"],
+            "Duration": after_content,
+            "EOS": ["PAD"],
+            "PAD": ["PAD"],
+        }
+        return table.get(last, self._closers(state))
+
+    def allowed(self, state: _RowState) -> Tensor:
+        """Allowed next tokens [V] for one sequence's state (a shared tensor: do not modify it)."""
+        bar = state.bars - 1
+        forced = self.bar_attributes[bar] if 0 <= bar < len(self.bar_attributes) else None
+        if state.last not in ("Bar", "Rhythm"):
+            forced = None
+        # Everything the mask depends on; sampling revisits few distinct states, so masks are built once each.
+        key = (
+            state.last, state.position, state.bar_positions, state.drum, self._full(state),
+            tuple(self._closers(state)), forced,
+        )  # fmt: skip
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        out = torch.zeros(len(self.types), dtype=torch.bool)
+        for kind in self._allowed_types(state):
+            out |= self.masks[kind]
+        later = (self.position_value > state.position) & (self.position_value < state.bar_positions)
+        out &= ~self.masks["Position"] | later
+        if forced is not None:
+            token = forced[0] if state.last == "Bar" else forced[1]
+            if token is not None:
+                out = torch.zeros_like(out)
+                out[token] = True
+            elif state.last == "Bar":  # the polyphony is forced, so this bar needs its rhythm token too
+                out = self.masks["Rhythm"].clone()
+        self._cache[key] = out
+        return out
+
+    def __call__(self, prefix: Tensor) -> Tensor:
+        self._sync(prefix)
+        return torch.stack([self.allowed(s) for s in self._rows]).to(prefix.device)  # [B, V]
+
+
+def _forced_tokens(
+    tokenizer: RemiTokenizer, classes: tuple[int | None, int | None] | None
+) -> tuple[int | None, int | None] | None:
+    """Token ids of a bar's forced (rhythm, polyphony) classes; ``None`` where the model chooses."""
+    if classes is None or classes == (None, None):
+        return None
+    rhythm, polyphony = classes
+    ids = tokenizer.attribute_tokens(0 if rhythm is None else rhythm, 0 if polyphony is None else polyphony)
+    return (None if rhythm is None else ids[0], None if polyphony is None else ids[1])
+
+
+def stop_at_eos(eos_id: int) -> Callable[[Tensor], Tensor]:
+    """A ``stop_fn`` that ends a sequence at its EOS token."""
+
+    def stop(seqs: Tensor) -> Tensor:
+        return seqs[:, -1] == eos_id
+
+    return stop

@@ -1,0 +1,440 @@
+"""Shipping a trained run as a museforge model: its best checkpoint, an originality index of its training data,
+and a model card with what a user needs to judge it — data, config, training, held-out NLL, and the metrics
+of its samples against held-out real music.
+
+Everything in the card is measured here, from the run folder and the dataset; nothing is typed in by hand
+except the hardware the run trained on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from museforge.data.dataset import TokenCache
+from museforge.data.manifest import load_manifest
+from museforge.data.stats import dataset_stats
+from museforge.generation.api import generate_song, get_model
+from museforge.generation.musemorphose import encode_piece, transfer
+from museforge.generation.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
+from museforge.metrics.evaluate import evaluate_folder
+from museforge.metrics.likelihood import evaluate_likelihood
+from museforge.metrics.originality import OriginalityIndex
+from museforge.models.checkpoint import Checkpoint, load_checkpoint
+from museforge.models.musegan import MuseGAN
+from museforge.models.musemorphose import MuseMorphose
+from museforge.models.performance_rnn import controls_for_events
+from museforge.models.scoring import ModelScorer
+from museforge.models.zoo import CARD_FILE
+from museforge.tokenizers import PerformanceTokenizer
+from museforge.tokenizers.pianoroll import PianoRollTokenizer
+from museforge.tokenizers.remi import RemiTokenizer
+from museforge.training.gan import musegan_tables
+from museforge.training.recipes import recipe
+
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+Log = Callable[[str], None]
+
+
+@dataclass
+class ShipOptions:
+    name: str
+    description: str  # the card's first line: what `museforge models list` shows
+    hardware: str  # where the run trained, e.g. "1× NVIDIA H100 (lent machine)"
+    command: str = ""  # how the run was started; default: rebuilt from the run's run.json
+    n_samples: int = 40  # generated pieces evaluated against the test split
+    bars: int = 16  # length of each REMI or MuseGAN sample
+    gan_bars: int = 20_000  # generated bars in a MuseGAN's metric table (as in the paper)
+    seconds: float = 30.0  # length of each performance sample
+    max_test_pieces: int = 300  # held-out pieces scored for NLL (MuseMorphose: segments)
+    transfer_pieces: int = 100  # MuseMorphose: test pieces transferred per shift for control ρ / fidelity
+    seed: int = 0
+
+
+def training_summary(run_dir: Path) -> dict[str, Any]:
+    """Steps, epochs, wall time, throughput, the best evaluation and why the run ended, from log.csv/run.json.
+
+    A run that was started from another run's weights (``--init``) lists that run first under ``stages``.
+    """
+    with (run_dir / "log.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    train = [r for r in rows if r["split"] == "train"]
+    evals = [r for r in rows if r["split"] == "eval"]
+    best_index = min(range(len(evals)), key=lambda i: float(evals[i]["loss"])) if evals else None
+    best = evals[best_index] if best_index is not None else None
+    tps = [float(r["tokens_per_s"]) for r in train if r.get("tokens_per_s")]
+    request = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    patience = request.get("train_overrides", {}).get("patience")
+    if patience is None and request:
+        patience = recipe(request["model"], request["preset"]).train.get("patience")
+    since_best = len(evals) - 1 - best_index if best_index is not None else None
+    summary = {
+        "steps": int(train[-1]["step"]) if train else 0,
+        "epochs": int(rows[-1]["epoch"]) + 1 if rows else 0,
+        "wall_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
+        "train_tokens_per_s": round(float(np.median(tps))) if tps else None,
+        "best_eval_step": int(best["step"]) if best else None,
+        "best_eval_loss": float(best["loss"]) if best else None,
+        "eval_curve": [(int(r["step"]), round(float(r["loss"]), 4)) for r in evals],
+        "plateaued": patience is not None and since_best is not None and since_best >= patience,
+        "evals_since_best": since_best,
+        "stages": [],
+    }
+    init = request.get("init_from")
+    if init and (Path(init).parent / "log.csv").exists():
+        earlier = training_summary(Path(init).parent)
+        summary["stages"] = [*earlier["stages"], {k: v for k, v in earlier.items() if k != "stages"}]
+    return summary
+
+
+def _stop_line(training: dict[str, Any]) -> str:
+    if training["plateaued"]:
+        return (
+            f"stopped when the validation loss stopped improving (best at step {training['best_eval_step']}, "
+            f"no better loss in the {training['evals_since_best']} evaluations after it)"
+        )
+    return (
+        f"stopped by its time or step budget before the validation loss plateaued (best at step "
+        f"{training['best_eval_step']}, {training['evals_since_best']} evaluations after it): more "
+        "training would likely still help"
+    )
+
+
+def train_command(request: dict[str, Any]) -> str:
+    """The `museforge train` command line that a run.json records."""
+    flags = {
+        "model": request["model"],
+        "preset": request["preset"],
+        "data": request["data_dir"],
+        "transpose": request.get("max_shift", 6),
+    }
+    names = {"max_steps": "max-steps", "batch_size": "batch-size", "num_workers": "loader-workers"}
+    for key, value in request.get("train_overrides", {}).items():
+        flags[names.get(key, key.replace("_", "-"))] = value
+    if request.get("init_from"):
+        flags["init"] = request["init_from"]
+    return "museforge train " + " ".join(f"--{k} {v}" for k, v in flags.items())
+
+
+def _controls_fn(tokenizer: PerformanceTokenizer) -> Callable[[np.ndarray], torch.Tensor]:
+    def controls(ids: np.ndarray) -> torch.Tensor:
+        return controls_for_events(tokenizer.event_times(ids), tokenizer.onset_pitches(ids))
+
+    return controls
+
+
+def heldout_likelihood(checkpoint_dir: Path, data_dir: Path, max_pieces: int) -> dict[str, Any]:
+    """Per-token NLL and perplexity on the test split, through the metrics' likelihood interface."""
+    ckpt = load_checkpoint(checkpoint_dir)
+    tok_name = ckpt.tokenizer["name"]
+    cache = TokenCache(data_dir, tok_name, "test")
+    tokenizer = cache.tokenizer()
+    controls = _controls_fn(tokenizer) if isinstance(tokenizer, PerformanceTokenizer) else None
+    sequences = [cache.piece(i) for i in range(min(len(cache), max_pieces))]
+    result = evaluate_likelihood(ModelScorer(ckpt.model, controls), sequences)
+    return result.to_dict()
+
+
+def _styles_for_samples(data_dir: Path, known: tuple[str, ...], n: int) -> list[str | None]:
+    """Styles of the samples in proportion to the training data (at least one of each style it knows)."""
+    if not known:
+        return [None] * n
+    counts = Counter(r.style for r in load_manifest(data_dir, "train") if r.style in known)
+    styles = sorted(counts, key=lambda s: -counts[s])
+    total = sum(counts.values())
+    plan = [s for s in styles for _ in range(max(1, round(n * counts[s] / total)))]
+    return plan[:n] if len(plan) >= n else plan + styles[: n - len(plan)]
+
+
+def ship_model(
+    run_dir: Path, data_dir: Path, models_root: Path, options: ShipOptions, log: Log = print
+) -> Path:
+    """Copy ``run_dir/best`` to ``models_root/<name>`` with ``originality.npz`` and a measured model card.
+
+    The folder is assembled beside its destination and renamed into place, so a half-shipped model is never
+    visible to `museforge models list` or the web app.
+    """
+    best = run_dir / "best"
+    ckpt = load_checkpoint(best)
+    models_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=models_root, prefix=f".{options.name}."))
+    try:
+        for name in CHECKPOINT_FILES:
+            shutil.copy2(best / name, staging / name)
+
+        log("indexing the training split for originality checks")
+        train_paths = [r.midi_path(data_dir) for r in load_manifest(data_dir, "train")]
+        index, _ = OriginalityIndex.from_files(train_paths, source=f"{data_dir.name}:train")
+        index.save(staging / "originality.npz")
+
+        is_gan = ckpt.model_name == "musegan"
+        likelihood, gan_tables, morph = None, None, None
+        if isinstance(ckpt.model, MuseMorphose):  # a VAE: reconstruction NLL, and its transfer measures
+            log("MuseMorphose: reconstruction NLL, attribute control and fidelity on the test split")
+            morph = _musemorphose_evaluation(ckpt, data_dir, options)
+            likelihood = morph["likelihood"]
+            (staging / "evaluation").mkdir(exist_ok=True)
+            (staging / "evaluation" / "transfer.json").write_text(json.dumps(morph, indent=2) + "\n")
+        elif is_gan:  # a GAN has no likelihood: MuseGAN's metric table against the training data instead
+            log(f"MuseGAN metrics of {options.gan_bars} generated bars and of the training data")
+            gan_tables = _musegan_tables(run_dir, ckpt, data_dir, options)
+        else:
+            log("scoring the test split")
+            likelihood = heldout_likelihood(staging, data_dir, options.max_test_pieces)
+
+        log(f"sampling {options.n_samples} pieces")
+        loaded = get_model(staging)
+        samples_dir = Path(tempfile.mkdtemp(prefix="museforge-samples-"))
+        sampled_tokens, sample_seconds = 0, 0.0
+        for i, style in enumerate(_styles_for_samples(data_dir, loaded.styles, options.n_samples)):
+            length = (
+                {"bars": options.bars}
+                if ckpt.model_name in ("transformer", "musegan", "musemorphose")
+                else {"seconds": options.seconds}
+            )
+            song = generate_song(
+                loaded, style=style, seed=options.seed + i, originality_index=index, **length
+            )[0]
+            song.save_midi(samples_dir / f"sample-{i:03d}.mid")
+            sampled_tokens += song.new_tokens
+            sample_seconds += song.seconds
+
+        log("evaluating the samples against the test split")
+        layout = loaded.tokenizer.config if is_gan else None  # a MuseGAN's table in its own tracks
+        evaluation = evaluate_folder(
+            samples_dir, f"{data_dir}:test", staging / "evaluation", index=index, roll_config=layout
+        )
+        shutil.rmtree(samples_dir, ignore_errors=True)
+        for heavy in (staging / "evaluation").glob("*.png"):  # the HTML embeds the plots already
+            heavy.unlink()
+
+        if not options.command and (run_dir / "run.json").exists():
+            options.command = train_command(json.loads((run_dir / "run.json").read_text()))
+        card = render_card(
+            options,
+            ckpt.model_name,
+            ckpt.config.to_dict(),
+            ckpt.tokenizer,
+            dataset_stats(data_dir),
+            training_summary(run_dir),
+            likelihood,
+            evaluation.report,
+            sampling={
+                "tokens_per_s": round(sampled_tokens / max(sample_seconds, 1e-9), 1),
+                "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
+            },
+            parameters=sum(p.numel() for p in ckpt.model.parameters()),
+            musegan=gan_tables,
+            musemorphose=morph,
+        )
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        for path in [
+            staging,
+            *staging.rglob("*"),
+        ]:  # mkdtemp/mkstemp make owner-only modes; a model is shared
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        dest = models_root / options.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+        return dest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _musegan_tables(run_dir: Path, ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
+    """`musegan_tables` with the phrase filters the run trained with (its recipe and model overrides)."""
+    request = json.loads((run_dir / "run.json").read_text())
+    filters = {**recipe("musegan", request["preset"]).model, **request.get("model_overrides", {})}
+    tokenizer = PianoRollTokenizer.from_state_dict(ckpt.tokenizer)
+    assert isinstance(ckpt.model, MuseGAN) and isinstance(tokenizer, PianoRollTokenizer)
+    return musegan_tables(ckpt.model, tokenizer, data_dir, filters, bars=options.gan_bars, seed=options.seed)
+
+
+def _musemorphose_evaluation(ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
+    """Test-split reconstruction NLL, control ρ / leak / fidelity of ``options.transfer_pieces`` pieces drawn at
+    random, and the seconds a 16-bar transfer takes here (mean of three pieces)."""
+    model, tok = ckpt.model, RemiTokenizer.from_state_dict(ckpt.tokenizer)
+    assert isinstance(model, MuseMorphose)
+    nll = reconstruction_nll(model, tok, data_dir, "test", max_segments=options.max_test_pieces)
+    unit = f"{model.config.n_bars}-bar segments (reconstruction, z = posterior mean)"
+    likelihood = {"n_sequences": nll["n_segments"], "unit": unit, **nll}
+    records = load_manifest(data_dir, "test")
+    order = np.random.default_rng(options.seed).permutation(len(records))
+    pieces = [records[i].midi_path(data_dir) for i in order[: options.transfer_pieces]]
+    control = evaluate_transfer(model, tok, pieces, seed=options.seed)
+    seconds = []
+    for i in order:  # the first three pieces of >= 16 bars, cut to 16 bars, every bar re-generated
+        encoded = encode_piece(model, tok, records[i].midi_path(data_dir))
+        if encoded.n_bars < 16:
+            continue
+        start = time.perf_counter()
+        transfer(model, tok, tok.decode(encoded.head(16).ids), rhythm=1, seed=options.seed)
+        seconds.append(time.perf_counter() - start)
+        if len(seconds) == 3:
+            break
+    return {
+        "likelihood": likelihood,
+        "control": control,
+        "paper": PAPER,
+        "transfer_16_bars_seconds": float(np.mean(seconds)) if seconds else None,
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
+    }
+
+
+def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
+    c, p = section["control"], section["paper"]
+    fid = c["fidelity"]
+    return [
+        "## Attribute control and fidelity (style transfer)",
+        f"{c['pieces']} test pieces drawn at random, their first {c['bars']} bars transferred with all bars shifted "
+        f"by {c['shifts'][0]:+d}..{c['shifts'][-1]:+d} classes of one attribute (the paper's protocol; "
+        f"{c['transfers']} transfers, {c['seconds_per_transfer']:.2f} s each in batches of {len(c['shifts'])}). "
+        "ρ: Spearman between requested and measured class per bar; leak: ρ between the requested class and the "
+        "other attribute's measured class; fidelity: per-bar similarity to the input (1 = identical).",
+        "",
+        "| attribute | ρ (ours) | ρ (paper) | leak (ours) | leak (paper) | chroma sim. | groove sim. |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {a} | {_fmt(c['rho'][a])} | {p['rho'][a]} | {_fmt(c['leak'][a])} | {p['leak'][a]} | "
+            f"{_fmt(fid[a]['chroma'])} | {_fmt(fid[a]['groove'])} |"
+            for a in ("rhythm", "polyphony")
+        ],
+        "",
+        "The paper's numbers are on Pop1K7 piano with its full-size model trained 150k steps; this model is far "
+        "smaller and under-trained (see Training), and the music21 corpus is mostly monophonic, so polyphony "
+        "classes are hard to move. Full numbers: `evaluation/transfer.json`.",
+        "",
+        "## Transfer speed",
+        f"Style transfer of a 16-bar piece (all bars re-generated): "
+        f"{_fmt(section['transfer_16_bars_seconds'], 1)} s ({section['machine']}).",
+        "",
+    ]
+
+
+def _likelihood_lines(likelihood: dict[str, Any], training: dict[str, Any]) -> list[str]:
+    return [
+        "## Held-out likelihood",
+        f"Test split, {likelihood['n_sequences']} {likelihood.get('unit', 'pieces')}, "
+        f"{likelihood['n_tokens']} tokens: "
+        f"NLL {_fmt(likelihood['nll'])} nats/token, perplexity {_fmt(likelihood['perplexity'], 2)} "
+        f"(validation NLL at the best step: {_fmt(training['best_eval_loss'])}).",
+        "",
+    ]
+
+
+def _musegan_lines(section: dict[str, Any]) -> list[str]:
+    """MuseGAN's Table 1 layout: one row per set, one column per metric and track."""
+    columns = [(m, k) for m in ("EB", "UPC", "QN", "DP", "TD") for k in section["training"].get(m, {})]
+    unit = {"EB": " %", "QN": " %", "DP": " %"}
+    lines = [
+        f"## MuseGAN metrics: {section['generated_bars']} generated bars vs {section['training_bars']} training bars",
+        "EB empty bars, UPC used pitch classes per bar, QN notes of >= 3 steps, DP drum onsets on the 16th grid, "
+        f"TD tonal distance between tracks. Gap (mean relative error of EB/UPC/QN): {_fmt(section['gap'])}.",
+        "",
+        "| set | " + " | ".join(f"{m} {k}{unit.get(m, '')}" for m, k in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for label, key in (("training data", "training"), ("generated", "generated")):
+        cells = [_fmt(section[key].get(m, {}).get(k), 2) for m, k in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.{digits}f}"
+    return "n/a" if value is None else str(value)
+
+
+def render_card(
+    options: ShipOptions,
+    family: str,
+    config: dict[str, Any],
+    tokenizer: dict[str, Any],
+    data: dict[str, Any],
+    training: dict[str, Any],
+    likelihood: dict[str, Any] | None,
+    report: dict[str, Any],
+    sampling: dict[str, Any],
+    parameters: int,
+    musegan: dict[str, Any] | None = None,
+    musemorphose: dict[str, Any] | None = None,
+) -> str:
+    """The model card as Markdown; its first line is the one-line description. A GAN has ``musegan`` (its
+    `museforge.training.gan.musegan_tables`) instead of a ``likelihood``."""
+    styles = ", ".join(f"{k} {v['pieces']}" for k, v in sorted(data["styles"].items()))
+    lines = [
+        options.description,
+        "",
+        f"# {options.name}",
+        "",
+        f"Family `{family}`, {parameters / 1e6:.2f} M parameters, tokenizer `{tokenizer['name']}`. "
+        f"Card written {time.strftime('%Y-%m-%d')} by `museforge models ship`.",
+        "",
+        "## Data",
+        f"The music21 corpus as built by `museforge data build --source music21`: {data['pieces']} pieces "
+        f"({data['hours']:.1f} h; splits {json.dumps(data['splits'], sort_keys=True)}). Styles: {styles}. "
+        "Training windows are transposed at random by up to ±6 semitones.",
+        "",
+        "## Training",
+        f"- Hardware: {options.hardware}",
+        f"- Command: `{options.command}`",
+        *[
+            f"- Stage {i + 1}: {st['steps']} optimizer steps, {st['epochs']} epochs, {st['wall_seconds'] / 60:.1f} "
+            f"min; {_stop_line(st)}; the next stage started from its best weights with a fresh optimizer"
+            for i, st in enumerate(training["stages"])
+        ],
+        f"- {'Final stage' if training['stages'] else 'Run'}: {training['steps']} optimizer steps, "
+        f"{training['epochs']} epochs, {training['wall_seconds'] / 60:.1f} min, median "
+        f"{_fmt(training['train_tokens_per_s'])} training tokens/s; {_stop_line(training)}",
+        f"- Validation loss by evaluation (step, {'MuseGAN-metric gap' if musegan else 'nats/token'}): "
+        f"{training['eval_curve']}",
+        "",
+        *(_likelihood_lines(likelihood, training) if likelihood is not None else []),
+        *(_musegan_lines(musegan) if musegan is not None else []),
+        *(_musemorphose_lines(musemorphose) if musemorphose is not None else []),
+        "## Samples against held-out music",
+        f"{options.n_samples} samples ({options.bars} bars or {options.seconds:.0f} s each, temperature 1.0, "
+        "top-p 0.95, styles in proportion to the training data) compared with the test split by "
+        "`museforge evaluate` (full report in `evaluation/report.html`).",
+        "",
+        f"- MGEval overall overlap {_fmt(report['overall']['overlap'])}, KL {_fmt(report['overall']['kl'])}",
+    ]
+    if "originality" in report:
+        gen = report["originality"]["generated"]["summary"]
+        lines.append(
+            f"- Originality: {gen['near_copy_share']:.0%} of samples flagged as near-copies of training pieces; "
+            f"longest copied run {gen['longest_run_max']} notes (mean {_fmt(gen.get('longest_run_mean'), 1)})"
+        )
+    lines += ["", "| metric | samples (mean ± std) | test split (mean ± std) |", "|---|---|---|"]
+    for name, row in sorted(report.get("metrics", {}).items()):
+        g, r = row.get("generated", {}), row.get("reference", {})
+        lines.append(
+            f"| {name} | {_fmt(g.get('mean'))} ± {_fmt(g.get('std'))} | "
+            f"{_fmt(r.get('mean'))} ± {_fmt(r.get('std'))} |"
+        )
+    lines += [
+        "",
+        "## Sampling speed",
+        f"{sampling['tokens_per_s']} tokens/s while writing the samples ({sampling['machine']}, batch 1, KV cache).",
+        "",
+        "## Config",
+        "```json",
+        json.dumps(config, indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""Building blocks shared by the model families: norms, rotary embeddings, cached self-attention, blocks.
+
+Shape letters used throughout: B batch, T new time steps, L cached (past) steps, H heads, Dh head width,
+D model width, F feed-forward width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORM_KINDS = ("rms", "layer")
+
+
+def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
+    """RMSNorm (cheaper, what recent decoders use) or LayerNorm (what the original Transformers used)."""
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=eps)
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE): positions enter as rotations of q and k, so attention scores depend
+    only on relative distance and a cache written at positions 0..L-1 stays valid for position L."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, base: float = 10_000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # [Dh/2]
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # [Tmax, Dh/2]
+        angles = torch.cat([angles, angles], dim=-1)  # [Tmax, Dh]
+        # Not persistent: derived from the config, so checkpoints only hold learned weights.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.max_seq_len = max_seq_len
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Rotate ``x`` [B, H, T, Dh] as if its first step sat at absolute position ``offset``."""
+        t = x.shape[-2]
+        if offset + t > self.max_seq_len:
+            raise ValueError(f"positions up to {offset + t} exceed max_seq_len={self.max_seq_len}")
+        cos = self.cos[offset : offset + t].to(x.dtype)  # [T, Dh]
+        sin = self.sin[offset : offset + t].to(x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # [B, H, T, Dh]
+        return x * cos + rotated * sin
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the steps decoded so far, in buffers allocated once.
+
+    Preallocating to the model's ``max_seq_len`` makes each decoding step a slice write instead of a
+    ``torch.cat`` that copies the whole past again.
+    """
+
+    n_layers: int
+    max_len: int
+    keys: list[Tensor] = field(default_factory=list)  # per layer [B, H, max_len, Dh]
+    values: list[Tensor] = field(default_factory=list)
+    length: int = 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the new steps ``k, v`` [B, H, T, Dh] of ``layer`` and return all steps [B, H, L+T, Dh]."""
+        b, h, t, d = k.shape
+        if self.length + t > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} steps; cannot add {t} to {self.length}")
+        if len(self.keys) < self.n_layers:
+            self.keys.append(k.new_zeros(b, h, self.max_len, d))
+            self.values.append(v.new_zeros(b, h, self.max_len, d))
+        end = self.length + t
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, t: int) -> None:
+        """Mark ``t`` more steps as stored; called once after all layers saw them."""
+        self.length += t
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with RoPE through ``scaled_dot_product_attention``."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = False) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(
+        self, x: Tensor, rope: RotaryEmbedding, cache: KVCache | None = None, layer: int = 0
+    ) -> Tensor:
+        b, t, d = x.shape  # x: [B, T, D]
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # [B, T, 3, H, Dh]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, Dh]
+        past = cache.length if cache is not None else 0
+        q, k = rope(q, past), rope(k, past)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # [B, H, L+T, Dh]
+        mask: Tensor | None = None
+        is_causal = False
+        if t > 1 and past == 0:
+            is_causal = True
+        elif t > 1:
+            # New step i sits at absolute position past+i and may see keys 0..past+i (bottom-right causal).
+            rows = torch.arange(t, device=x.device)[:, None] + past  # [T, 1]
+            mask = torch.arange(past + t, device=x.device)[None, :] <= rows  # [T, L+T]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )  # [B, H, T, Dh]
+        out = out.transpose(1, 2).reshape(b, t, d)  # [B, T, D]
+        return self.proj(out)
+
+
+class FeedForward(nn.Module):
+    """Position-wise two-layer MLP with GELU."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = False) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.down(F.gelu(self.up(x))))  # [B, T, D] -> [B, T, F] -> [B, T, D]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + ff(norm(x))``; pre-norm trains stably without warm-up
+    tricks at depth."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        norm: str = "rms",
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.norm1 = make_norm(norm, d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout, bias)
+        self.norm2 = make_norm(norm, d_model)
+        self.ff = FeedForward(d_model, d_ff, dropout, bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, rope: RotaryEmbedding, cache: KVCache | None = None, layer: int = 0
+    ) -> Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), rope, cache, layer))  # [B, T, D]
+        return x + self.ff(self.norm2(x))  # [B, T, D]
+
+
+def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases, and residual output projections scaled by
+    1/sqrt(2·n_layers) so the residual stream's variance does not grow with depth."""
+    for name, p in module.named_parameters():
+        if p.dim() < 2:
+            continue
+        if name.endswith(("attn.proj.weight", "ff.down.weight")):
+            nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * n_layers))
+        else:
+            nn.init.normal_(p, mean=0.0, std=std)
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,309 @@
+"""MuseGAN (Dong et al. 2018): multi-track piano-roll phrases from latent vectors, trained as a WGAN-GP.
+
+Shapes (letters used below): B batch, K tracks, N bars per phrase, S steps per bar, P pitches, L latent width
+of one latent part, C channels. A phrase is ``[B, K, N, S, P]`` in ``[-1, 1]`` (tanh); real rolls are mapped to
+``-1`` (silent) / ``+1`` (sounding), so binarizing at 0 inverts the map.
+
+Generator, the paper's *hybrid* model: four latent parts per sample — inter-track static ``z``, inter-track
+temporal ``z_t`` (through a shared temporal generator: one vector per bar), intra-track static ``z_k`` and
+intra-track temporal ``z_kt`` (through each track's private temporal generator). Each bar of each track is made
+from the concatenation of the four (plus the genre embedding) by a bar generator whose first blocks are shared
+by all tracks and whose last blocks are private per track, as in the MuseGAN PyTorch tutorial. Time is built
+up as ``time_factors`` (e.g. 4 beats × 4 × 3 = 48 steps) and pitch as octaves × 12 pitch classes.
+
+Critic: private per-track convolution blocks (pitch classes, then sub-beat steps), then a shared stack over the
+concatenated tracks down to one feature vector; blocks use layer norm, never batch norm (a per-sample gradient
+penalty needs per-sample outputs). Genre enters projection-discriminator style (Miyato & Koyama 2018): the
+score is ``linear(h) + <embed(genre), h>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from museforge.models.config import ModelConfig
+
+N_LATENT_PARTS = 4  # z, z_t, z_k, z_kt
+
+
+@dataclass
+class MuseGANConfig(ModelConfig):
+    """Sizes of `MuseGAN`. Defaults: LPD-5 (5 tracks, 4 bars × 48 steps × 84 pitches), latent 128 as in the paper.
+
+    ``latent_dim`` is the width of the four latent parts together; ``genres`` names the conditioning classes
+    (empty: unconditional). ``g_width`` / ``d_width`` scale every generator / critic channel count.
+    """
+
+    model_name: ClassVar[str] = "musegan"
+
+    n_tracks: int = 5
+    n_bars: int = 4
+    steps_per_bar: int = 48
+    n_pitches: int = 84
+    time_factors: tuple[int, ...] = (4, 4, 3)  # beats per bar, then sub-beat factors; product = steps_per_bar
+    latent_dim: int = 128
+    genres: tuple[str, ...] = ()
+    genre_dim: int = 32
+    g_width: int = 32
+    d_width: int = 32
+
+    def __post_init__(self) -> None:
+        self.time_factors = tuple(int(f) for f in self.time_factors)
+        self.genres = tuple(str(g) for g in self.genres)
+        for name in ("n_tracks", "n_bars", "steps_per_bar", "n_pitches", "latent_dim", "g_width", "d_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.time_factors) != 3 or math.prod(self.time_factors) != self.steps_per_bar:
+            raise ValueError(
+                f"time_factors must be 3 factors whose product is steps_per_bar={self.steps_per_bar}, "
+                f"got {self.time_factors}"
+            )
+        if self.n_pitches % 12:
+            raise ValueError(f"n_pitches must be whole octaves (a multiple of 12), got {self.n_pitches}")
+        if self.latent_dim % N_LATENT_PARTS:
+            raise ValueError(
+                f"latent_dim must split into {N_LATENT_PARTS} equal parts, got {self.latent_dim}"
+            )
+        if len(set(self.genres)) != len(self.genres):
+            raise ValueError(f"genres must be distinct, got {self.genres}")
+        if self.genres and self.genre_dim < 1:
+            raise ValueError(f"genre_dim must be >= 1 with genres, got {self.genre_dim}")
+
+    @property
+    def part_dim(self) -> int:
+        return self.latent_dim // N_LATENT_PARTS
+
+    @property
+    def n_genres(self) -> int:
+        return len(self.genres)
+
+    def genre_index(self, genre: str) -> int:
+        """Index of a genre name; unknown names fail listing the known ones."""
+        if genre not in self.genres:
+            known = ", ".join(self.genres) or "none (the model is unconditional)"
+            raise ValueError(f"unknown genre {genre!r}; this model knows: {known}")
+        return self.genres.index(genre)
+
+
+class GeneratorBlock(nn.Module):
+    """ConvTranspose3d + BatchNorm3d + ReLU over (bars, steps, pitches); kernel = stride multiplies a size."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]):
+        super().__init__()
+        self.conv = nn.ConvTranspose3d(c_in, c_out, kernel, stride)
+        self.norm = nn.BatchNorm3d(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.norm(self.conv(x)))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Conv3d + layer norm (over channels and positions, per sample) + LeakyReLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]):
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, kernel, stride)
+        self.norm = nn.GroupNorm(1, c_out)  # one group = layer norm over [C, D, H, W]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.leaky_relu(self.norm(self.conv(x)), 0.2)
+
+
+class TemporalGenerator(nn.Module):
+    """A latent [B, L] to one latent per bar [B, L, N] (ConvTranspose over the bar axis)."""
+
+    def __init__(self, dim: int, n_bars: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            GeneratorBlock(dim, 2 * dim, (n_bars, 1, 1), (n_bars, 1, 1)),
+            nn.ConvTranspose3d(2 * dim, dim, (1, 1, 1), (1, 1, 1)),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z[:, :, None, None, None])[:, :, :, 0, 0]  # [B, L, N]
+
+
+@dataclass
+class Latents:
+    """The four latent parts of a batch of phrases (see the module docstring)."""
+
+    shared: Tensor  # [B, L]
+    shared_temporal: Tensor  # [B, L]
+    track: Tensor  # [B, K, L]
+    track_temporal: Tensor  # [B, K, L]
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Latents:
+        """The same function applied to each part (moving, slicing, interpolating)."""
+        return Latents(fn(self.shared), fn(self.shared_temporal), fn(self.track), fn(self.track_temporal))
+
+    @property
+    def batch_size(self) -> int:
+        return self.shared.shape[0]
+
+
+class Generator(nn.Module):
+    """``forward(latents, genre [B] | None) -> phrase [B, K, N, S, P]`` in [-1, 1]."""
+
+    def __init__(self, config: MuseGANConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        d, w = c.part_dim, c.g_width
+        self.temporal = TemporalGenerator(d, c.n_bars)
+        self.track_temporal = nn.ModuleList([TemporalGenerator(d, c.n_bars) for _ in range(c.n_tracks)])
+        self.genre = nn.Embedding(c.n_genres, c.genre_dim) if c.n_genres else None
+        c_in = N_LATENT_PARTS * d + (c.genre_dim if c.n_genres else 0)
+        beats, sub1, sub2 = c.time_factors
+        octaves = c.n_pitches // 12
+        self.shared = nn.Sequential(  # [B·K, c_in, N, 1, 1] -> [B·K, 2w, N, beats·sub1, octaves]
+            GeneratorBlock(c_in, 8 * w, (1, beats, 1), (1, beats, 1)),
+            GeneratorBlock(8 * w, 4 * w, (1, 1, octaves), (1, 1, octaves)),
+            GeneratorBlock(4 * w, 2 * w, (1, sub1, 1), (1, sub1, 1)),
+        )
+        self.private = nn.ModuleList(  # per track: -> [B, 1, N, S, P]
+            nn.Sequential(
+                GeneratorBlock(2 * w, w, (1, sub2, 1), (1, sub2, 1)),
+                nn.ConvTranspose3d(w, 1, (1, 1, 12), (1, 1, 12)),
+            )
+            for _ in range(c.n_tracks)
+        )
+
+    def forward(self, latents: Latents, genre: Tensor | None = None) -> Tensor:
+        c = self.config
+        b, k, n = latents.batch_size, c.n_tracks, c.n_bars
+        if latents.track.shape != (b, k, c.part_dim):
+            raise ValueError(
+                f"track latents must be [batch, {k}, {c.part_dim}], got {tuple(latents.track.shape)}"
+            )
+        shared = latents.shared[:, None, :, None].expand(b, k, -1, n)  # [B, K, L, N]
+        temporal = self.temporal(latents.shared_temporal)[:, None].expand(b, k, -1, n)  # [B, K, L, N]
+        private = latents.track[..., None].expand(b, k, -1, n)  # [B, K, L, N]
+        private_t = torch.stack(
+            [g(latents.track_temporal[:, i]) for i, g in enumerate(self.track_temporal)], 1
+        )  # [B, K, L, N]
+        parts = [shared, temporal, private, private_t]
+        if self.genre is not None:
+            if genre is None:
+                raise ValueError(f"this model is conditioned on genres {c.genres}: pass genre indices [B]")
+            parts.append(self.genre(genre)[:, None, :, None].expand(b, k, -1, n))  # [B, K, G, N]
+        elif genre is not None:
+            raise ValueError("this model has no genres; pass genre=None")
+        x = torch.cat(parts, 2).flatten(0, 1)[..., None, None]  # [B·K, c_in, N, 1, 1]
+        x = self.shared(x).unflatten(0, (b, k))  # [B, K, 2w, N, beats·sub1, octaves]
+        out = torch.cat([head(x[:, i]) for i, head in enumerate(self.private)], 1)  # [B, K, N, S, P]
+        return torch.tanh(out)
+
+
+class Critic(nn.Module):
+    """``forward(phrase [B, K, N, S, P], genre [B] | None) -> score [B]`` (unbounded: a WGAN critic)."""
+
+    def __init__(self, config: MuseGANConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        w = c.d_width
+        beats, sub1, sub2 = c.time_factors
+        octaves = c.n_pitches // 12
+        self.private = nn.ModuleList(  # per track [B, 1, N, S, P] -> [B, w, N, beats·sub1, octaves]
+            nn.Sequential(
+                DiscriminatorBlock(1, w, (1, 1, 12), (1, 1, 12)),
+                DiscriminatorBlock(w, w, (1, sub2, 1), (1, sub2, 1)),
+            )
+            for _ in range(c.n_tracks)
+        )
+        self.shared = nn.Sequential(  # [B, K·w, N, beats·sub1, octaves] -> [B, 8w, 1, 1, 1]
+            DiscriminatorBlock(c.n_tracks * w, 2 * w, (1, sub1, 1), (1, sub1, 1)),
+            DiscriminatorBlock(2 * w, 4 * w, (1, 1, octaves), (1, 1, octaves)),
+            DiscriminatorBlock(4 * w, 4 * w, (1, beats, 1), (1, beats, 1)),
+            DiscriminatorBlock(4 * w, 8 * w, (c.n_bars, 1, 1), (c.n_bars, 1, 1)),
+        )
+        self.out = nn.Linear(8 * w, 1)
+        self.genre = nn.Embedding(c.n_genres, 8 * w) if c.n_genres else None
+
+    def forward(self, x: Tensor, genre: Tensor | None = None) -> Tensor:
+        c = self.config
+        expected = (c.n_tracks, c.n_bars, c.steps_per_bar, c.n_pitches)
+        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"phrases must be [batch, *{expected}], got {tuple(x.shape)}")
+        h = torch.cat([net(x[:, i : i + 1]) for i, net in enumerate(self.private)], 1)  # [B, K·w, N, ., .]
+        h = self.shared(h).flatten(1)  # [B, 8w]
+        score = self.out(h).squeeze(1)  # [B]
+        if self.genre is not None:
+            if genre is None:
+                raise ValueError(f"this critic is conditioned on genres {c.genres}: pass genre indices [B]")
+            score = score + (self.genre(genre) * h).sum(1)  # projection discriminator
+        return score
+
+
+class MuseGAN(nn.Module):
+    """Generator and critic in one module, so one checkpoint holds both (the critic is needed to resume)."""
+
+    config_class = MuseGANConfig
+
+    def __init__(self, config: MuseGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = Generator(config)
+        self.critic = Critic(config)
+
+    def sample_latents(self, batch: int, generator: torch.Generator | None = None) -> Latents:
+        """Standard normal latents for ``batch`` phrases on the model's device."""
+        c = self.config
+        dev = next(self.parameters()).device
+
+        def draw(*shape: int) -> Tensor:
+            return torch.randn(*shape, generator=generator, device=dev)
+
+        return Latents(
+            draw(batch, c.part_dim),
+            draw(batch, c.part_dim),
+            draw(batch, c.n_tracks, c.part_dim),
+            draw(batch, c.n_tracks, c.part_dim),
+        )
+
+    def forward(self, latents: Latents, genre: Tensor | None = None) -> Tensor:
+        """The generator: phrases [B, K, N, S, P] in [-1, 1]."""
+        return self.generator(latents, genre)
+
+
+def to_model_range(roll: Tensor) -> Tensor:
+    """A bool/0-1-2 roll as the critic's input: -1 silent, +1 sounding."""
+    return (roll > 0).float() * 2.0 - 1.0
+
+
+def binarize(
+    phrase: Tensor,
+    mode: Literal["threshold", "bernoulli"] = "threshold",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A generator output in [-1, 1] as a bool roll: sounding where > 0, or drawn with P = (x + 1) / 2."""
+    if mode == "threshold":
+        return phrase > 0
+    if mode == "bernoulli":
+        p = ((phrase.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        return torch.rand(p.shape, generator=generator, device=p.device) < p
+    raise ValueError(f"binarize mode must be 'threshold' or 'bernoulli', got {mode!r}")
+
+
+def gradient_penalty(
+    critic: nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    genre: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """WGAN-GP's penalty E[(‖∇D(x̂)‖₂ − 1)²] on interpolates x̂ = αx + (1 − α)x̃, α ~ U(0, 1) per sample.
+
+    Differentiable (create_graph), so it trains the critic towards unit gradient norm between the two sets.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have one shape")
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device)
+    mixed = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)  # [B, ...]
+    score = critic(mixed, genre) if genre is not None else critic(mixed)
+    (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()

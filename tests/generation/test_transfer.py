@@ -1,0 +1,218 @@
+"""MuseMorphose as a tool, on a tiny model trained here on real folk tunes: control, transfer, interpolation,
+continuation and the `museforge transfer` / `interpolate` commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from museforge.cli import app
+from museforge.data.build import BuildOptions, build_dataset
+from museforge.data.corpora import music21_units
+from museforge.data.dataset import TokenizeOptions, tokenize_dataset
+from museforge.data.formats import load_score
+from museforge.data.manifest import load_manifest
+from museforge.generation.api import generate_song, get_model
+from museforge.generation.musemorphose import continue_piece, generate, interpolate, transfer
+from museforge.generation.musemorphose_eval import evaluate_transfer, reconstruction_nll
+from museforge.metrics.transfer import bar_similarity
+from museforge.models.musemorphose import MuseMorphose
+from museforge.tokenizers.attributes import AttributeBoundaries, bar_bounds
+from museforge.training.recipes import prepare_training
+
+pytestmark = pytest.mark.xdist_group("musemorphose")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny MuseMorphose trained through the recipe on 30 Essen folk songs (about 10 s on one thread)."""
+    torch.set_num_threads(1)
+    data = tmp_path_factory.mktemp("ds")
+    build_dataset(
+        music21_units(["essenFolksong"]),
+        data,
+        BuildOptions(limit=30, workers=2, progress=False, valid=0.1, test=0.2),
+    )
+    # MuseMorphose's boundaries were set on pop piano: on folk melodies every bar would be class 0, so the
+    # classes are fitted to the data (as for the shipped model) and training keeps the cache's tokenizer.
+    bounds = AttributeBoundaries.fit_quantiles(
+        load_score(r.midi_path(data)) for r in load_manifest(data, "train")
+    )
+    config = {"rhythm_boundaries": list(bounds.rhythm), "polyphony_boundaries": list(bounds.polyphony)}
+    tokenize_dataset(data, "remi", TokenizeOptions(config=config, workers=2, progress=False))
+    out = tmp_path_factory.mktemp("run")
+    run = prepare_training(
+        "musemorphose", data, "tiny", out,
+        train_overrides={"max_steps": 1500, "epochs": 100, "progress": False, "lr": 3e-3},
+        model_overrides={"d_model": 64, "d_ff": 128, "dropout": 0.0}, workers=2,
+    )  # fmt: skip
+    run.trainer.fit()
+    loaded = get_model(out / "best")
+    pieces = [r.midi_path(data) for r in load_manifest(data, split="test")]
+    assert len(pieces) >= 3
+    return loaded.checkpoint.model, loaded.tokenizer, out / "best", pieces
+
+
+def measured(tok, score, n_bars):
+    """Per-bar classes of a score by the model's tokenizer (its boundaries), as training measured them."""
+    return tok.bar_classes(score, n_bars)
+
+
+def bars_of(tok, tokens):
+    return sum(t == tok.bar_id for t in tokens)
+
+
+def test_generation_follows_the_rhythm_plan(trained):
+    model, tok, _, _ = trained
+    low = generate(model, tok, bars=4, plan=[(1, 0)] * 4, style="folk", num_samples=6, seed=1)
+    high = generate(model, tok, bars=4, plan=[(6, 0)] * 4, style="folk", num_samples=6, seed=1)
+    for song in low + high:
+        assert bars_of(tok, song.tokens) == 4 and song.score.note_num() > 0
+    lo = np.concatenate([measured(tok, s.score, 4)[0] for s in low])
+    hi = np.concatenate([measured(tok, s.score, 4)[0] for s in high])
+    assert hi.mean() > lo.mean() + 1.0, (lo, hi)
+
+
+def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(trained):
+    model, tok, _, pieces = trained
+    ups, downs = [], []
+    for piece in pieces[:3]:
+        enc = tok.encode(load_score(piece))
+        n = len(enc.bar_starts)
+        up = transfer(model, tok, piece, rhythm=+3, seed=0)
+        down = transfer(model, tok, piece, rhythm=-3, seed=0)
+        assert bars_of(tok, up.tokens) == bars_of(tok, down.tokens) == n
+        ups.append(measured(tok, up.score, n)[0])
+        downs.append(measured(tok, down.score, n)[0])
+    assert np.concatenate(ups).mean() > np.concatenate(downs).mean()
+    # bars outside the selection are kept token for token
+    piece = pieces[0]
+    enc = tok.encode(load_score(piece))
+    part = transfer(model, tok, piece, rhythm=+2, bars=[1], seed=0)
+    starts = [*enc.bar_starts.tolist(), len(enc.ids)]
+    out_starts = [i for i, t in enumerate(part.tokens) if t == tok.bar_id] + [len(part.tokens)]
+    assert part.tokens[out_starts[0] : out_starts[1]] == enc.ids[starts[0] : starts[1]].tolist()
+    assert part.rhythm[1] == min(7, enc.ids[starts[1] + 1] - tok.rhythm_ids[0] + 2)
+    with pytest.raises(ValueError, match="outside the piece's bars"):
+        transfer(model, tok, piece, rhythm=+1, bars=[500])
+
+
+def test_interpolation_and_continuation(trained):
+    model, tok, _, pieces = trained
+    steps = interpolate(model, tok, pieces[0], pieces[1], steps=3, seed=0)
+    assert len(steps) == 3
+    assert len({bars_of(tok, s.tokens) for s in steps}) == 1
+    n = bars_of(tok, tok.encode(load_score(pieces[0])).ids)
+    more = continue_piece(model, tok, pieces[0], bars=3, seed=0)
+    assert bars_of(tok, more.tokens) == n + 3
+    with pytest.raises(ValueError, match="steps must be >= 2"):
+        interpolate(model, tok, pieces[0], pieces[1], steps=1)
+
+
+def test_cli_transfer_and_interpolate_end_to_end(trained, tmp_path):
+    _, tok, ckpt, pieces = trained
+    out = tmp_path / "out.mid"
+    result = runner.invoke(
+        app,
+        ["transfer", str(pieces[0]), "--model", str(ckpt), "--rhythm", "+2", "--polyphony", "-1",
+         "--bars", "1-2", "--seed", "3", "--out", str(out), "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    score = load_score(out)
+    assert score.note_num() > 0
+    n = bars_of(tok, tok.encode(load_score(pieces[0])).ids)
+    assert bars_of(tok, tok.encode(score).ids) == n
+    bad = runner.invoke(
+        app, ["transfer", str(pieces[0]), "--model", str(ckpt), "--bars", "x", "--out", str(out)]
+    )
+    assert bad.exit_code == 2 and "--bars" in bad.output
+    folder = tmp_path / "interp"
+    result = runner.invoke(
+        app,
+        [
+            "interpolate",
+            str(pieces[0]),
+            str(pieces[1]),
+            "--model",
+            str(ckpt),
+            "--steps",
+            "3",
+            "--out",
+            str(folder),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.glob("*.mid")) == ["step-01.mid", "step-02.mid", "step-03.mid"]
+
+
+def dataset_of(piece):
+    return next(p for p in piece.parents if (p / "manifest.jsonl").exists())
+
+
+def test_bar_similarity_is_one_on_itself_and_drops_only_where_a_bar_changes(trained):
+    _, tok, _, pieces = trained
+    original = tok.decode(tok.encode(load_score(pieces[0])).ids)
+    same = bar_similarity(original, original)
+    assert np.allclose(same["chroma"], 1.0) and np.allclose(same["groove"], 1.0)
+    changed = original.copy()
+    bars = bar_bounds(original)
+    notes = changed.tracks[0].notes
+    for note in notes:  # bar 1 only: every note a tritone up and a 16th later
+        if bars[1] <= note.time < bars[2]:
+            note.pitch += 6
+            note.time += original.tpq // 4
+    sim = bar_similarity(original, changed)
+    assert sim["chroma"][1] < 0.9 and sim["groove"][1] < 1.0
+    assert np.allclose(np.delete(sim["chroma"], [1, 2]), 1.0)  # a shifted note may sound into bar 2
+    assert np.allclose(sim["groove"][[0, *range(2, len(sim["groove"]))]], 1.0)
+
+
+def test_evaluate_transfer_control_fidelity_and_perplexity(trained):
+    model, tok, _, pieces = trained
+    result = evaluate_transfer(model, tok, pieces[:3], seed=0)
+    assert result["transfers"] == 3 * 2 * 7 and result["bars"] == model.config.n_bars
+    for attr in ("rhythm", "polyphony"):
+        assert -1.0 <= result["rho"][attr] <= 1.0
+        assert 0.0 <= result["fidelity"][attr]["chroma"] <= 1.0
+        assert 0.0 <= result["fidelity"][attr]["groove"] <= 1.0
+        assert -1.0 <= result["leak"][attr] <= 1.0
+    data = dataset_of(pieces[0])
+    trained_nll = reconstruction_nll(model, tok, data, "test")
+    assert trained_nll["perplexity"] == pytest.approx(np.exp(trained_nll["nll"]))
+    torch.manual_seed(0)
+    fresh = MuseMorphose(model.config)
+    assert reconstruction_nll(fresh, tok, data, "test")["nll"] > trained_nll["nll"] + 1.0
+    with pytest.raises(ValueError, match="pieces is empty"):
+        evaluate_transfer(model, tok, [])
+
+
+def test_generate_song_dispatches_musemorphose(trained):
+    _, tok, ckpt, pieces = trained
+    loaded = get_model(ckpt)
+    songs = generate_song(loaded, bars=4, style="folk", attributes=[(1, 0), (6, 0)], seed=2, num_samples=2)
+    assert len(songs) == 2 and all(bars_of(tok, s.tokens) == 4 for s in songs)
+    assert songs[0].params["family"] == "musemorphose" and songs[0].new_tokens == len(songs[0].tokens)
+    cont = generate_song(loaded, bars=2, primer=pieces[0], primer_bars=2, seed=2)[0]
+    primer = tok.encode(load_score(pieces[0]))
+    assert bars_of(tok, cont.tokens) == 4
+    kept = cont.tokens[cont.tokens.index(tok.bar_id) :][: primer.bar_starts[2] - primer.bar_starts[0]]
+    assert kept == primer.ids[primer.bar_starts[0] : primer.bar_starts[2]].tolist()
+    with pytest.raises(ValueError, match="is a MuseMorphose"):
+        generate_song(loaded, seconds=5.0)
+
+
+def test_cli_evaluate_transfer(trained, tmp_path):
+    _, _, ckpt, pieces = trained
+    out = tmp_path / "eval.json"
+    result = runner.invoke(
+        app,
+        ["evaluate-transfer", "--data", str(dataset_of(pieces[0])), "--model", str(ckpt), "--pieces", "2",
+         "--out", str(out), "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["pieces"] == 2 and saved["likelihood"]["nll"] > 0
+    assert "rhythm" in result.output and "perplexity" in result.output

@@ -1,0 +1,92 @@
+"""Shipping a run: a tiny Transformer trained here on real chorales and folk tunes, shipped through the CLI."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from museforge.cli import app
+from museforge.data.build import BuildOptions, build_dataset
+from museforge.data.corpora import music21_units
+from museforge.data.manifest import load_manifest
+from museforge.generation.api import clear_model_cache, generate_song
+from museforge.lab.model_card import heldout_likelihood, train_command, training_summary
+from museforge.metrics.originality import OriginalityIndex
+from museforge.models.zoo import MODELS_DIR_ENV, list_models
+from museforge.training.recipes import start_run
+
+pytestmark = pytest.mark.xdist_group("model_card")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = tmp_path_factory.mktemp("ds")
+    build_dataset(
+        music21_units(["bach", "essenFolksong"]),
+        data,
+        BuildOptions(limit=8, workers=2, progress=False, valid=0.25, test=0.25),
+    )
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    start_run("transformer", data, "tiny", out, train_overrides={"max_steps": 15, "progress": False})
+    yield data, out
+    torch.set_num_threads(threads)
+
+
+def test_training_summary_and_command_come_from_the_run(run):
+    _, out = run
+    summary = training_summary(out)
+    assert summary["steps"] == 15 and summary["best_eval_step"] is not None
+    assert summary["eval_curve"][-1][0] == 15
+    command = train_command(json.loads((out / "run.json").read_text()))
+    assert command.startswith("museforge train --model transformer --preset tiny --data ")
+    assert "--max-steps 15" in command
+
+
+def test_ship_writes_a_measured_card_and_a_usable_model(run, tmp_path, monkeypatch):
+    data, out = run
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "ship",
+            str(out),
+            "--name",
+            "tiny-remi",
+            "--data",
+            str(data),
+            "--description",
+            "A tiny REMI test model.",
+            "--hardware",
+            "2-core CPU",
+            "--models-root",
+            str(tmp_path),
+            "--samples",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    shipped = tmp_path / "tiny-remi"
+    card = (shipped / "MODEL_CARD.md").read_text()
+    assert card.splitlines()[0] == "A tiny REMI test model."
+    n_test = len(load_manifest(data, "test"))
+    likelihood = heldout_likelihood(shipped, data, 300)
+    assert f"Test split, {n_test} pieces, {likelihood['n_tokens']} tokens" in card
+    assert f"NLL {likelihood['nll']:.3f}" in card
+    report = json.loads((shipped / "evaluation" / "report.json").read_text())
+    assert report["n_generated"] == 3 and report["n_reference"] == n_test
+    assert f"overlap {report['overall']['overlap']:.3f}" in card
+    assert "museforge train --model transformer" in card
+    index = OriginalityIndex.load(shipped / "originality.npz")
+    assert index.n_pieces == len(load_manifest(data, "train"))
+
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    clear_model_cache()
+    (info,) = list_models()
+    assert info.name == "tiny-remi" and info.description == "A tiny REMI test model."
+    song = generate_song("tiny-remi", style="folk", bars=2, seed=3)[0]
+    assert song.originality is not None  # the shipped index is picked up
+    assert song.score.note_num() > 0

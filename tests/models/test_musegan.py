@@ -1,0 +1,242 @@
+"""MuseGAN: gradient penalty, generator shapes and range, binarization, decoding with programs, the WGAN-GP
+critic learning real chorale phrases apart from noise, and `museforge train --model musegan` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from museforge.cli import app
+from museforge.data.build import BuildOptions, build_dataset
+from museforge.data.corpora import music21_units
+from museforge.data.dataset import TokenizeOptions, tokenize_dataset
+from museforge.generation.musegan import generate_piece
+from museforge.models.checkpoint import load_checkpoint, save_checkpoint
+from museforge.models.musegan import MuseGAN, MuseGANConfig, binarize, gradient_penalty, to_model_range
+from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
+from museforge.training.gan import PART_TRACKS, GANTrainer, PhraseDataset, pianoroll_config_for, table_gap
+from museforge.training.trainer import TrainConfig
+
+pytestmark = pytest.mark.xdist_group("musegan")
+TINY = {"g_width": 4, "d_width": 4, "latent_dim": 32, "genre_dim": 8}
+
+
+class Linear(torch.nn.Module):
+    """D(x) = <w, x>: its gradient is w everywhere, so the penalty is (‖w‖ − 1)² exactly."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        return (x.flatten(1) * self.w).sum(1)
+
+
+class HalfSquare(torch.nn.Module):
+    """D(x) = ‖x‖² / 2: its gradient is x itself, so the penalty shows where it was taken."""
+
+    def forward(self, x):
+        return 0.5 * (x.flatten(1) ** 2).sum(1)
+
+
+def test_gradient_penalty_is_taken_on_interpolates():
+    real, fake = torch.randn(6, 2, 3, 4), torch.randn(6, 2, 3, 4)
+    got = gradient_penalty(HalfSquare(), real, fake, generator=torch.Generator().manual_seed(5))
+    alpha = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(5))
+    mixed = alpha * real + (1 - alpha) * fake
+    expected = ((mixed.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    at_real = ((real.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert abs(got.item() - at_real.item()) > 1e-3  # not the penalty at the real points
+    assert got.requires_grad  # it trains the critic
+
+
+def test_gradient_penalty_vanishes_for_a_one_lipschitz_critic():
+    w = torch.randn(24)
+    real, fake = torch.randn(8, 24), torch.randn(8, 24)
+    assert gradient_penalty(Linear(w / w.norm()), real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    assert gradient_penalty(Linear(3 * w / w.norm()), real, fake).item() == pytest.approx(4.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("tracks,genres", [(5, ()), (2, ("chorale", "renaissance"))])
+def test_generator_shape_and_range_for_any_track_count(tracks, genres):
+    torch.manual_seed(0)
+    model = MuseGAN(MuseGANConfig(n_tracks=tracks, genres=genres, **TINY))
+    genre = torch.tensor([0, 1, 1]) if genres else None
+    out = model(model.sample_latents(3), genre)
+    assert out.shape == (3, tracks, 4, 48, 84)
+    assert out.min() >= -1 and out.max() <= 1 and out.std() > 0
+    assert model.critic(out, genre).shape == (3,)
+    if genres:  # the genre changes the music and the critic's score
+        other = model(model.sample_latents(3, torch.Generator().manual_seed(1)), torch.tensor([1, 0, 0]))
+        same = model(model.sample_latents(3, torch.Generator().manual_seed(1)), genre)
+        assert not torch.allclose(other, same)
+        with pytest.raises(ValueError, match="pass genre indices"):
+            model(model.sample_latents(3))
+
+
+def test_config_refuses_shapes_the_generator_cannot_build():
+    with pytest.raises(ValueError, match="product is steps_per_bar"):
+        MuseGANConfig(steps_per_bar=40)
+    with pytest.raises(ValueError, match="whole octaves"):
+        MuseGANConfig(n_pitches=80)
+    with pytest.raises(ValueError, match="unknown genre 'jazz'"):
+        MuseGANConfig(genres=("rock",)).genre_index("jazz")
+
+
+def test_binarization():
+    x = torch.tensor([-1.0, -0.2, 0.0, 1e-4, 0.7, 1.0])
+    assert binarize(x).tolist() == [False, False, False, True, True, True]
+    g = torch.Generator().manual_seed(0)
+    assert binarize(torch.full((1000,), 1.0), "bernoulli", g).all()
+    assert not binarize(torch.full((1000,), -1.0), "bernoulli", g).any()
+    share = binarize(torch.full((20000,), 0.5), "bernoulli", g).float().mean().item()
+    assert share == pytest.approx(0.75, abs=0.02)
+    roll = torch.tensor([0, 1, 2, 0], dtype=torch.uint8)
+    assert to_model_range(roll).tolist() == [-1.0, 1.0, 1.0, -1.0]
+    assert binarize(to_model_range(roll)).tolist() == [False, True, True, False]
+
+
+def test_checkpoint_round_trip_keeps_genres(tmp_path):
+    model = MuseGAN(MuseGANConfig(n_tracks=4, genres=("chorale", "renaissance"), **TINY)).eval()
+    save_checkpoint(tmp_path / "ck", model, tokenizer={"name": "pianoroll"}, step=3, metrics={})
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded.config.genres == ("chorale", "renaissance")
+    z = model.sample_latents(2, torch.Generator().manual_seed(0))
+    g = torch.tensor([0, 1])
+    assert torch.equal(model(z, g), loaded.model(z, g))
+
+
+@pytest.mark.parametrize("layout", ["lpd5", "parts"])
+def test_generated_piece_decodes_with_each_tracks_program(layout):
+    config = PianoRollConfig() if layout == "lpd5" else PianoRollConfig(tracks=PART_TRACKS, assign="order")
+    tok = PianoRollTokenizer(config)
+    torch.manual_seed(0)
+    model = MuseGAN(MuseGANConfig(n_tracks=config.n_tracks, **TINY))
+    roll = generate_piece(model, bars=6, generator=torch.Generator().manual_seed(2))
+    assert roll.shape == (config.n_tracks, 6, 48, 84) and roll.dtype == bool
+    score = tok.decode(roll)
+    assert [t.program for t in score.tracks] == [s.program for s in config.tracks]
+    assert [t.name for t in score.tracks] == [s.name for s in config.tracks]
+    assert [t.is_drum for t in score.tracks] == [s.is_drum for s in config.tracks]
+    assert score.end() <= 6 * 4 * score.tpq
+    for k, track in enumerate(score.tracks):  # every sounding cell of a track is one of its notes
+        assert (len(track.notes) > 0) == bool(roll[k].any())
+        if len(track.notes):
+            assert {n.pitch for n in track.notes} == {
+                p + 24 for p in np.flatnonzero(roll[k].any(axis=(0, 1)))
+            }
+
+
+@pytest.fixture(scope="module")
+def chorale_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chorales")
+    build_dataset(
+        music21_units(["bach"]), out, BuildOptions(limit=10, workers=2, progress=False, valid=0.2, test=0.2)
+    )
+    return out
+
+
+def test_table_gap_is_zero_for_identical_metrics_and_grows_with_distance():
+    ref = {"EB": {"a": 10.0}, "UPC": {"a": 3.0}, "QN": {"a": 80.0}, "DP": {}, "TD": {}}
+    assert table_gap(ref, ref) == 0.0
+    off = {"EB": {"a": 30.0}, "UPC": {"a": 3.3}, "QN": {"a": float("nan")}, "DP": {}, "TD": {}}
+    assert table_gap(off, ref) == pytest.approx((0.2 + 0.1 + 1.0) / 3)
+
+
+def test_tiny_gan_critic_separates_real_from_noise(chorale_data, tmp_path):
+    config = pianoroll_config_for(chorale_data)
+    tokenize_dataset(chorale_data, "pianoroll", TokenizeOptions(config=config, workers=1, progress=False))
+    data = PhraseDataset(chorale_data, "train", ("chorale",), hop_bars=1, min_notes_per_bar=4, min_tracks=3)
+    assert len(data) >= 16
+    torch.manual_seed(0)
+    model = MuseGAN(MuseGANConfig(n_tracks=4, genres=("chorale",), **{**TINY, "d_width": 8}))
+    train = TrainConfig(
+        out_dir=str(tmp_path / "run"), batch_size=8, grad_accum=3, max_steps=12, lr=1e-3, beta1=0.5, beta2=0.9,
+        warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=None, progress=False, epochs=50,
+    )  # fmt: skip
+    trainer = GANTrainer(model, data, train, track_names=[t["name"] for t in PART_TRACKS])
+    real = torch.stack([to_model_range(data[i]["roll"]) for i in range(16)])  # [16, 4, 4, 48, 84]
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1  # the output range
+    genre = torch.zeros(16, dtype=torch.long)
+
+    def separation(other: torch.Tensor) -> float:
+        """Share of (real, other) pairs the critic scores in the right order."""
+        with torch.no_grad():
+            r, o = model.critic(real, genre), model.critic(other, genre)
+        return (r[:, None] > o[None, :]).float().mean().item()
+
+    before = separation(noise)
+    trainer.fit()
+    assert trainer.step == 12
+    assert separation(noise) >= 0.95 > before
+    with torch.no_grad():
+        fake = model(model.sample_latents(16, torch.Generator().manual_seed(3)), genre)
+    assert separation(fake) >= 0.95
+
+
+def test_train_cli_runs_tokenizes_and_resumes_exactly(chorale_data, tmp_path):
+    runner = CliRunner()
+    base = ["train", "--model", "musegan", "--data", str(chorale_data), "--preset", "tiny", "--device", "cpu"]
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    result = runner.invoke(app, [*base, "--out", str(straight), "--max-steps", "4"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*base, "--out", str(paused), "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--resume", str(paused), "--max-steps", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    a, b = load_checkpoint(straight / "last"), load_checkpoint(paused / "last")
+    assert a.step == b.step == 4
+    assert a.model_name == "musegan" and a.config.n_tracks == 4 and a.config.genres == ("chorale",)
+    assert a.tokenizer["config"]["assign"] == "order"
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    rows = (straight / "log.csv").read_text().splitlines()
+    assert any(",eval," in r for r in rows)  # evaluated by the MuseGAN-metric gap
+
+
+def test_ship_writes_the_musegan_table_for_training_data_and_generated_bars(chorale_data, tmp_path):
+    from museforge.lab.model_card import ShipOptions, ship_model
+
+    run = tmp_path / "run"
+    args = ["train", "--model", "musegan", "--data", str(chorale_data), "--preset", "tiny", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    options = ShipOptions(
+        name="gan", description="A tiny MuseGAN.", hardware="CPU", n_samples=2, gan_bars=200
+    )
+    dest = ship_model(run, chorale_data, tmp_path / "zoo", options, log=lambda _: None)
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "## MuseGAN metrics: 200 generated bars vs" in card
+    assert "| training data | " in card and "| generated | " in card
+    assert "UPC soprano" in card and "QN bass %" in card and "TD soprano-alto" in card
+    assert "Held-out likelihood" not in card
+    row = next(line for line in card.splitlines() if line.startswith("| training data |"))
+    assert "n/a" not in row.split("|")[2]  # the data's EB of the soprano is measured
+    report = json.loads((dest / "evaluation" / "report.json").read_text())
+    assert report["musegan"]["tracks"] == ["soprano", "alto", "tenor", "bass"]  # the model's own layout
+    assert set(report["musegan"]["reference"]["UPC"]) >= {"soprano", "bass"}
+
+
+def test_evaluate_cli_reports_the_musegan_table_in_a_given_layout(chorale_data, tmp_path):
+    model = MuseGAN(MuseGANConfig(n_tracks=4, **TINY))
+    tok = PianoRollTokenizer(PianoRollConfig(tracks=PART_TRACKS, assign="order"))
+    generated = tmp_path / "gen"
+    generated.mkdir()
+    for i in range(2):
+        roll = generate_piece(model, bars=8, generator=torch.Generator().manual_seed(i))
+        tok.decode(roll).dump_midi(str(generated / f"{i}.mid"))
+    layout = json.dumps({"assign": "order", "tracks": list(PART_TRACKS)})
+    args = ["evaluate", str(generated), "--reference", f"{chorale_data}:train", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, [*args, "--roll-config", layout])
+    assert result.exit_code == 0, result.output
+    section = json.loads((tmp_path / "r" / "report.json").read_text())["musegan"]
+    assert section["tracks"] == ["soprano", "alto", "tenor", "bass"]
+    assert (
+        1.0 <= section["reference"]["UPC"]["soprano"] <= 12.0
+    )  # a chorale soprano: a few pitch classes a bar
+    assert section["generated"]["EB"].keys() == section["reference"]["EB"].keys()
+    bad = CliRunner().invoke(app, [*args, "--roll-config", '{"assign": "sideways"}'])
+    assert bad.exit_code == 2 and "bad --roll-config" in bad.output

@@ -1,0 +1,101 @@
+"""The REMI Transformer's mechanics: causality, KV-cache equivalence, configs and presets."""
+
+import pytest
+import torch
+
+from museforge.models import TransformerConfig, TransformerLM, build_model
+from museforge.models.transformer import PRESETS
+
+
+def tiny(**overrides) -> TransformerLM:
+    torch.manual_seed(0)
+    return TransformerLM(TransformerConfig.preset("tiny", vocab_size=61, dropout=0.0, **overrides))
+
+
+@pytest.mark.parametrize("norm", ["rms", "layer"])
+def test_no_gradient_flows_from_future_positions(norm):
+    model = tiny(norm=norm)
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["emb"] = output
+
+    model.tok_emb.register_forward_hook(keep)
+    ids = torch.randint(0, 61, (2, 12))
+    logits, _ = model(ids)
+    t = 5
+    logits[:, t].sum().backward()
+    grad = captured["emb"].grad  # [B, T, D]
+    assert torch.count_nonzero(grad[:, t + 1 :]) == 0
+    assert grad[:, : t + 1].abs().sum(-1).gt(0).all()  # every past position does influence step t
+
+
+def test_kv_cache_decoding_equals_full_forward():
+    model = tiny().eval()
+    ids = torch.randint(0, 61, (3, 20))
+    with torch.no_grad():
+        full, _ = model(ids)
+        # prefill 7 steps, then one at a time, then a chunk of 4 (exercises the offset causal mask)
+        parts = [ids[:, :7], *[ids[:, i : i + 1] for i in range(7, 16)], ids[:, 16:]]
+        cache = model.new_cache()
+        outs = [model(p, past_kv=cache)[0] for p in parts]
+    assert cache.length == 20
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_weights_are_tied_and_untied_on_request():
+    tied, untied = tiny(), tiny(tie_weights=False)
+    assert tied.lm_head.weight is tied.tok_emb.weight
+    assert untied.lm_head.weight is not untied.tok_emb.weight
+    assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == 61 * 32
+
+
+def test_positions_beyond_max_seq_len_are_refused():
+    model = tiny(max_seq_len=16)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    cache = model.new_cache()
+    model(torch.zeros(1, 16, dtype=torch.long), past_kv=cache)
+    with pytest.raises(ValueError, match="exceed max_seq_len=16"):
+        model(torch.zeros(1, 1, dtype=torch.long), past_kv=cache)
+
+
+def test_config_round_trip_and_registry():
+    cfg = TransformerConfig.preset("small", vocab_size=357, dropout=0.05)
+    data = cfg.to_dict()
+    assert data["model"] == "transformer" and data["d_model"] == PRESETS["small"]["d_model"]
+    assert TransformerConfig.from_dict(data) == cfg
+    assert isinstance(build_model(data), TransformerLM)
+    assert build_model(cfg).config == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "word"),
+    [
+        ({"n_heads": 3}, "n_heads"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"norm": "batch"}, "norm"),
+        ({"d_ff": 0}, "d_ff"),
+    ],
+)
+def test_bad_config_values_are_named(changes, word):
+    with pytest.raises(ValueError, match=word):
+        TransformerConfig.preset("tiny", vocab_size=61, **changes)
+
+
+def test_unknown_fields_and_presets_are_errors():
+    with pytest.raises(ValueError, match="d_modle"):
+        TransformerConfig.from_dict({"vocab_size": 10, "d_modle": 3})
+    with pytest.raises(ValueError, match="preset"):
+        TransformerConfig.preset("huge", vocab_size=10)
+    with pytest.raises(ValueError, match="performance_rnn"):
+        TransformerConfig.from_dict({"model": "performance_rnn", "vocab_size": 10})
+
+
+def test_preset_sizes_are_ordered():
+    sizes = [
+        sum(p.numel() for p in TransformerLM(TransformerConfig.preset(n, 357)).parameters()) for n in PRESETS
+    ]
+    assert sizes == sorted(sizes)
+    assert 2e6 < sizes[1] < 6e6  # small: a few MB in safetensors, samples fast on 2 CPU cores

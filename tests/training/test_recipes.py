@@ -1,0 +1,149 @@
+"""Recipes and `museforge train` on a small real dataset: chorales and folk tunes of the music21 corpus."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from museforge.cli import app
+from museforge.data.build import BuildOptions, build_dataset
+from museforge.data.corpora import music21_units
+from museforge.data.dataset import TokenCache, TokenWindowDataset
+from museforge.models.checkpoint import load_checkpoint
+from museforge.models.performance_rnn import controls_for_events
+from museforge.tokenizers import TOKENIZERS
+from museforge.training.recipes import PerformanceControlWindows, prepare_training, recipe, start_run
+
+pytestmark = pytest.mark.xdist_group("recipes")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    build_dataset(
+        music21_units(["bach", "essenFolksong"]),
+        out,
+        BuildOptions(limit=8, workers=2, progress=False, valid=0.25, test=0.0),
+    )
+    return out
+
+
+def test_unknown_family_or_preset_is_refused():
+    with pytest.raises(ValueError, match="unknown model family 'gan'"):
+        recipe("gan", "small")
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        recipe("transformer", "huge")
+
+
+def test_train_cli_writes_checkpoints_that_load_and_resume(dataset, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--model",
+        "transformer",
+        "--data",
+        str(dataset),
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--max-steps",
+        "12",
+        "--device",
+        "cpu",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(out / "best")
+    assert ckpt.model_name == "transformer" and ckpt.step == 12
+    tokenizer = TOKENIZERS[ckpt.tokenizer["name"]].from_state_dict(ckpt.tokenizer)
+    assert tokenizer.vocab_size == ckpt.config.vocab_size
+    assert json.loads((out / "run.json").read_text())["preset"] == "tiny"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already holds a run" in again.output
+    resumed = runner.invoke(app, ["train", "--resume", str(out), "--max-steps", "16"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out / "last").step == 16
+    evals = [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines() if ",eval," in line]
+    assert {"12", "16"} <= set(evals)  # the final weights of each call were evaluated
+
+
+def test_performance_windows_carry_magenta_controls(dataset):
+    run = prepare_training(
+        "performance_rnn", dataset, "tiny", dataset / "unused-run", device="cpu", max_shift=0
+    )
+    assert (
+        isinstance(run.trainer.train_data, PerformanceControlWindows) and run.trainer.train_data.unset_p > 0
+    )
+    windows = run.trainer.eval_data  # no control dropout: the controls are exactly Magenta's
+    assert isinstance(windows, PerformanceControlWindows) and windows.unset_p == 0
+    cache: TokenCache = windows.windows.cache
+    tokenizer = cache.tokenizer()
+    piece = cache.piece(0)
+    full = controls_for_events(tokenizer.event_times(piece), tokenizer.onset_pitches(piece))
+    item = windows[0]
+    assert item["controls"].shape == (128, 22) and item["input_ids"].shape == (128,)
+    n = int((item["labels"] != -100).sum())
+    assert n == min(128, len(piece))
+    # the window plus 512 tokens of look-ahead covers 5 s here, so its controls equal the whole piece's
+    torch.testing.assert_close(item["controls"][:n], full[:n])
+
+
+def test_training_windows_are_transposed_versions_of_the_cache(dataset):
+    run = prepare_training("transformer", dataset, "tiny", dataset / "unused-run2", device="cpu", max_shift=5)
+    ds = run.trainer.train_data
+    assert isinstance(ds, TokenWindowDataset)
+    tok = ds.cache.tokenizer()
+    torch.manual_seed(1)
+    for i in range(0, len(ds), max(1, len(ds) // 20)):
+        raw, got = ds.window(i), ds[i]["input_ids"].numpy()[: len(ds.window(i))]
+        shifts = {int(s) for s in (got - raw)[np.isin(raw, tok.pitch_ids)]}
+        assert len(shifts) <= 1 and all(abs(s) <= 5 for s in shifts)
+
+
+def test_a_run_can_start_from_another_runs_weights(dataset, tmp_path):
+    first = tmp_path / "first"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "transformer",
+            "--data",
+            str(dataset),
+            "--preset",
+            "tiny",
+            "--out",
+            str(first),
+            "--max-steps",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    second = tmp_path / "second"
+    start_run(
+        "transformer",
+        dataset,
+        "tiny",
+        second,
+        init_from=first / "best",
+        train_overrides={"max_steps": 1, "lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0},
+    )
+    source, continued = load_checkpoint(first / "best").model, load_checkpoint(second / "last").model
+    for (name, a), (_, b) in zip(source.state_dict().items(), continued.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ValueError, match="holds a different model"):
+        start_run(
+            "transformer",
+            dataset,
+            "tiny",
+            tmp_path / "third",
+            init_from=first / "best",
+            model_overrides={"d_model": 64},
+            train_overrides={"max_steps": 1},
+        )
