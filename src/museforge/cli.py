@@ -1,0 +1,853 @@
+"""The `museforge` command line. Thin: it parses options, picks devices and calls the library."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="museforge: symbolic music datasets, models, generation and evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Build, tokenize and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(soft_wrap=True)  # messages stay on one line: greppable, copyable paths
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@data_app.command("build")
+def data_build(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="'music21' (the corpus inside the music21 package), 'lpd5' "
+            "(with PATH), or a folder of MIDI/MusicXML/ABC/kern files."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Dataset folder to create or update.")],
+    path: Annotated[Path | None, typer.Argument(help="The LPD-5 folder, with --source lpd5.")] = None,
+    collections: Annotated[
+        str | None, typer.Option(help="Comma-separated music21 collections (default: all music collections).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N files/tunes per collection.")] = None,
+    style: Annotated[str, typer.Option(help="Style label for pieces from a folder.")] = "user",
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: all cores).")] = None,
+    valid: Annotated[float, typer.Option(min=0.0, max=0.9, help="Validation share.")] = 0.1,
+    test: Annotated[float, typer.Option(min=0.0, max=0.9, help="Test share.")] = 0.1,
+    max_file_mb: Annotated[float, typer.Option(min=0.01, help="Reject files larger than this.")] = 32.0,
+) -> None:
+    """Convert a corpus into a dataset folder: normalized MIDI, a manifest, splits and a rejects report.
+
+    Re-running converts only files that are new or changed; an interrupted build resumes where it stopped.
+    """
+    from museforge.data.build import BuildInterrupted, BuildOptions, build_dataset
+    from museforge.data.corpora import folder_units, music21_units
+    from museforge.data.lpd5 import lpd5_units
+
+    try:
+        if source == "music21":
+            names = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
+            units = music21_units(names)
+        elif source == "lpd5":
+            if path is None:
+                raise _fail(
+                    "--source lpd5 needs the LPD-5 folder: museforge data build --source lpd5 PATH --out DIR"
+                )
+            units = lpd5_units(path)
+        else:
+            units = folder_units(Path(source), style=style)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    options = BuildOptions(limit=limit, valid=valid, test=test, max_file_bytes=int(max_file_mb * 2**20))
+    if workers is not None:
+        options.workers = workers
+    try:
+        report = build_dataset(units, out, options)
+    except (ValueError, BuildInterrupted) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"[bold green]built[/] {out}: {report.pieces} pieces "
+        f"({report.new_pieces} new, {report.cached} units cached, {report.duplicates} duplicates, "
+        f"{report.rejected} rejected) in {report.seconds:.1f} s"
+    )
+    if report.rejected:
+        console.print(f"rejected inputs and reasons: {out / 'rejects.jsonl'}")
+
+
+@data_app.command("stats")
+def data_stats(
+    data: Annotated[Path, typer.Argument(help="A dataset folder made by `museforge data build`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Counts per style and split, notes, tokens and durations of a built dataset."""
+    from museforge.data.stats import dataset_stats
+
+    try:
+        stats = dataset_stats(data)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return
+    table = Table(title=f"{data}: {stats['pieces']} pieces, {stats['hours']:.2f} h, {stats['notes']} notes")
+    for column in ("style", "train", "valid", "test", "pieces", "notes", "hours"):
+        table.add_column(column, justify="left" if column == "style" else "right")
+    for name, row in sorted(stats["styles"].items()):
+        table.add_row(
+            name,
+            *(str(row["splits"].get(s, 0)) for s in ("train", "valid", "test")),
+            str(row["pieces"]),
+            str(row["notes"]),
+            f"{row['hours']:.2f}",
+        )
+    console.print(table)
+    for name, tok in sorted(stats.get("tokens", {}).items()):
+        console.print(f"tokens ({name}): " + ", ".join(f"{s} {n}" for s, n in sorted(tok.items())))
+    if stats["rejected"]:
+        console.print(f"{stats['rejected']} inputs rejected (see {data / 'rejects.jsonl'})")
+
+
+@data_app.command("tokenize")
+def data_tokenize(
+    data: Annotated[Path, typer.Option(help="A dataset folder made by `museforge data build`.")],
+    tokenizer: Annotated[str, typer.Option(help="remi, performance or pianoroll.")] = "remi",
+    config: Annotated[
+        str | None, typer.Option(help="Tokenizer config overrides as JSON, e.g. '{\"use_programs\": true}'.")
+    ] = None,
+    transpose: Annotated[
+        str | None,
+        typer.Option(
+            help="Extra transposed copies of training pieces, e.g. "
+            "'-3,-2,-1,1,2,3' (semitones; out-of-range ones skipped)."
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: all cores).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the cache is up to date.")] = False,
+) -> None:
+    """Encode every piece into a memory-mapped token cache per split (used by the training datasets)."""
+    from museforge.data.dataset import TokenizeOptions, tokenize_dataset
+
+    try:
+        overrides = json.loads(config) if config else None
+        shifts = tuple(int(s) for s in transpose.split(",") if s.strip()) if transpose else ()
+    except ValueError as exc:
+        raise _fail(f"bad --config or --transpose: {exc}") from exc
+    options = TokenizeOptions(config=overrides, transpositions=shifts, force=force)
+    if workers is not None:
+        options.workers = workers
+    try:
+        report = tokenize_dataset(data, tokenizer, options)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        raise _fail(str(exc)) from exc
+    state = "up to date" if report.up_to_date else "written"
+    summary = ", ".join(
+        f"{s}: {v['pieces']} pieces / {v['tokens']} {'bars' if v['item_shape'] else 'tokens'}"
+        for s, v in report.splits.items()
+    )
+    console.print(f"[bold green]{tokenizer} cache {state}[/] {report.out} ({summary})")
+    if report.failed:
+        console.print(f"[yellow]{len(report.failed)} pieces failed to encode[/] (listed in index.json)")
+
+
+@app.command("evaluate")
+def evaluate(
+    generated: Annotated[Path, typer.Argument(help="Folder of generated (or any) music files to evaluate.")],
+    reference: Annotated[
+        str, typer.Option(help="Reference set: a built dataset DIR[:split] or a plain folder of music files.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.html and PNG plots.")],
+    style: Annotated[
+        str | None, typer.Option(help="Only reference pieces of this style (built datasets).")
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            help="Originality index (`museforge originality index`); default: built from the "
+            "reference dataset's train split."
+        ),
+    ] = None,
+    roll_config: Annotated[
+        str | None,
+        typer.Option(
+            help="Track layout of the MuseGAN table as piano-roll config JSON (default LPD-5), e.g. a MuseGAN's: "
+            '\'{"assign": "order", "tracks": [{"name": "soprano"}, {"name": "alto"}, ...]}\'.'
+        ),
+    ] = None,
+) -> None:
+    """Compare generated music with a reference set: metrics, MGEval overlap/KL, MuseGAN table for multi-track,
+    and originality (copied runs and phrases) against the training data."""
+    from rich.progress import Progress
+
+    from museforge.metrics.evaluate import evaluate_folder
+    from museforge.tokenizers.pianoroll import PianoRollConfig
+
+    try:
+        layout = PianoRollConfig(**json.loads(roll_config)) if roll_config else None
+    except (ValueError, TypeError) as exc:
+        raise _fail(f"bad --roll-config: {exc}") from exc
+    try:
+        with Progress(console=console, transient=True) as bar:
+
+            def progress(description: str, total: int) -> Callable[[], None]:
+                task = bar.add_task(description, total=total)
+                return lambda: bar.advance(task)
+
+            result = evaluate_folder(
+                generated, reference, out, style=style, index=index, progress=progress, roll_config=layout
+            )
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    report, paths, gen, ref = result.report, result.paths, result.generated, result.reference
+    overall = report["overall"]
+    console.print(
+        f"[bold green]report written[/] {paths['html']}: {len(gen.paths)} generated vs {len(ref.paths)} reference "
+        f"pieces, overlap {overall['overlap']:.3f}, KL {overall['kl']:.3f}"
+    )
+    if "originality" in report:
+        summary = report["originality"]["generated"]["summary"]
+        console.print(
+            f"originality: {summary['near_copy_share']:.0%} of generated pieces are near-copies, longest copied "
+            f"run {summary['longest_run_max']} notes"
+        )
+    else:
+        console.print(
+            "originality not checked: the reference is not a built dataset and no --index was given"
+        )
+    failed = len(gen.failed) + len(ref.failed)
+    if failed:
+        console.print(f"[yellow]{failed} unreadable files[/] (listed in report.json)")
+
+
+originality_app = typer.Typer(help="Check music against its training data for copies.", no_args_is_help=True)
+app.add_typer(originality_app, name="originality")
+NEAR_COPY_EXIT = 3
+
+
+@originality_app.command("index")
+def originality_index(
+    data: Annotated[
+        str,
+        typer.Option(help="A built dataset DIR[:split] (DIR alone: every piece) or a folder of music files."),
+    ],
+    out: Annotated[Path, typer.Option(help="Index file to write (.npz).")],
+    style: Annotated[str | None, typer.Option(help="Only pieces of this style (built datasets).")] = None,
+    n: Annotated[int, typer.Option(min=2, help="Notes per hashed run, minus one.")] = 8,
+) -> None:
+    """Build an originality index once, for `check`, `evaluate --index`, the generators and the web app."""
+    from rich.progress import Progress
+
+    from museforge.metrics.evaluate import reference_files
+    from museforge.metrics.originality import OriginalityIndex
+
+    try:
+        paths = reference_files(data, style)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if not paths:
+        raise _fail(f"no pieces in {data}" + (f" with style {style!r}" if style else ""))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("indexing", total=len(paths))
+        built, failed = OriginalityIndex.from_files(
+            paths,
+            n=n,
+            source=data + (f" (style {style})" if style else ""),
+            progress=lambda: progress.advance(task),
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built.save(out)
+    console.print(f"[bold green]index written[/] {out}: {built.n_pieces} pieces, {len(built.hashes)} n-grams")
+    for path, reason in failed.items():
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+
+
+@originality_app.command("check")
+def originality_check(
+    file: Annotated[Path, typer.Argument(help="A music file (MIDI, MusicXML, ABC, kern).")],
+    index: Annotated[Path, typer.Option(help="Index file made by `museforge originality index`.")],
+) -> None:
+    """Longest copied run, copied phrases and notes, and the verdict; exit code 0 = original, 3 = near-copy."""
+    from museforge.data.formats import load_score
+    from museforge.metrics.originality import OriginalityIndex, check_originality, is_near_copy
+
+    try:
+        loaded = OriginalityIndex.load(index)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        score = load_score(file)
+    except Exception as exc:  # any reader error means the file cannot be judged: say which and why
+        raise _fail(f"cannot read {file}: {type(exc).__name__}: {exc}") from exc
+    result = check_originality(score, loaded)
+    near = is_near_copy(result)
+    phrases = f"{result.phrase_share:.0%} of {result.n_phrases}" if result.n_phrases else "none long enough"
+    console.print(
+        f"{file}: longest copied run {result.longest_run} of {result.n_notes} notes, "
+        f"4-bar phrases copied {phrases}, notes in copied runs "
+        f"{result.copied_share:.0%} -> " + ("[bold red]near-copy[/]" if near else "[bold green]original[/]")
+    )
+    if near:
+        raise typer.Exit(code=NEAR_COPY_EXIT)
+
+
+@app.command("train")
+def train(
+    model: Annotated[
+        str, typer.Option(help="Model family: transformer, performance_rnn or musemorphose.")
+    ] = "transformer",
+    data: Annotated[
+        Path | None, typer.Option(help="A dataset folder made by `museforge data build`.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Size: tiny, small or base.")] = "small",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<model>-<preset>).")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run folder exactly where it stopped.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs (default from the preset's TrainConfig).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Per-process batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="Stop after N epochs without a better validation loss.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights, data order and augmentation.")] = 0,
+    transpose: Annotated[
+        int,
+        typer.Option(
+            min=0, max=12, help="Random transposition of training windows by up to ± this many semitones."
+        ),
+    ] = 6,
+    loader_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per trainer.")] = 0,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this checkpoint's weights (fine-tuning) instead of random ones."),
+    ] = None,
+) -> None:
+    """Train a model family on a dataset; checkpoints go to OUT/best and OUT/last, the log to OUT/log.csv.
+
+    Runs on several GPUs or machines unchanged under torchrun (e.g. `torchrun --nproc-per-node 2 -m museforge
+    train ...`).
+    """
+    from museforge.training.distributed import select_device
+    from museforge.training.recipes import resume_run, start_run
+
+    dev = str(select_device(device))
+    try:
+        if resume is not None:
+            result = resume_run(resume, device=dev, max_steps=max_steps)
+            out = resume
+        else:
+            if data is None:
+                raise _fail("--data is required (or --resume RUN_DIR)")
+            out = out or Path("runs") / f"{model}-{preset}"
+            overrides = {
+                k: v
+                for k, v in {
+                    "max_steps": max_steps,
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "patience": patience,
+                    "seed": seed,
+                    "num_workers": loader_workers,
+                }.items()
+                if v is not None
+            }
+            result = start_run(
+                model,
+                data,
+                preset,
+                out,
+                device=dev,
+                train_overrides=overrides,
+                max_shift=transpose,
+                init_from=init,
+            )
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"[bold green]trained[/] {out}: step {result.step}, epoch {result.epoch}; "
+        f"best validation loss {result.best_eval_loss}; checkpoints in {out / 'best'} and {out / 'last'}"
+    )
+
+
+PITCH_CLASSES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def _pitch_class(name: str) -> int:
+    """A pitch-class name (C, C#, Db, ...) or number (0..11) as 0..11."""
+    text = name.strip()
+    if text.isdigit() and 0 <= int(text) < 12:
+        return int(text)
+    letter, accidentals = text[:1].upper(), text[1:]
+    if letter not in PITCH_CLASSES or any(a not in "#b" for a in accidentals):
+        raise ValueError(f"unknown pitch class {name!r}: use names like C, F#, Bb or numbers 0..11")
+    return (PITCH_CLASSES[letter] + accidentals.count("#") - accidentals.count("b")) % 12
+
+
+def _class_list(text: str | None, label: str) -> list[int | None] | None:
+    """'2,2,-,6' -> [2, 2, None, 6]: one class per bar, '-' (or nothing) where the model chooses."""
+    if text is None:
+        return None
+    out: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item in ("", "-"):
+            out.append(None)
+        elif item.isdigit():
+            out.append(int(item))
+        else:
+            raise ValueError(f"--{label} takes comma-separated classes 0..7 (or '-'), got {item!r}")
+    return out
+
+
+def _numbered(path: Path, i: int, n: int) -> Path:
+    """song.mid -> song-1.mid ... when several samples are written."""
+    return path if n == 1 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}")
+
+
+@app.command("generate")
+def generate(
+    out: Annotated[Path, typer.Option(help="MIDI file to write (song-1.mid, song-2.mid ... with several).")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="A shipped model name (`museforge models list`) or a checkpoint folder."),
+    ] = None,
+    style: Annotated[
+        str | None, typer.Option(help="Style of a REMI model, e.g. folk, chorale, fiddle.")
+    ] = None,
+    bars: Annotated[
+        int | None, typer.Option(help="Bars of new music (REMI models, MuseGAN; default 16).")
+    ] = None,
+    genre: Annotated[
+        str | None, typer.Option(help="Genre of a MuseGAN, e.g. chorale, renaissance (same as --style).")
+    ] = None,
+    accompany: Annotated[
+        Path | None,
+        typer.Option(help="MuseGAN: accompany this music file; its --tracks are kept as they are."),
+    ] = None,
+    tracks: Annotated[
+        str | None,
+        typer.Option(
+            help="With --accompany: model track:file track pairs to keep, e.g. 'piano:0' or 'soprano:0'."
+        ),
+    ] = None,
+    binarize: Annotated[
+        str, typer.Option(help="MuseGAN: 'threshold' (at 0) or 'bernoulli' (sample each cell).")
+    ] = "threshold",
+    seconds: Annotated[
+        float | None, typer.Option(help="Seconds of new music (Performance RNN; default 30).")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(help="Sample among the K most likely tokens.")] = None,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1].")] = 0.95,
+    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same music.")] = None,
+    num_samples: Annotated[int, typer.Option(help="Songs to sample in one batch.")] = 1,
+    primer: Annotated[
+        Path | None, typer.Option(help="Continue this music file (MIDI, MusicXML, ABC, kern).")
+    ] = None,
+    primer_bars: Annotated[int | None, typer.Option(help="Use only the primer's first N bars.")] = None,
+    rhythm: Annotated[
+        str | None, typer.Option(help="Rhythmic-intensity class 0..7 per bar, e.g. 2,2,4,6 ('-' = free).")
+    ] = None,
+    polyphony: Annotated[
+        str | None, typer.Option(help="Polyphony class 0..7 per bar, e.g. 3,3,5,5 ('-' = free).")
+    ] = None,
+    density: Annotated[
+        int | None, typer.Option(help="Note-density class 0..7 (Performance RNN; 4 = 8-16 notes/s).")
+    ] = None,
+    pitch_classes: Annotated[
+        str | None, typer.Option(help="Pitch classes to favour (Performance RNN), e.g. 'C,E,G'.")
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="Also render audio (.wav, .flac, .ogg or .mp3) with the GM SoundFont.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="CPU threads (default: torch's; 1 is fastest for small models on a busy CPU)."
+        ),
+    ] = None,
+) -> None:
+    """Sample music from a trained model and write it as MIDI (and audio)."""
+    import time
+
+    import torch
+
+    from museforge.generation.api import attribute_plan, generate_song, get_model
+    from museforge.models.zoo import DEFAULT_MODEL
+    from museforge.training.distributed import select_device
+
+    start = time.perf_counter()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        rhythm_list = _class_list(rhythm, "rhythm")
+        polyphony_list = _class_list(polyphony, "polyphony")
+        plan = attribute_plan(rhythm_list, polyphony_list) if rhythm or polyphony else None
+        histogram = None
+        if pitch_classes is not None:
+            wanted = {_pitch_class(p) for p in pitch_classes.split(",") if p.strip()}
+            if not wanted:
+                raise ValueError("--pitch-classes names no pitch class")
+            histogram = [1.0 if pc in wanted else 0.0 for pc in range(12)]
+        if audio is not None and audio.suffix.lower() not in (".wav", ".flac", ".ogg", ".mp3"):
+            raise ValueError(f"--audio must end in .wav, .flac, .ogg or .mp3, got {audio.name}")
+        if genre is not None and style is not None and genre != style:
+            raise ValueError(f"--genre {genre} and --style {style} disagree: give one")
+        loaded = get_model(model or DEFAULT_MODEL, select_device(device))
+        musegan = (
+            {"accompany": accompany, "tracks": tracks, "binarize": binarize}
+            if loaded.family == "musegan"
+            else {}
+        )
+        if not musegan and (accompany is not None or tracks is not None):
+            raise ValueError(
+                f"--accompany and --tracks need a MuseGAN model; {loaded.name} is a {loaded.family}"
+            )
+        songs = generate_song(
+            loaded,
+            style=genre or style,
+            bars=bars,
+            seconds=seconds,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            num_samples=num_samples,
+            primer=primer,
+            primer_bars=primer_bars,
+            attributes=plan,
+            density=density,
+            pitch_histogram=histogram,
+            **musegan,
+        )
+    except (ValueError, OSError) as exc:  # bad options, unknown model/style, unreadable checkpoint/primer
+        raise _fail(str(exc)) from exc
+    for i, song in enumerate(songs):
+        path = song.save_midi(_numbered(out, i, len(songs)))
+        notes = sum(len(t.notes) for t in song.score.tracks)
+        made = f"{song.new_tokens} tokens" if song.tokens else f"{len(song.score.tracks)} tracks"
+        console.print(f"[bold green]wrote[/] {path} ({notes} notes, {made})")
+        if audio is not None:
+            from museforge.audio import render_to_file
+
+            wav = _numbered(audio, i, len(songs))
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            render_to_file(song.score, wav)
+            console.print(f"[bold green]wrote[/] {wav}")
+        check = song.originality
+        if check is not None and check.near_copy:
+            console.print(
+                f"[bold yellow]warning:[/] {path} is a near-copy of the training data (longest copied run "
+                f"{check.result.longest_run} notes, {check.result.copied_share:.0%} of notes in copied runs)"
+            )
+    console.print(
+        f"model {loaded.name}, seed {songs[0].params['seed']}, {len(songs)} song(s) in "
+        f"{time.perf_counter() - start:.1f} s (sampling {songs[0].seconds:.1f} s)"
+    )
+
+
+def _bar_list(text: str | None) -> list[int] | None:
+    """``5-8`` or ``1,3,5-8`` (1-based, inclusive) as 0-based bar indices."""
+    if text is None:
+        return None
+    bars: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ValueError(f"--bars must look like 5-8 or 1,3,5-8 (1-based), got {text!r}") from None
+        if first < 1 or last < first:
+            raise ValueError(f"--bars ranges must be 1-based and ascending, got {part!r}")
+        bars.extend(range(first - 1, last))
+    return bars
+
+
+def _shift_or_classes(text: str | None, label: str) -> int | list[int] | None:
+    """``+2``/``-1`` (a shift) or ``3,3,5,5`` (explicit classes for the selected bars)."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        if text[:1] in "+-" and "," not in text:
+            return int(text)
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--{label} is a shift like +2 or -1, or classes like 3,3,5,5; got {text!r}"
+        ) from None
+
+
+MORPH_MODEL = "musemorphose"
+
+
+@app.command("transfer")
+def transfer(
+    piece: Annotated[Path, typer.Argument(help="Music to transform (MIDI, MusicXML, ABC, kern).")],
+    out: Annotated[Path, typer.Option(help="MIDI file to write.")],
+    rhythm: Annotated[
+        str | None,
+        typer.Option(help="Rhythmic-intensity shift (+2, -1) or classes per selected bar (3,3,5)."),
+    ] = None,
+    polyphony: Annotated[
+        str | None, typer.Option(help="Polyphony shift (+1, -2) or classes per selected bar (1,1,2).")
+    ] = None,
+    bars: Annotated[
+        str | None, typer.Option(help="Bars to change, 1-based: 5-8 or 1,3,5-8 (default: all).")
+    ] = None,
+    keep_others: Annotated[
+        bool, typer.Option(help="Keep the bars outside --bars exactly as they are.")
+    ] = True,
+    model: Annotated[
+        str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
+    ] = MORPH_MODEL,
+    style: Annotated[str | None, typer.Option(help="Style token to lead with, e.g. folk.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (model default 1.2).")
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus mass (model default 0.9).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Style transfer (MuseMorphose): re-generate a piece with shifted rhythm/polyphony classes, keeping its
+    melody and harmony."""
+    import time
+
+    from museforge.generation.api import get_model
+    from museforge.generation.musemorphose import transfer as morph
+    from museforge.training.distributed import select_device
+
+    start = time.perf_counter()
+    try:
+        loaded = get_model(model, select_device(device))
+        result = morph(
+            loaded.checkpoint.model,
+            loaded.tokenizer,
+            piece,
+            rhythm=_shift_or_classes(rhythm, "rhythm"),
+            polyphony=_shift_or_classes(polyphony, "polyphony"),
+            bars=_bar_list(bars),
+            keep_other_bars=keep_others,
+            style=style,
+            seed=seed,
+            temperature=temperature,
+            top_p=top_p,
+        )
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    path = result.save_midi(out)
+    console.print(
+        f"[bold green]wrote[/] {path} ({len(result.rhythm)} bars; rhythm {result.rhythm}, "
+        f"polyphony {result.polyphony}) in {time.perf_counter() - start:.1f} s"
+    )
+
+
+@app.command("interpolate")
+def interpolate(
+    a: Annotated[Path, typer.Argument(help="First piece.")],
+    b: Annotated[Path, typer.Argument(help="Second piece.")],
+    out: Annotated[Path, typer.Option(help="Folder for step-01.mid ... step-N.mid.")],
+    steps: Annotated[int, typer.Option(min=2, help="Pieces from A to B, both ends included.")] = 5,
+    method: Annotated[str, typer.Option(help="slerp or lerp.")] = "slerp",
+    model: Annotated[
+        str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
+    ] = MORPH_MODEL,
+    style: Annotated[str | None, typer.Option(help="Style token to lead with.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Interpolate between two pieces' per-bar latents (MuseMorphose)."""
+    from museforge.generation.api import get_model
+    from museforge.generation.musemorphose import interpolate as morph
+    from museforge.training.distributed import select_device
+
+    try:
+        loaded = get_model(model, select_device(device))
+        results = morph(
+            loaded.checkpoint.model,
+            loaded.tokenizer,
+            a,
+            b,
+            steps=steps,
+            method=method,
+            style=style,
+            seed=seed,
+        )
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    for i, result in enumerate(results, 1):
+        path = result.save_midi(out / f"step-{i:02d}.mid")
+        console.print(f"[bold green]wrote[/] {path}")
+
+
+@app.command("evaluate-transfer")
+def evaluate_transfer(
+    data: Annotated[Path, typer.Option(help="A built dataset with a REMI cache (its test split is used).")],
+    model: Annotated[
+        str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
+    ] = MORPH_MODEL,
+    pieces: Annotated[
+        int, typer.Option(min=1, help="Test pieces drawn at random for control/fidelity.")
+    ] = 40,
+    segments: Annotated[int, typer.Option(min=1, help="Test segments scored for perplexity.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed for the draw and the sampling.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """MuseMorphose's evaluation: control ρ and leak (shifts -3..+3), fidelity to the input, perplexity."""
+    import numpy as np
+
+    from museforge.data.manifest import load_manifest
+    from museforge.generation.api import get_model
+    from museforge.generation.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
+    from museforge.models.musemorphose import MuseMorphose
+    from museforge.training.distributed import select_device
+
+    try:
+        loaded = get_model(model, select_device(device))
+        net, tok = loaded.checkpoint.model, loaded.tokenizer
+        if not isinstance(net, MuseMorphose):
+            raise ValueError(f"model {loaded.name} is a {loaded.family}, not a MuseMorphose")
+        records = load_manifest(data, "test")
+        order = np.random.default_rng(seed).permutation(len(records))[:pieces]
+        chosen = [records[i].midi_path(data) for i in order]
+        result = evaluate_transfer(net, tok, chosen, seed=seed)
+        result["likelihood"] = reconstruction_nll(net, tok, data, "test", max_segments=segments)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    table = Table("attribute", "ρ", "ρ paper", "leak", "leak paper", "chroma sim.", "groove sim.")
+    for a in ("rhythm", "polyphony"):
+        fid = result["fidelity"][a]
+        table.add_row(
+            a, f"{result['rho'][a]:.3f}", f"{PAPER['rho'][a]}", f"{result['leak'][a]:.3f}",
+            f"{PAPER['leak'][a]}", f"{fid['chroma']:.3f}", f"{fid['groove']:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    nll = result["likelihood"]
+    console.print(f"test reconstruction NLL {nll['nll']:.4f} nats/token, perplexity {nll['perplexity']:.3f}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"[bold green]wrote[/] {out}")
+
+
+models_app = typer.Typer(help="The shipped models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The shipped models (`$MUSEFORGE_MODELS_DIR` or the repository's models/ folder)."""
+    from museforge.models.zoo import DEFAULT_MODEL, list_models, models_dir
+
+    try:
+        infos = list_models()
+        where = models_dir()
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    if not infos:
+        console.print(f"no models in {where}")
+        return
+    table = Table(title=f"models in {where}")
+    table.add_column("name", no_wrap=True)  # the name is what the user types: never cut it
+    table.add_column("family")
+    for column in ("parameters", "step", "valid NLL"):
+        table.add_column(column, justify="right")
+    table.add_column("styles")
+    table.add_column("size", justify="right")
+    table.add_column("description")
+    for info in infos:
+        table.add_row(
+            info.name + (" (default)" if info.name == DEFAULT_MODEL else ""),
+            info.family,
+            f"{info.parameters / 1e6:.2f}M",
+            str(info.step),
+            "-" if info.valid_nll is None else f"{info.valid_nll:.3f}",
+            ", ".join(info.styles) or "-",
+            f"{info.size_mb:.1f} MB",
+            info.description,
+        )
+    console.print(table)
+
+
+@models_app.command("ship")
+def models_ship(
+    run: Annotated[Path, typer.Argument(help="A training run folder (made by `museforge train`).")],
+    name: Annotated[str, typer.Option(help="Model name, e.g. remi-transformer.")],
+    data: Annotated[
+        Path, typer.Option(help="The dataset the run trained on (for its test split and index).")
+    ],
+    description: Annotated[str, typer.Option(help="One line shown by `museforge models list`.")],
+    hardware: Annotated[str, typer.Option(help="Where the run trained, for the model card.")],
+    models_root: Annotated[
+        Path | None, typer.Option(help="Where to put it (default: the shipped models folder).")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
+) -> None:
+    """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
+    from museforge.lab.model_card import ShipOptions, ship_model
+    from museforge.models.zoo import models_dir
+
+    try:
+        root = models_root or models_dir()
+        dest = ship_model(
+            run,
+            data,
+            root,
+            ShipOptions(name=name, description=description, hardware=hardware, n_samples=samples),
+            log=lambda message: console.print(f"[dim]{message}[/]"),
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"[bold green]shipped[/] {dest} (card: {dest / 'MODEL_CARD.md'})")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Generation jobs run at once (default: MUSEFORGE_WORKERS or 2).")
+    ] = None,
+    var: Annotated[
+        Path | None, typer.Option(help="Folder of the database, uploads and results (default: var/).")
+    ] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option(help="Folder of model checkpoints (default: the shipped models).")
+    ] = None,
+) -> None:
+    """Start the web app: pages at http://HOST:PORT/, the JSON API under /api/v1 (OpenAPI docs at /docs).
+
+    Settings come from MUSEFORGE_* environment variables or a .env file; options given here win.
+    """
+    import uvicorn
+
+    from museforge.web import Settings, create_app
+
+    given = {"workers": workers, "var_dir": var, "models_dir": models_dir}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    console.print(f"[bold green]museforge[/] on http://{host}:{port}/ (data in {settings.var_dir.resolve()})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -1,0 +1,268 @@
+"""The production store: MongoDB through pymongo (songs and their varying metadata are documents).
+
+Records are documents keyed by our own string ids; unique indexes enforce what SQLite's UNIQUE constraints do
+(user names case-insensitively through a stored lower-case key, share tokens, one rating per song and owner).
+Job claims are single ``find_one_and_update`` calls, so two workers never get one job; a finished job and its
+songs are written in a transaction when the server supports one (a replica set) and songs-first otherwise, so a
+reader never sees a done job without its songs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from museforge.store.records import (
+    Conflict,
+    Job,
+    ModelRecord,
+    NotFound,
+    Rating,
+    Session,
+    Song,
+    Upload,
+    User,
+    new_id,
+    now,
+)
+from museforge.store.repository import Repository, check_rating, interrupted_reason
+
+
+def _doc(record: Any) -> dict[str, Any]:
+    doc = asdict(record)
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _strip(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    doc.pop("username_key", None)
+    return doc
+
+
+class MongoRepository(Repository):
+    """The repository on one MongoDB database."""
+
+    def __init__(self, uri: str, database: str = "museforge") -> None:
+        import pymongo
+
+        self._pymongo = pymongo
+        self.client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=False)
+        self.db = self.client[database]
+        d = self.db
+        d.users.create_index("username_key", unique=True)
+        d.uploads.create_index([("owner", 1), ("created_at", -1)])
+        d.jobs.create_index([("status", 1), ("created_at", 1)])
+        d.jobs.create_index([("owner", 1), ("created_at", -1)])
+        d.songs.create_index([("owner", 1), ("created_at", -1)])
+        d.songs.create_index(
+            "share_token", unique=True, partialFilterExpression={"share_token": {"$type": "string"}}
+        )
+        d.ratings.create_index([("song_id", 1), ("owner", 1)], unique=True)
+
+    # ---- users and sessions ----
+    def create_user(self, *, username: str, password_hash: str) -> User:
+        user = User(new_id(), username, password_hash, now())
+        try:
+            self.db.users.insert_one({**_doc(user), "username_key": username.casefold()})
+        except self._pymongo.errors.DuplicateKeyError as exc:
+            raise Conflict(f"the user name {username!r} is taken") from exc
+        return user
+
+    def get_user(self, *, user_id: str) -> User | None:
+        doc = _strip(self.db.users.find_one({"_id": user_id}))
+        return None if doc is None else User(**doc)
+
+    def find_user(self, *, username: str) -> User | None:
+        doc = _strip(self.db.users.find_one({"username_key": username.casefold()}))
+        return None if doc is None else User(**doc)
+
+    def create_session(self, *, user_id: str | None = None) -> Session:
+        session = Session(new_id(24), user_id, new_id(24), now())
+        self.db.sessions.insert_one(_doc(session))
+        return session
+
+    def get_session(self, *, session_id: str) -> Session | None:
+        doc = _strip(self.db.sessions.find_one({"_id": session_id}))
+        return None if doc is None else Session(**doc)
+
+    def delete_session(self, *, session_id: str) -> None:
+        self.db.sessions.delete_one({"_id": session_id})
+
+    def transfer_owner(self, *, old: str, new: str) -> None:
+        for name in ("songs", "uploads", "jobs"):
+            self.db[name].update_many({"owner": old}, {"$set": {"owner": new}})
+        for rating in self.db.ratings.find({"owner": old}):
+            try:
+                self.db.ratings.update_one({"_id": rating["_id"]}, {"$set": {"owner": new}})
+            except self._pymongo.errors.DuplicateKeyError:
+                self.db.ratings.delete_one({"_id": rating["_id"]})  # the account's own rating wins
+
+    # ---- uploads ----
+    def create_upload(self, *, upload: Upload) -> Upload:
+        try:
+            self.db.uploads.insert_one(_doc(upload))
+        except self._pymongo.errors.DuplicateKeyError as exc:
+            raise Conflict(f"upload {upload.id} exists already") from exc
+        return upload
+
+    def get_upload(self, *, upload_id: str) -> Upload | None:
+        doc = _strip(self.db.uploads.find_one({"_id": upload_id}))
+        return None if doc is None else Upload(**doc)
+
+    def list_uploads(self, *, owner: str, limit: int = 100) -> list[Upload]:
+        cursor = self.db.uploads.find({"owner": owner}).sort([("created_at", -1), ("_id", 1)]).limit(limit)
+        return [Upload(**_strip(d)) for d in cursor]  # type: ignore[arg-type]
+
+    # ---- jobs ----
+    def create_job(self, *, owner: str, model: str, operation: str, params: dict[str, Any]) -> Job:
+        job = Job(new_id(), owner, model, operation, params)
+        self.db.jobs.insert_one(_doc(job))
+        return job
+
+    def get_job(self, *, job_id: str) -> Job | None:
+        doc = _strip(self.db.jobs.find_one({"_id": job_id}))
+        return None if doc is None else Job(**doc)
+
+    def list_jobs(self, *, owner: str, limit: int = 100) -> list[Job]:
+        cursor = self.db.jobs.find({"owner": owner}).sort([("created_at", -1), ("_id", 1)]).limit(limit)
+        return [Job(**_strip(d)) for d in cursor]  # type: ignore[arg-type]
+
+    def count_jobs_since(self, *, owner: str, since: float) -> int:
+        return int(self.db.jobs.count_documents({"owner": owner, "created_at": {"$gte": since}}))
+
+    def claim_job(self) -> Job | None:
+        doc = self.db.jobs.find_one_and_update(
+            {"status": "queued"},
+            {"$set": {"status": "running", "started_at": now(), "progress": 0.0}, "$inc": {"attempts": 1}},
+            sort=[("created_at", 1), ("_id", 1)],
+            return_document=self._pymongo.ReturnDocument.AFTER,
+        )
+        return None if doc is None else Job(**_strip(doc))  # type: ignore[arg-type]
+
+    def set_progress(self, *, job_id: str, progress: float) -> None:
+        self.db.jobs.update_one(
+            {"_id": job_id, "status": "running"}, {"$set": {"progress": min(1.0, max(0.0, float(progress)))}}
+        )
+
+    def finish_job(self, *, job_id: str, songs: list[Song]) -> Job:
+        def write(session: Any = None) -> dict[str, Any] | None:
+            if songs:
+                self.db.songs.insert_many([_doc(s) for s in songs], session=session)
+            return self.db.jobs.find_one_and_update(
+                {"_id": job_id, "status": "running"},
+                {"$set": {"status": "done", "progress": 1.0, "song_ids": [s.id for s in songs],
+                          "finished_at": now(), "error": None}},
+                return_document=self._pymongo.ReturnDocument.AFTER,
+                session=session,
+            )  # fmt: skip
+
+        if self._supports_transactions():
+            with self.client.start_session() as session, session.start_transaction():
+                doc = write(session)
+                if doc is None:
+                    session.abort_transaction()
+        else:
+            doc = write()
+            if doc is None:
+                self.db.songs.delete_many({"_id": {"$in": [s.id for s in songs]}})
+        if doc is None:
+            raise NotFound(f"job {job_id} is not running: its songs are not stored")
+        return Job(**_strip(doc))  # type: ignore[arg-type]
+
+    def _supports_transactions(self) -> bool:
+        hello = self.client.admin.command("hello")
+        return bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
+
+    def fail_job(self, *, job_id: str, error: str) -> Job:
+        doc = self.db.jobs.find_one_and_update(
+            {"_id": job_id},
+            {"$set": {"status": "failed", "error": error, "finished_at": now()}},
+            return_document=self._pymongo.ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise NotFound(f"no job {job_id}")
+        return Job(**_strip(doc))  # type: ignore[arg-type]
+
+    def requeue_job(self, *, job_id: str) -> None:
+        self.db.jobs.update_one(
+            {"_id": job_id, "status": "running"},
+            {"$set": {"status": "queued", "progress": 0.0, "started_at": None}},
+        )
+
+    def recover_jobs(self, *, max_attempts: int) -> tuple[list[str], list[str]]:
+        requeued, failed = [], []
+        for doc in self.db.jobs.find({"status": "running"}, {"attempts": 1}):
+            if doc["attempts"] < max_attempts:
+                self.db.jobs.update_one(
+                    {"_id": doc["_id"], "status": "running"},
+                    {"$set": {"status": "queued", "progress": 0.0, "started_at": None}},
+                )
+                requeued.append(doc["_id"])
+            else:
+                self.db.jobs.update_one(
+                    {"_id": doc["_id"], "status": "running"},
+                    {"$set": {"status": "failed", "finished_at": now(),
+                              "error": interrupted_reason(doc["attempts"])}},
+                )  # fmt: skip
+                failed.append(doc["_id"])
+        return requeued, failed
+
+    # ---- songs and ratings ----
+    def get_song(self, *, song_id: str) -> Song | None:
+        doc = _strip(self.db.songs.find_one({"_id": song_id}))
+        return None if doc is None else Song(**doc)
+
+    def get_shared_song(self, *, share_token: str) -> Song | None:
+        doc = _strip(self.db.songs.find_one({"share_token": share_token}))
+        return None if doc is None else Song(**doc)
+
+    def list_songs(self, *, owner: str, limit: int = 100) -> list[Song]:
+        cursor = self.db.songs.find({"owner": owner}).sort([("created_at", -1), ("_id", 1)]).limit(limit)
+        return [Song(**_strip(d)) for d in cursor]  # type: ignore[arg-type]
+
+    def set_share_token(self, *, song_id: str, share_token: str | None) -> None:
+        try:
+            result = self.db.songs.update_one({"_id": song_id}, {"$set": {"share_token": share_token}})
+        except self._pymongo.errors.DuplicateKeyError as exc:
+            raise Conflict("that share token is in use") from exc
+        if result.matched_count != 1:
+            raise NotFound(f"no song {song_id}")
+
+    def add_song_file(self, *, song_id: str, kind: str, path: str) -> None:
+        result = self.db.songs.update_one({"_id": song_id}, {"$set": {f"files.{kind}": path}})
+        if result.matched_count != 1:
+            raise NotFound(f"no song {song_id}")
+
+    def rate_song(self, *, song_id: str, owner: str, value: int) -> Rating:
+        check_rating(value)
+        if self.db.songs.count_documents({"_id": song_id}, limit=1) == 0:
+            raise NotFound(f"no song {song_id}")
+        self.db.ratings.update_one(
+            {"song_id": song_id, "owner": owner},
+            {"$set": {"value": int(value), "created_at": now()}},
+            upsert=True,
+        )
+        return self.get_rating(song_id=song_id, owner=owner)
+
+    def get_rating(self, *, song_id: str, owner: str | None) -> Rating:
+        values = [int(d["value"]) for d in self.db.ratings.find({"song_id": song_id}, {"value": 1})]
+        mine = None
+        if owner is not None:
+            doc = self.db.ratings.find_one({"song_id": song_id, "owner": owner})
+            mine = None if doc is None else int(doc["value"])
+        return Rating(sum(values) / len(values) if values else None, len(values), mine)
+
+    # ---- models ----
+    def upsert_model(self, *, model: ModelRecord) -> None:
+        self.db.models.replace_one({"_id": model.name}, {"_id": model.name, **asdict(model)}, upsert=True)
+
+    def list_models(self) -> list[ModelRecord]:
+        docs = self.db.models.find({}).sort("_id", 1)
+        return [ModelRecord(d["name"], d["family"], d["info"], d["updated_at"]) for d in docs]
+
+    def close(self) -> None:
+        self.client.close()

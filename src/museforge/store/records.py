@@ -1,0 +1,134 @@
+"""The documents the store keeps. Both backends return these, so callers never see rows or BSON."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
+
+
+class StoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class Conflict(StoreError):
+    """A unique constraint refused the write (a taken user name, a second rating row...)."""
+
+
+class NotFound(StoreError):
+    """The record a write names does not exist."""
+
+
+def new_id(nbytes: int = 12) -> str:
+    """An unguessable URL-safe id: ids appear in URLs, and guessing one must not reveal another user's song."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def now() -> float:
+    return time.time()
+
+
+def user_owner(user_id: str) -> str:
+    """The owner key of a signed-in user's records."""
+    return f"user:{user_id}"
+
+
+def anon_owner(session_id: str) -> str:
+    """The owner key of an anonymous visitor's records (moved to the user on sign-in)."""
+    return f"anon:{session_id}"
+
+
+@dataclass
+class User:
+    id: str
+    username: str
+    password_hash: str
+    created_at: float
+
+
+@dataclass
+class Session:
+    id: str
+    user_id: str | None
+    csrf: str
+    created_at: float
+
+    @property
+    def owner(self) -> str:
+        return user_owner(self.user_id) if self.user_id else anon_owner(self.id)
+
+
+@dataclass
+class Upload:
+    id: str
+    owner: str
+    filename: str  # as the client named it: shown, never used as a path
+    kind: str  # midi | musicxml | mxl | abc | kern, from the bytes
+    path: str  # relative to the var folder
+    size: int
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    model: str
+    operation: str
+    params: dict[str, Any]
+    status: str = "queued"
+    progress: float = 0.0
+    error: str | None = None
+    song_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    created_at: float = field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Song:
+    id: str
+    owner: str
+    job_id: str | None
+    model: str
+    title: str
+    params: dict[str, Any]
+    meta: dict[str, Any]  # duration, notes, tracks, bars: whatever the family's music has
+    files: dict[str, str]  # kind (midi, ogg, wav, svg) -> path relative to the var folder
+    originality: dict[str, Any] | None = None
+    share_token: str | None = None
+    created_at: float = field(default_factory=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Rating:
+    mean: float | None
+    count: int
+    mine: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelRecord:
+    name: str
+    family: str
+    info: dict[str, Any]
+    updated_at: float = field(default_factory=now)

@@ -1,0 +1,142 @@
+"""The repository: every read and write of users, sessions, uploads, jobs, songs, ratings and models.
+
+It is the only code that talks to a database. `SqliteRepository` (the embedded default) and `MongoRepository`
+(production, when ``MUSEFORGE_MONGO_URI`` is set) implement the same keyword-only methods and pass the same
+contract tests (``tests/store``). Multi-record changes that must be seen whole (a finished job and its songs, an
+anonymous visitor's records moving to their account) are single methods, so each backend can make them atomic.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from museforge.store.records import Job, ModelRecord, Rating, Session, Song, Upload, User
+
+
+class Repository(ABC):
+    """What the application may ask of its database."""
+
+    # ---- users and sessions ----
+    @abstractmethod
+    def create_user(self, *, username: str, password_hash: str) -> User:
+        """A new user; `Conflict` if the name is taken (names compare case-insensitively)."""
+
+    @abstractmethod
+    def get_user(self, *, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    def find_user(self, *, username: str) -> User | None: ...
+
+    @abstractmethod
+    def create_session(self, *, user_id: str | None = None) -> Session: ...
+
+    @abstractmethod
+    def get_session(self, *, session_id: str) -> Session | None: ...
+
+    @abstractmethod
+    def delete_session(self, *, session_id: str) -> None: ...
+
+    @abstractmethod
+    def transfer_owner(self, *, old: str, new: str) -> None:
+        """Give every song, upload, job and rating of ``old`` to ``new`` (an anonymous visitor signing in);
+        a rating ``new`` already gave to the same song wins."""
+
+    # ---- uploads ----
+    @abstractmethod
+    def create_upload(self, *, upload: Upload) -> Upload: ...
+
+    @abstractmethod
+    def get_upload(self, *, upload_id: str) -> Upload | None: ...
+
+    @abstractmethod
+    def list_uploads(self, *, owner: str, limit: int = 100) -> list[Upload]:
+        """Newest first."""
+
+    # ---- jobs ----
+    @abstractmethod
+    def create_job(self, *, owner: str, model: str, operation: str, params: dict[str, Any]) -> Job: ...
+
+    @abstractmethod
+    def get_job(self, *, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def list_jobs(self, *, owner: str, limit: int = 100) -> list[Job]:
+        """Newest first."""
+
+    @abstractmethod
+    def count_jobs_since(self, *, owner: str, since: float) -> int:
+        """Jobs ``owner`` created at or after ``since`` (the rate limit)."""
+
+    @abstractmethod
+    def claim_job(self) -> Job | None:
+        """Atomically move the oldest queued job to running (attempts + 1) and return it; two workers never
+        get the same job."""
+
+    @abstractmethod
+    def set_progress(self, *, job_id: str, progress: float) -> None: ...
+
+    @abstractmethod
+    def finish_job(self, *, job_id: str, songs: list[Song]) -> Job:
+        """Store ``songs`` and mark the job done in one transaction: a reader sees both or neither."""
+
+    @abstractmethod
+    def fail_job(self, *, job_id: str, error: str) -> Job: ...
+
+    @abstractmethod
+    def requeue_job(self, *, job_id: str) -> None:
+        """Put a running job back in the queue (a worker stopping mid-job)."""
+
+    @abstractmethod
+    def recover_jobs(self, *, max_attempts: int) -> tuple[list[str], list[str]]:
+        """After a restart: jobs left running are re-queued while they have attempts left, else failed with
+        a reason. Returns (re-queued ids, failed ids)."""
+
+    # ---- songs and ratings ----
+    @abstractmethod
+    def get_song(self, *, song_id: str) -> Song | None: ...
+
+    @abstractmethod
+    def get_shared_song(self, *, share_token: str) -> Song | None: ...
+
+    @abstractmethod
+    def list_songs(self, *, owner: str, limit: int = 100) -> list[Song]:
+        """Newest first."""
+
+    @abstractmethod
+    def set_share_token(self, *, song_id: str, share_token: str | None) -> None: ...
+
+    @abstractmethod
+    def add_song_file(self, *, song_id: str, kind: str, path: str) -> None:
+        """Record a file rendered later (a cached WAV)."""
+
+    @abstractmethod
+    def rate_song(self, *, song_id: str, owner: str, value: int) -> Rating:
+        """Set ``owner``'s rating (1..5) of a song, replacing an earlier one; `NotFound` for no such song."""
+
+    @abstractmethod
+    def get_rating(self, *, song_id: str, owner: str | None) -> Rating: ...
+
+    # ---- models ----
+    @abstractmethod
+    def upsert_model(self, *, model: ModelRecord) -> None: ...
+
+    @abstractmethod
+    def list_models(self) -> list[ModelRecord]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def check_rating(value: int) -> None:
+    """Ratings are 1 to 5 stars in every backend."""
+    if not 1 <= int(value) <= 5:
+        raise ValueError(f"a rating is 1 to 5, got {value}")
+
+
+def interrupted_reason(attempts: int) -> str:
+    """Why a job found running at start-up was given up: the same words in every backend."""
+    return (
+        f"the server stopped while this job was running (attempt {attempts}); "
+        "it was not retried again - please submit it anew"
+    )

@@ -1,0 +1,429 @@
+"""The embedded store: SQLite (stdlib) in WAL mode, one connection per thread.
+
+Open-schema parts of a record (job parameters, song metadata, originality) are JSON columns; names, share
+tokens and (song, owner) ratings have real UNIQUE constraints; every write runs in a ``BEGIN IMMEDIATE``
+transaction, so concurrent workers serialize on the write lock instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from museforge.store.records import (
+    Conflict,
+    Job,
+    ModelRecord,
+    NotFound,
+    Rating,
+    Session,
+    Song,
+    Upload,
+    User,
+    new_id,
+    now,
+)
+from museforge.store.repository import Repository, check_rating, interrupted_reason
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    meta TEXT NOT NULL CHECK (json_valid(meta)),
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_by_owner ON uploads (owner, created_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    params TEXT NOT NULL CHECK (json_valid(params)),
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    progress REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    song_ids TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(song_ids)),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
+CREATE TABLE IF NOT EXISTS songs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    job_id TEXT REFERENCES jobs(id),
+    model TEXT NOT NULL,
+    title TEXT NOT NULL,
+    params TEXT NOT NULL CHECK (json_valid(params)),
+    meta TEXT NOT NULL CHECK (json_valid(meta)),
+    files TEXT NOT NULL CHECK (json_valid(files)),
+    originality TEXT CHECK (originality IS NULL OR json_valid(originality)),
+    share_token TEXT UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS songs_by_owner ON songs (owner, created_at);
+CREATE TABLE IF NOT EXISTS ratings (
+    song_id TEXT NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    value INTEGER NOT NULL CHECK (value BETWEEN 1 AND 5),
+    created_at REAL NOT NULL,
+    PRIMARY KEY (song_id, owner)
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    family TEXT NOT NULL,
+    info TEXT NOT NULL CHECK (json_valid(info)),
+    updated_at REAL NOT NULL
+);
+"""
+
+
+def _user(row: sqlite3.Row | None) -> User | None:
+    return None if row is None else User(row["id"], row["username"], row["password_hash"], row["created_at"])
+
+
+def _session(row: sqlite3.Row | None) -> Session | None:
+    return None if row is None else Session(row["id"], row["user_id"], row["csrf"], row["created_at"])
+
+
+def _upload(row: sqlite3.Row | None) -> Upload | None:
+    if row is None:
+        return None
+    return Upload(
+        id=row["id"], owner=row["owner"], filename=row["filename"], kind=row["kind"], path=row["path"],
+        size=row["size"], sha256=row["sha256"], meta=json.loads(row["meta"]), created_at=row["created_at"],
+    )  # fmt: skip
+
+
+def _job(row: sqlite3.Row | None) -> Job | None:
+    if row is None:
+        return None
+    return Job(
+        id=row["id"], owner=row["owner"], model=row["model"], operation=row["operation"],
+        params=json.loads(row["params"]), status=row["status"], progress=row["progress"], error=row["error"],
+        song_ids=json.loads(row["song_ids"]), attempts=row["attempts"], created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
+    )  # fmt: skip
+
+
+def _song(row: sqlite3.Row | None) -> Song | None:
+    if row is None:
+        return None
+    return Song(
+        id=row["id"], owner=row["owner"], job_id=row["job_id"], model=row["model"], title=row["title"],
+        params=json.loads(row["params"]), meta=json.loads(row["meta"]), files=json.loads(row["files"]),
+        originality=None if row["originality"] is None else json.loads(row["originality"]),
+        share_token=row["share_token"], created_at=row["created_at"],
+    )  # fmt: skip
+
+
+class SqliteRepository(Repository):
+    """The repository on one SQLite file; safe to share between threads (each gets its own connection)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front (no deadlock upgrading a read lock)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return self._conn().execute(sql, args).fetchone()
+
+    def _all_rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, args).fetchall()
+
+    # ---- users and sessions ----
+    def create_user(self, *, username: str, password_hash: str) -> User:
+        user = User(new_id(), username, password_hash, now())
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (user.id, user.username, user.password_hash, user.created_at),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"the user name {username!r} is taken") from exc
+        return user
+
+    def get_user(self, *, user_id: str) -> User | None:
+        return _user(self._one("SELECT * FROM users WHERE id = ?", user_id))
+
+    def find_user(self, *, username: str) -> User | None:
+        return _user(self._one("SELECT * FROM users WHERE username = ?", username))
+
+    def create_session(self, *, user_id: str | None = None) -> Session:
+        session = Session(new_id(24), user_id, new_id(24), now())
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO sessions (id, user_id, csrf, created_at) VALUES (?, ?, ?, ?)",
+                (session.id, session.user_id, session.csrf, session.created_at),
+            )
+        return session
+
+    def get_session(self, *, session_id: str) -> Session | None:
+        return _session(self._one("SELECT * FROM sessions WHERE id = ?", session_id))
+
+    def delete_session(self, *, session_id: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def transfer_owner(self, *, old: str, new: str) -> None:
+        with self._tx() as c:
+            for table in ("songs", "uploads", "jobs"):
+                c.execute(f"UPDATE {table} SET owner = ? WHERE owner = ?", (new, old))
+            c.execute("UPDATE OR IGNORE ratings SET owner = ? WHERE owner = ?", (new, old))
+            c.execute("DELETE FROM ratings WHERE owner = ?", (old,))
+
+    # ---- uploads ----
+    def create_upload(self, *, upload: Upload) -> Upload:
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO uploads (id, owner, filename, kind, path, size, sha256, meta, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (upload.id, upload.owner, upload.filename, upload.kind, upload.path, upload.size,
+                     upload.sha256, json.dumps(upload.meta), upload.created_at),
+                )  # fmt: skip
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"upload {upload.id} or its file {upload.path} exists already") from exc
+        return upload
+
+    def get_upload(self, *, upload_id: str) -> Upload | None:
+        return _upload(self._one("SELECT * FROM uploads WHERE id = ?", upload_id))
+
+    def list_uploads(self, *, owner: str, limit: int = 100) -> list[Upload]:
+        rows = self._all_rows(
+            "SELECT * FROM uploads WHERE owner = ? ORDER BY created_at DESC, id LIMIT ?", owner, limit
+        )
+        return [u for r in rows if (u := _upload(r)) is not None]
+
+    # ---- jobs ----
+    def create_job(self, *, owner: str, model: str, operation: str, params: dict[str, Any]) -> Job:
+        job = Job(new_id(), owner, model, operation, params)
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO jobs (id, owner, model, operation, params, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+                (job.id, owner, model, operation, json.dumps(params), job.created_at),
+            )
+        return job
+
+    def get_job(self, *, job_id: str) -> Job | None:
+        return _job(self._one("SELECT * FROM jobs WHERE id = ?", job_id))
+
+    def list_jobs(self, *, owner: str, limit: int = 100) -> list[Job]:
+        rows = self._all_rows(
+            "SELECT * FROM jobs WHERE owner = ? ORDER BY created_at DESC, id LIMIT ?", owner, limit
+        )
+        return [j for r in rows if (j := _job(r)) is not None]
+
+    def count_jobs_since(self, *, owner: str, since: float) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE owner = ? AND created_at >= ?", owner, since)
+        return int(row["n"]) if row else 0
+
+    def claim_job(self) -> Job | None:
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, progress = 0"
+                " WHERE id = ?",
+                (now(), row["id"]),
+            )
+            return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def set_progress(self, *, job_id: str, progress: float) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'",
+                (min(1.0, max(0.0, float(progress))), job_id),
+            )
+
+    def _finished(self, c: sqlite3.Connection, job_id: str) -> Job:
+        job = _job(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return job
+
+    def finish_job(self, *, job_id: str, songs: list[Song]) -> Job:
+        with self._tx() as c:
+            for s in songs:
+                c.execute(
+                    "INSERT INTO songs (id, owner, job_id, model, title, params, meta, files, originality,"
+                    " share_token, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (s.id, s.owner, s.job_id, s.model, s.title, json.dumps(s.params), json.dumps(s.meta),
+                     json.dumps(s.files), None if s.originality is None else json.dumps(s.originality),
+                     s.share_token, s.created_at),
+                )  # fmt: skip
+            changed = c.execute(
+                "UPDATE jobs SET status = 'done', progress = 1, song_ids = ?, finished_at = ?, error = NULL"
+                " WHERE id = ? AND status = 'running'",
+                (json.dumps([s.id for s in songs]), now(), job_id),
+            ).rowcount
+            if changed != 1:
+                raise NotFound(f"job {job_id} is not running: its songs are not stored")
+            return self._finished(c, job_id)
+
+    def fail_job(self, *, job_id: str, error: str) -> Job:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                (error, now(), job_id),
+            )
+            return self._finished(c, job_id)
+
+    def requeue_job(self, *, job_id: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL WHERE id = ?"
+                " AND status = 'running'",
+                (job_id,),
+            )
+
+    def recover_jobs(self, *, max_attempts: int) -> tuple[list[str], list[str]]:
+        with self._tx() as c:
+            rows = c.execute("SELECT id, attempts FROM jobs WHERE status = 'running'").fetchall()
+            requeued = [r["id"] for r in rows if r["attempts"] < max_attempts]
+            failed = [r["id"] for r in rows if r["attempts"] >= max_attempts]
+            for job_id in requeued:
+                c.execute(
+                    "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL WHERE id = ?",
+                    (job_id,),
+                )
+            for r in rows:
+                if r["id"] in failed:
+                    c.execute(
+                        "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                        (now(), interrupted_reason(r["attempts"]), r["id"]),
+                    )
+        return requeued, failed
+
+    # ---- songs and ratings ----
+    def get_song(self, *, song_id: str) -> Song | None:
+        return _song(self._one("SELECT * FROM songs WHERE id = ?", song_id))
+
+    def get_shared_song(self, *, share_token: str) -> Song | None:
+        return _song(self._one("SELECT * FROM songs WHERE share_token = ?", share_token))
+
+    def list_songs(self, *, owner: str, limit: int = 100) -> list[Song]:
+        rows = self._all_rows(
+            "SELECT * FROM songs WHERE owner = ? ORDER BY created_at DESC, id LIMIT ?", owner, limit
+        )
+        return [s for r in rows if (s := _song(r)) is not None]
+
+    def set_share_token(self, *, song_id: str, share_token: str | None) -> None:
+        try:
+            with self._tx() as c:
+                if (
+                    c.execute(
+                        "UPDATE songs SET share_token = ? WHERE id = ?", (share_token, song_id)
+                    ).rowcount
+                    != 1
+                ):
+                    raise NotFound(f"no song {song_id}")
+        except sqlite3.IntegrityError as exc:
+            raise Conflict("that share token is in use") from exc
+
+    def add_song_file(self, *, song_id: str, kind: str, path: str) -> None:
+        with self._tx() as c:
+            changed = c.execute(
+                "UPDATE songs SET files = json_set(files, '$.' || ?, ?) WHERE id = ?", (kind, path, song_id)
+            ).rowcount
+            if changed != 1:
+                raise NotFound(f"no song {song_id}")
+
+    def rate_song(self, *, song_id: str, owner: str, value: int) -> Rating:
+        check_rating(value)
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM songs WHERE id = ?", (song_id,)).fetchone() is None:
+                raise NotFound(f"no song {song_id}")
+            c.execute(
+                "INSERT INTO ratings (song_id, owner, value, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (song_id, owner) DO UPDATE SET value = excluded.value, created_at = excluded.created_at",
+                (song_id, owner, int(value), now()),
+            )
+        return self.get_rating(song_id=song_id, owner=owner)
+
+    def get_rating(self, *, song_id: str, owner: str | None) -> Rating:
+        row = self._one("SELECT AVG(value) AS mean, COUNT(*) AS n FROM ratings WHERE song_id = ?", song_id)
+        mine = None
+        if owner is not None:
+            r = self._one("SELECT value FROM ratings WHERE song_id = ? AND owner = ?", song_id, owner)
+            mine = None if r is None else int(r["value"])
+        return Rating(None if row is None or row["mean"] is None else float(row["mean"]), int(row["n"]), mine)
+
+    # ---- models ----
+    def upsert_model(self, *, model: ModelRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO models (name, family, info, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET family = excluded.family, info = excluded.info, updated_at = excluded.updated_at",
+                (model.name, model.family, json.dumps(model.info), model.updated_at),
+            )
+
+    def list_models(self) -> list[ModelRecord]:
+        rows = self._all_rows("SELECT * FROM models ORDER BY name")
+        return [ModelRecord(r["name"], r["family"], json.loads(r["info"]), r["updated_at"]) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -1,0 +1,151 @@
+"""What the API and the pages both do: submit jobs, find a visitor's records, serve song files.
+
+Every lookup of a song, job or upload checks ownership here; another visitor gets the same 404 as for a record
+that does not exist, so ids cannot be probed. A song shared by link is readable with its share token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+
+import symusic
+from fastapi import HTTPException
+
+from museforge.store import Job, Song, Upload, new_id
+from museforge.web.catalog import UnknownModel
+from museforge.web.deps import Services, Visitor
+from museforge.web.families import JobRequest, RequestError
+from museforge.web.jobs import render_audio, source_score
+
+AUDIO_TYPES = {"ogg": "audio/ogg", "wav": "audio/wav"}
+
+
+def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
+    """Check a generation request completely, then queue it; nothing is stored for a refused request."""
+    try:
+        served = services.catalog.get(req.model)
+        op = served.family.operation(req.operation)
+        has_source = req.source_upload is not None or req.source_song is not None
+        if req.source_upload is not None and req.source_song is not None:
+            raise RequestError("give either source_upload or source_song, not both")
+        if op.needs_source and not has_source:
+            raise RequestError(f"{op.label.lower()} needs a source piece: source_upload or source_song")
+        if has_source and not op.needs_source:
+            raise RequestError(f"{op.name} starts from nothing: leave source_upload and source_song empty")
+        params = served.family.check(req, served.info, services.limits)
+    except (UnknownModel, RequestError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if req.source_upload is not None:
+        own_upload(services, visitor, req.source_upload)
+    if req.source_song is not None:
+        own_song(services, visitor, req.source_song)
+    params.update(operation=op.name, source_upload=req.source_upload, source_song=req.source_song)
+    if op.needs_source and served.family.check_source is not None:
+        try:
+            source = source_score(services.repo, services.files, params)
+            assert source is not None  # needs_source: one of the two was given and is owned
+            served.family.check_source(params, source, served.loaded)
+        except RequestError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    s = services.settings
+    recent = services.repo.count_jobs_since(owner=visitor.owner, since=time.time() - s.rate_limit_window_s)
+    if recent >= s.rate_limit_jobs:
+        raise HTTPException(
+            429,
+            f"too many songs at once: at most {s.rate_limit_jobs} every {s.rate_limit_window_s:g} s; "
+            "wait a little and try again",
+            headers={"Retry-After": str(int(s.rate_limit_window_s))},
+        )
+    job = services.repo.create_job(
+        owner=visitor.owner, model=served.info.name, operation=op.name, params=params
+    )
+    services.queue.notify()
+    return job
+
+
+def own_job(services: Services, visitor: Visitor, job_id: str) -> Job:
+    job = services.repo.get_job(job_id=job_id)
+    if job is None or job.owner != visitor.owner:
+        raise HTTPException(404, "no such job")
+    return job
+
+
+def own_upload(services: Services, visitor: Visitor, upload_id: str) -> Upload:
+    upload = services.repo.get_upload(upload_id=upload_id)
+    if upload is None or upload.owner != visitor.owner:
+        raise HTTPException(404, "no such upload")
+    return upload
+
+
+def own_song(services: Services, visitor: Visitor, song_id: str) -> Song:
+    song = services.repo.get_song(song_id=song_id)
+    if song is None or song.owner != visitor.owner:
+        raise HTTPException(404, "no such song")
+    return song
+
+
+def readable_song(services: Services, visitor: Visitor, song_id: str, share: str | None) -> Song:
+    """The song if the visitor owns it or holds its share token."""
+    song = services.repo.get_song(song_id=song_id)
+    if song is None:
+        raise HTTPException(404, "no such song")
+    if song.owner == visitor.owner:
+        return song
+    if share and song.share_token and hmac.compare_digest(share.encode(), song.share_token.encode()):
+        return song
+    raise HTTPException(404, "no such song")
+
+
+def share_song(services: Services, song: Song) -> str:
+    """The song's share token, made on first use."""
+    if song.share_token:
+        return song.share_token
+    token = new_id(16)
+    services.repo.set_share_token(song_id=song.id, share_token=token)
+    song.share_token = token
+    return token
+
+
+def song_file(services: Services, song: Song, kind: str) -> Path:
+    """The path of one of a song's files; WAV is rendered on first request and kept."""
+    if kind in song.files and services.files.exists(song.files[kind]):
+        return services.files.resolve(song.files[kind])
+    if kind != "wav":
+        raise HTTPException(404, f"this song has no {kind} file")
+    midi = services.files.resolve(song.files["midi"])
+    rel = services.files.relative("result", song.id, "audio.wav")
+    services.files.write(rel, render_audio(symusic.Score.from_file(str(midi)), ".wav"))
+    services.repo.add_song_file(song_id=song.id, kind="wav", path=rel)
+    song.files["wav"] = rel
+    return services.files.resolve(rel)
+
+
+def song_json(services: Services, song: Song, visitor: Visitor, share: str | None = None) -> dict:
+    """A song as the API returns it, with the URLs of its files."""
+    base = f"/api/v1/songs/{song.id}"
+    q = f"?share={share}" if share else ""
+    rating = services.repo.get_rating(song_id=song.id, owner=visitor.owner)
+    owned = song.owner == visitor.owner
+    return {
+        "id": song.id,
+        "title": song.title,
+        "model": song.model,
+        "job_id": song.job_id,
+        "created_at": song.created_at,
+        "params": song.params,
+        "meta": song.meta,
+        "originality": song.originality,
+        "rating": rating.to_dict(),
+        "shared": song.share_token is not None,
+        "share_url": f"/s/{song.share_token}" if owned and song.share_token else None,
+        "owned": owned,
+        "urls": {
+            "page": f"/songs/{song.id}" if owned else f"/s/{share}",
+            "midi": f"{base}/midi{q}",
+            "ogg": f"{base}/audio.ogg{q}",
+            "wav": f"{base}/audio.wav{q}",
+            "pianoroll": f"{base}/pianoroll.svg{q}",
+        },
+    }

@@ -1,0 +1,92 @@
+"""The models the app serves: the shipped checkpoints whose family the app knows, loaded once and shared."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from museforge.generation.api import LoadedModel, get_model
+from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from museforge.models.zoo import DEFAULT_MODEL, ModelInfo, ModelNotFoundError, model_info, models_dir
+from museforge.web.families import FAMILIES, Family, Limits
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModel(LookupError):
+    """A request named a model the app does not serve; the message lists those it does."""
+
+
+@dataclass
+class ServedModel:
+    info: ModelInfo
+    family: Family
+    loaded: LoadedModel
+
+    def describe(self, limits: Limits) -> dict[str, Any]:
+        """The model as the API lists it: what it is, what it can do, and its controls."""
+        return {
+            "name": self.info.name,
+            "family": self.family.name,
+            "family_label": self.family.label,
+            "description": self.info.description,
+            "parameters": self.info.parameters,
+            "styles": self.info.styles,
+            "operations": [
+                {
+                    "name": o.name,
+                    "label": o.label,
+                    "needs_source": o.needs_source,
+                    "description": o.description,
+                }
+                for o in self.family.operations
+            ],
+            "controls": [c.to_dict() for c in self.family.controls(self.info, limits)],
+        }
+
+
+class ModelCatalog:
+    """Loads every servable checkpoint of a models folder at start-up; skipped ones are logged with a reason."""
+
+    def __init__(self, root: Path | None, device: str) -> None:
+        self.skipped: dict[str, str] = {}
+        self.models: dict[str, ServedModel] = {}
+        try:
+            folder = Path(root) if root is not None else models_dir()
+        except ModelNotFoundError as exc:
+            self.skipped["*"] = str(exc)
+            log.warning("no models: %s", exc)
+            return
+        if not folder.is_dir():
+            self.skipped["*"] = f"{folder} is not a folder"
+            return
+        for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+                continue
+            try:
+                info = model_info(path)
+                family = FAMILIES.get(info.family)
+                if family is None:
+                    raise CheckpointError(f"the app has no controls for the {info.family!r} family yet")
+                self.models[info.name] = ServedModel(info, family, get_model(path, device))
+            except (CheckpointError, ValueError, OSError) as exc:
+                self.skipped[path.name] = str(exc)
+                log.warning("model %s not served: %s", path.name, exc)
+
+    @property
+    def default_name(self) -> str | None:
+        if DEFAULT_MODEL in self.models:
+            return DEFAULT_MODEL
+        return next(iter(self.models), None)
+
+    def get(self, name: str | None) -> ServedModel:
+        name = name or self.default_name
+        if name is None or name not in self.models:
+            known = ", ".join(self.models) or "none installed"
+            raise UnknownModel(f"unknown model {name!r}; models: {known}")
+        return self.models[name]
+
+    def with_operation(self, operation: str) -> list[ServedModel]:
+        return [m for m in self.models.values() if any(o.name == operation for o in m.family.operations)]

@@ -1,0 +1,101 @@
+"""Shared request dependencies: the services made in the lifespan, the visitor's session, CSRF checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from museforge.store import FileStore, Repository, Session, User
+from museforge.web.catalog import ModelCatalog
+from museforge.web.families import Limits
+from museforge.web.jobs import JobQueue
+from museforge.web.security import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, CookieSigner, csrf_ok
+from museforge.web.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything the lifespan creates; routes reach it through `ServicesDep`."""
+
+    settings: Settings
+    repo: Repository
+    files: FileStore
+    signer: CookieSigner
+    catalog: ModelCatalog
+    queue: JobQueue
+
+    @property
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(s.max_bars, s.max_seconds, s.max_samples)
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+@dataclass
+class Visitor:
+    """Who is asking: their session (anonymous or signed in) and user."""
+
+    session: Session
+    user: User | None
+
+    @property
+    def owner(self) -> str:
+        return self.session.owner
+
+
+def get_visitor(request: Request, services: ServicesDep) -> Visitor:
+    """The session of the request's signed cookie; a visitor without one gets a new anonymous session (the
+    cookie is set on the response by the app's middleware)."""
+    cached = getattr(request.state, "visitor", None)
+    if cached is not None:
+        return cached
+    repo = services.repo
+    session = None
+    raw = request.cookies.get(COOKIE_NAME)
+    if raw:
+        session_id = services.signer.loads(raw)
+        session = repo.get_session(session_id=session_id) if session_id else None
+    if session is None:
+        session = repo.create_session()
+        request.state.set_session = session.id
+    user = repo.get_user(user_id=session.user_id) if session.user_id else None
+    visitor = Visitor(session, user)
+    request.state.visitor = visitor
+    return visitor
+
+
+VisitorDep = Annotated[Visitor, Depends(get_visitor)]
+
+
+def require_api_csrf(request: Request, visitor: VisitorDep) -> Visitor:
+    """JSON API writes carry the session's CSRF token in the ``X-CSRF-Token`` header
+    (from ``GET /api/v1/auth/session`` or the page's ``<meta name="csrf-token">``)."""
+    if not csrf_ok(visitor.session.csrf, request.headers.get(CSRF_HEADER)):
+        raise HTTPException(
+            403, f"missing or wrong {CSRF_HEADER} header: get the token from GET /api/v1/auth/session"
+        )
+    return visitor
+
+
+ApiWriterDep = Annotated[Visitor, Depends(require_api_csrf)]
+
+
+async def require_form_csrf(request: Request, visitor: VisitorDep) -> Visitor:
+    """Form posts carry the session's CSRF token in a hidden field."""
+    form = await request.form()
+    if not csrf_ok(visitor.session.csrf, form.get(CSRF_FIELD)):  # type: ignore[arg-type]
+        raise HTTPException(
+            403, "this form has expired or was not sent from this site: reload the page and retry"
+        )
+    return visitor
+
+
+FormWriterDep = Annotated[Visitor, Depends(require_form_csrf)]

@@ -1,0 +1,385 @@
+"""What each model family lets a person control and do, declared once for the API, the forms and the jobs.
+
+A `Family` lists its controls (rendered as form fields and listed by ``GET /api/v1/models``), its operations
+(generate from nothing, continue a piece, and the re-style / accompany operations of families that have them),
+how a request becomes checked job parameters, and how a job runs through the library. The app offers exactly the
+families registered here whose models are installed: a new family (MuseMorphose's re-style, MuseGAN's
+accompaniment) appears in the API and the pages when its `Family` is registered with `register_family` and a
+model of it is shipped.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import symusic
+from pydantic import BaseModel, ConfigDict, Field
+
+from museforge.generation.api import GeneratedSong, LoadedModel, attribute_plan, generate_song
+from museforge.generation.musegan import given_rolls, parse_track_map
+from museforge.models.performance_rnn import DENSITY_BINS, N_DENSITY_CLASSES
+from museforge.models.zoo import ModelInfo
+from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
+
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+MAX_SEED = 2**31 - 1
+ProgressFn = Callable[[float], None]
+
+
+class JobRequest(BaseModel):
+    """A generation request, as the JSON API and the forms send it. Which fields apply depends on the model's
+    family; a field the family does not take is refused with a message naming the ones it does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model name (default: the default model).")
+    operation: str = Field(
+        "generate", description="generate, continue, or a family's own (restyle, accompany)."
+    )
+    style: str | None = Field(None, description="Style/genre token, for models trained with styles.")
+    bars: int | None = Field(None, description="Bars of new music (bar-based families).")
+    seconds: float | None = Field(None, description="Seconds of new music (time-based families).")
+    temperature: float = Field(1.0, gt=0, le=3)
+    top_k: int | None = Field(None, ge=1, le=1000)
+    top_p: float | None = Field(0.95, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    num_samples: int = Field(1, ge=1)
+    rhythm: list[int | None] | None = Field(
+        None, description="Rhythmic-intensity class per bar (0-7, null: free)."
+    )
+    polyphony: list[int | None] | None = Field(None, description="Polyphony class per bar (0-7, null: free).")
+    density: int | None = Field(None, description="Note-density class 0-7 (Performance RNN).")
+    pitch_classes: list[str] | None = Field(
+        None, description="Pitch classes to favour, e.g. ['C', 'E', 'G']."
+    )
+    source_upload: str | None = Field(
+        None, description="An upload of yours to continue, re-style or accompany."
+    )
+    source_song: str | None = Field(None, description="A song of yours to continue, re-style or accompany.")
+    primer_bars: int | None = Field(None, ge=1, description="Bars of the source used as the primer.")
+    tracks: dict[str, int] | None = Field(
+        None,
+        description="Accompany: which tracks of your piece to keep, as {model track name: your track index}, "
+        "e.g. {'soprano': 0}; the model plays the other tracks.",
+    )
+    binarize: Literal["threshold", "bernoulli"] | None = Field(
+        None, description="MuseGAN: how its soft piano roll becomes notes (default threshold)."
+    )
+
+
+class RequestError(ValueError):
+    """A request the model cannot serve; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """One form field / API parameter."""
+
+    name: str
+    label: str
+    kind: str  # select | int | float | seed | bar_plan | pitch_classes
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: list[tuple[str, str]] = field(default_factory=list)  # (value, label)
+    help: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    label: str
+    needs_source: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits of the deployment (from the settings)."""
+
+    max_bars: int
+    max_seconds: float
+    max_samples: int
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family as the app sees it."""
+
+    name: str  # the checkpoint's model name (config.json "model")
+    label: str
+    operations: tuple[Operation, ...]
+    controls: Callable[[ModelInfo, Limits], list[Control]]
+    check: Callable[[JobRequest, ModelInfo, Limits], dict[str, Any]]  # -> job parameters
+    run: Callable[[LoadedModel, dict[str, Any], symusic.Score | None, ProgressFn], list[GeneratedSong]]
+    # checks job parameters against the source piece at submission (raises RequestError), where that matters
+    check_source: Callable[[dict[str, Any], symusic.Score, LoadedModel], None] | None = None
+
+    def operation(self, name: str) -> Operation:
+        for op in self.operations:
+            if op.name == name:
+                return op
+        known = ", ".join(o.name for o in self.operations)
+        raise RequestError(f"a {self.label} model cannot {name!r}; it can: {known}")
+
+
+GENERATE = Operation("generate", "Generate", False, "New music from nothing but the controls.")
+CONTINUE = Operation("continue", "Continue", True, "Keep the start of a piece and let the model carry on.")
+
+
+def _sampling_controls() -> list[Control]:
+    return [
+        Control("temperature", "Temperature", "float", 1.0, 0.5, 1.5, 0.05,
+                help="Lower: safer, more repetitive. Higher: more adventurous."),
+        Control("top_p", "Nucleus (top-p)", "float", 0.95, 0.5, 1.0, 0.01,
+                help="Sample only from the most likely tokens holding this share of probability."),
+        Control("seed", "Seed", "seed", None, 0, MAX_SEED, 1,
+                help="The same seed and settings give the same song; empty: a new one."),
+    ]  # fmt: skip
+
+
+def _common(req: JobRequest, limits: Limits) -> dict[str, Any]:
+    if req.num_samples > limits.max_samples:
+        raise RequestError(f"num_samples may be at most {limits.max_samples}, got {req.num_samples}")
+    if req.primer_bars is not None and req.source_song is None and req.source_upload is None:
+        raise RequestError("primer_bars needs a source piece (source_upload or source_song)")
+    seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED)
+    return {
+        "temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": seed,
+        "num_samples": req.num_samples,
+    }  # fmt: skip
+
+
+def _refuse(req: JobRequest, fields: tuple[str, ...], label: str, takes: str) -> None:
+    given = [f for f in fields if getattr(req, f) is not None]
+    if given:
+        raise RequestError(f"a {label} model does not take {', '.join(given)}; it takes {takes}")
+
+
+# ---- REMI Transformer ---------------------------------------------------------------------------------------
+
+
+def _remi_controls(info: ModelInfo, limits: Limits) -> list[Control]:
+    styles = [("", "Any style")] + [(s, s.capitalize()) for s in info.styles]
+    return [
+        Control("style", "Style", "select", "", choices=styles, help="The kind of music the model imitates."),
+        Control("bars", "Bars", "int", 16, 1, limits.max_bars, 1, help="Length of the new music in bars."),
+        *_sampling_controls(),
+        Control("attributes", "Shape bar by bar", "bar_plan", None, 0, N_ATTRIBUTE_CLASSES - 1, 1,
+                help="Rhythmic intensity and polyphony per bar (0 calm/thin ... 7 busy/full); "
+                "'free' lets the model choose."),
+    ]  # fmt: skip
+
+
+def _check_classes(values: list[int | None] | None, label: str, bars: int) -> list[int | None] | None:
+    if values is None:
+        return None
+    if len(values) > bars:
+        raise RequestError(f"{label} has {len(values)} entries but only {bars} bars are generated")
+    for i, v in enumerate(values):
+        if v is not None and not 0 <= v < N_ATTRIBUTE_CLASSES:
+            raise RequestError(f"{label} of bar {i + 1} must be 0 to {N_ATTRIBUTE_CLASSES - 1}, got {v}")
+    return values if any(v is not None for v in values) else None
+
+
+def _remi_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
+    _refuse(req, ("seconds", "density", "pitch_classes", "tracks", "binarize"), "REMI Transformer",
+            "style, bars, per-bar rhythm/polyphony and the sampling settings")  # fmt: skip
+    bars = 16 if req.bars is None else req.bars
+    if not 1 <= bars <= limits.max_bars:
+        raise RequestError(f"bars must be 1 to {limits.max_bars}, got {bars}")
+    style = req.style or None
+    if style is not None and style not in info.styles:
+        known = ", ".join(info.styles) or "none (this model has no styles)"
+        raise RequestError(f"unknown style {style!r} for model {info.name}; styles: {known}")
+    return {
+        **_common(req, limits), "style": style, "bars": bars, "primer_bars": req.primer_bars,
+        "rhythm": _check_classes(req.rhythm, "rhythm", bars),
+        "polyphony": _check_classes(req.polyphony, "polyphony", bars),
+    }  # fmt: skip
+
+
+def _remi_run(
+    loaded: LoadedModel, params: dict[str, Any], source: symusic.Score | None, progress: ProgressFn
+) -> list[GeneratedSong]:
+    plan = attribute_plan(params["rhythm"], params["polyphony"])
+    return generate_song(
+        loaded, style=params["style"], bars=params["bars"], temperature=params["temperature"],
+        top_k=params["top_k"], top_p=params["top_p"], seed=params["seed"], num_samples=params["num_samples"],
+        primer=source, primer_bars=params["primer_bars"] if source is not None else None,
+        attributes=plan or None, progress=progress,
+    )  # fmt: skip
+
+
+# ---- Performance RNN ----------------------------------------------------------------------------------------
+
+
+def _density_label(k: int) -> str:
+    if k == 0:
+        return f"sparse (< {DENSITY_BINS[0]:g} notes/s)"
+    if k == N_DENSITY_CLASSES - 1:
+        return f"very dense (≥ {DENSITY_BINS[-1]:g} notes/s)"
+    return f"{DENSITY_BINS[k - 1]:g}-{DENSITY_BINS[k]:g} notes/s"
+
+
+def _perf_controls(info: ModelInfo, limits: Limits) -> list[Control]:
+    density = [("", "Model decides")] + [(str(k), _density_label(k)) for k in range(N_DENSITY_CLASSES)]
+    return [
+        Control("seconds", "Seconds", "float", 20.0, 1.0, limits.max_seconds, 1.0, help="Length of the new music."),
+        Control("density", "Note density", "select", "", choices=density, help="How many notes per second."),
+        Control("pitch_classes", "Favour pitch classes", "pitch_classes", None,
+                choices=[(p, p) for p in PITCH_CLASSES], help="Tick the notes of a chord or scale; none: free."),
+        *_sampling_controls(),
+    ]  # fmt: skip
+
+
+def _perf_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
+    _refuse(req, ("bars", "style", "rhythm", "polyphony", "primer_bars", "tracks", "binarize"), "Performance RNN",
+            "seconds, note density, pitch classes and the sampling settings")  # fmt: skip
+    seconds = 20.0 if req.seconds is None else float(req.seconds)
+    if not 1.0 <= seconds <= limits.max_seconds:
+        raise RequestError(f"seconds must be 1 to {limits.max_seconds:g}, got {seconds:g}")
+    if req.density is not None and not 0 <= req.density < N_DENSITY_CLASSES:
+        raise RequestError(f"density must be a class 0 to {N_DENSITY_CLASSES - 1}, got {req.density}")
+    pcs = None
+    if req.pitch_classes:
+        unknown = [p for p in req.pitch_classes if p not in PITCH_CLASSES]
+        if unknown:
+            raise RequestError(f"unknown pitch classes {unknown}; use {', '.join(PITCH_CLASSES)}")
+        pcs = sorted(set(req.pitch_classes), key=PITCH_CLASSES.index)
+    return {**_common(req, limits), "seconds": seconds, "density": req.density, "pitch_classes": pcs}
+
+
+def _perf_run(
+    loaded: LoadedModel, params: dict[str, Any], source: symusic.Score | None, progress: ProgressFn
+) -> list[GeneratedSong]:
+    pcs = params["pitch_classes"]
+    histogram = None if not pcs else [1.0 if p in pcs else 0.0 for p in PITCH_CLASSES]
+    return generate_song(
+        loaded, seconds=params["seconds"], temperature=params["temperature"], top_k=params["top_k"],
+        top_p=params["top_p"], seed=params["seed"], num_samples=params["num_samples"], primer=source,
+        density=params["density"], pitch_histogram=histogram, progress=progress,
+    )  # fmt: skip
+
+
+# ---- MuseGAN ------------------------------------------------------------------------------------------------
+
+ACCOMPANY = Operation(
+    "accompany",
+    "Accompany",
+    True,
+    "Keep tracks of a piece (e.g. its melody) and let the model play the others.",
+)
+MUSEGAN_DEFAULT_BARS = 8  # two of its 4-bar phrases
+MUSEGAN_FIXED = ("seconds", "density", "pitch_classes", "rhythm", "polyphony", "primer_bars", "temperature",
+                 "top_k", "top_p")  # fmt: skip
+
+
+def _musegan_controls(info: ModelInfo, limits: Limits) -> list[Control]:
+    return [
+        Control("style", "Genre", "select", info.styles[0] if info.styles else "",
+                choices=[(s, s.capitalize()) for s in info.styles], help="The kind of music the band plays."),
+        Control("bars", "Bars", "int", MUSEGAN_DEFAULT_BARS, 1, limits.max_bars, 1,
+                help="Length in bars (4-bar phrases chained); when accompanying, at most this much of the piece."),
+        Control("binarize", "Note choice", "select", "threshold",
+                choices=[("threshold", "Confident notes only"), ("bernoulli", "Sampled (looser, busier)")],
+                help="How the model's soft piano roll becomes notes."),
+        Control("seed", "Seed", "seed", None, 0, MAX_SEED, 1,
+                help="The same seed and settings give the same song; empty: a new one."),
+        Control("tracks", "Tracks to keep", "track_map", None, choices=[(t, t.capitalize()) for t in info.tracks],
+                help="Accompany: for each model track, the track of your piece it keeps (or none: generated)."),
+    ]  # fmt: skip
+
+
+def _musegan_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
+    given = sorted(f for f in MUSEGAN_FIXED if f in req.model_fields_set and getattr(req, f) is not None)
+    if given:
+        raise RequestError(
+            f"a MuseGAN model does not take {', '.join(given)}; it takes style (genre), bars, binarize, seed, "
+            "and tracks to accompany"
+        )
+    accompanying = req.operation == "accompany"
+    bars = req.bars
+    if bars is None:
+        bars = limits.max_bars if accompanying else MUSEGAN_DEFAULT_BARS
+    if not 1 <= bars <= limits.max_bars:
+        raise RequestError(f"bars must be 1 to {limits.max_bars}, got {bars}")
+    style = req.style or (info.styles[0] if info.styles else None)
+    if style is not None and style not in info.styles:
+        known = ", ".join(info.styles) or "none (this model has no genres)"
+        raise RequestError(f"unknown genre {style!r} for model {info.name}; genres: {known}")
+    tracks = None
+    if not accompanying and req.tracks is not None:
+        raise RequestError("tracks are for the accompany operation: generate makes every track")
+    if accompanying:
+        if not req.tracks:
+            raise RequestError(
+                f"accompany needs tracks: which track of your piece each kept model track plays, e.g. "
+                f"{{{info.tracks[0]!r}: 0}}; model tracks: {', '.join(info.tracks)}"
+            )
+        bad = {k: v for k, v in req.tracks.items() if v < 0}
+        if bad:
+            raise RequestError(f"track indices count from 0, got {bad}")
+        try:
+            mapping = parse_track_map(req.tracks, info.tracks)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from exc
+        if len(mapping) >= len(info.tracks):
+            raise RequestError(
+                f"all {len(info.tracks)} model tracks are kept: leave at least one for the model to play"
+            )
+        tracks = {info.tracks[k]: v for k, v in sorted(mapping.items())}
+    common = _common(req, limits)
+    return {
+        "seed": common["seed"], "num_samples": common["num_samples"], "style": style, "bars": bars,
+        "binarize": req.binarize or "threshold", "tracks": tracks,
+    }  # fmt: skip
+
+
+def _musegan_check_source(params: dict[str, Any], source: symusic.Score, loaded: LoadedModel) -> None:
+    """Every kept track must exist in the piece and hold notes the model's roll can show."""
+    tok = loaded.tokenizer
+    names = [t.name for t in tok.config.tracks]
+    try:
+        given_rolls(source, tok, parse_track_map(params["tracks"], names), max_bars=params["bars"])
+    except ValueError as exc:
+        raise RequestError(f"cannot accompany this piece: {exc}") from exc
+
+
+def _musegan_run(
+    loaded: LoadedModel, params: dict[str, Any], source: symusic.Score | None, progress: ProgressFn
+) -> list[GeneratedSong]:
+    return generate_song(
+        loaded, style=params["style"], bars=params["bars"], seed=params["seed"], num_samples=params["num_samples"],
+        binarize=params["binarize"], accompany=source, tracks=params["tracks"] if source is not None else None,
+        progress=progress,
+    )  # fmt: skip
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> None:
+    """Make a model family usable in the app (its models then appear in the API and the forms)."""
+    FAMILIES[family.name] = family
+
+
+register_family(
+    Family("transformer", "REMI Transformer", (GENERATE, CONTINUE), _remi_controls, _remi_check, _remi_run)
+)
+register_family(
+    Family("performance_rnn", "Performance RNN", (GENERATE, CONTINUE), _perf_controls, _perf_check, _perf_run)
+)
+register_family(
+    Family(
+        "musegan", "MuseGAN", (GENERATE, ACCOMPANY), _musegan_controls, _musegan_check, _musegan_run,
+        check_source=_musegan_check_source,
+    )
+)  # fmt: skip

@@ -1,0 +1,187 @@
+"""Generation jobs: a small queue interface, the in-process worker pool behind it, and what a job does.
+
+A job lives in the store (queued → running → done/failed, with progress), so the queue itself holds nothing:
+`JobQueue` only wakes workers and stops them. `ThreadJobQueue` runs jobs in threads of the server process
+(torch releases the GIL while it computes, so the event loop stays free); a distributed queue can replace it by
+implementing the same three methods and calling `JobExecutor.run` where its workers run. On start-up jobs left
+running by a stopped server are re-queued or, past ``max_attempts``, failed with a reason; on shutdown a running
+job is stopped at its next progress step and put back in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Protocol
+
+import symusic
+
+from museforge.audio import encode_audio, render_score
+from museforge.audio.render import DEFAULT_SAMPLE_RATE
+from museforge.data.formats import InputError, load_score
+from museforge.generation.api import GeneratedSong
+from museforge.store import FileStore, Job, Repository, Song, new_id
+from museforge.visual import pianoroll_svg
+from museforge.web.catalog import ModelCatalog, UnknownModel
+from museforge.web.families import PITCH_CLASSES, RequestError
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.3  # progress writes per job at most this often
+GENERATION_SHARE = 0.85  # of the progress bar; rendering and storing take the rest
+
+
+class JobQueue(Protocol):
+    """What the app needs from a job queue."""
+
+    def start(self) -> None: ...
+
+    def notify(self) -> None:
+        """A job was queued: wake a worker."""
+
+    def stop(self, timeout: float = 30.0) -> None: ...
+
+
+class Stopping(Exception):
+    """The server is stopping: the running job goes back to the queue."""
+
+
+def song_title(params: dict, family: str) -> str:
+    """A readable title from what the song was asked for."""
+    what = (params.get("style") or "").capitalize() or ("Piano" if family == "performance_rnn" else "Song")
+    if params.get("operation") == "accompany":  # its length is the source's, up to the bars asked for
+        return f"{what} accompaniment, seed {params.get('seed')}"
+    length = f"{params['bars']} bars" if params.get("bars") else f"{params.get('seconds', 0):g} s"
+    return f"{what}, {length}, seed {params.get('seed')}"
+
+
+def render_audio(score: symusic.Score, suffix: str) -> bytes:
+    """Audio bytes of a score: the SoundFont synthesizer, then the encoder for ``suffix``."""
+    return encode_audio(render_score(score, DEFAULT_SAMPLE_RATE), DEFAULT_SAMPLE_RATE, suffix)
+
+
+def _finite(values: dict) -> dict:
+    """JSON has no NaN (an undefined share, e.g. no phrase long enough): store null instead."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+
+
+def source_score(repo: Repository, files: FileStore, params: dict) -> symusic.Score | None:
+    """The piece a continue/re-style/accompany job starts from (ownership is checked at submission)."""
+    if params.get("source_upload"):
+        upload = repo.get_upload(upload_id=params["source_upload"])
+        if upload is None:
+            raise RequestError("the source upload no longer exists")
+        return load_score(files.resolve(upload.path))
+    if params.get("source_song"):
+        song = repo.get_song(song_id=params["source_song"])
+        if song is None:
+            raise RequestError("the source song no longer exists")
+        return symusic.Score.from_file(str(files.resolve(song.files["midi"])))
+    return None
+
+
+class JobExecutor:
+    """Runs one claimed job to done or failed: generation, files, songs."""
+
+    def __init__(self, repo: Repository, files: FileStore, catalog: ModelCatalog) -> None:
+        self.repo, self.files, self.catalog = repo, files, catalog
+        self.stopping = threading.Event()
+
+    def _store(self, job: Job, song: GeneratedSong, family: str) -> Song:
+        """Write one song's files (MIDI, OGG, piano roll); the song becomes visible only with its job."""
+        song_id = new_id()
+        files = {
+            "midi": self.files.relative("result", song_id, "song.mid"),
+            "ogg": self.files.relative("result", song_id, "audio.ogg"),
+            "svg": self.files.relative("result", song_id, "pianoroll.svg"),
+        }
+        title = song_title({**job.params, **song.params}, family)  # the job knows the operation
+        self.files.write(files["midi"], song.score.dumps_midi())
+        self.files.write(files["ogg"], render_audio(song.score, ".ogg"))
+        self.files.write(files["svg"], pianoroll_svg(song.score, title=title).encode("utf-8"))
+        seconds = song.score.to("second")
+        meta = {
+            "notes": int(song.score.note_num()),
+            "tracks": len(song.score.tracks),
+            "duration_s": round(float(seconds.end()), 2),
+            "new_tokens": song.new_tokens,
+            "generation_s": round(song.seconds, 3),
+            "family": family,
+        }
+        originality = None if song.originality is None else _finite(song.originality.to_dict())
+        params = {**job.params, **{k: v for k, v in song.params.items() if k not in ("primer",)}}
+        if params.get("pitch_histogram"):
+            params["pitch_classes"] = [
+                p for p, w in zip(PITCH_CLASSES, params["pitch_histogram"], strict=True) if w
+            ]
+        return Song(song_id, job.owner, job.id, job.model, title, params, meta, files, originality)
+
+    def run(self, job: Job) -> None:
+        last = [0.0]
+
+        def progress(fraction: float) -> None:
+            if self.stopping.is_set():
+                raise Stopping
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                self.repo.set_progress(job_id=job.id, progress=fraction * GENERATION_SHARE)
+
+        try:
+            served = self.catalog.get(job.model)
+            source = source_score(self.repo, self.files, job.params)
+            generated = served.family.run(served.loaded, job.params, source, progress)
+            self.repo.set_progress(job_id=job.id, progress=GENERATION_SHARE)
+            songs = [self._store(job, g, served.family.name) for g in generated]
+            self.repo.finish_job(job_id=job.id, songs=songs)
+        except Stopping:
+            log.info("job %s put back in the queue: the server is stopping", job.id)
+            self.repo.requeue_job(job_id=job.id)
+        except (RequestError, InputError, UnknownModel, ValueError) as exc:
+            self.repo.fail_job(job_id=job.id, error=str(exc))
+        except Exception as exc:  # a bug must fail the job visibly, never leave it running forever
+            log.exception("job %s failed", job.id)
+            self.repo.fail_job(job_id=job.id, error=f"internal error: {type(exc).__name__}: {exc}")
+
+
+class ThreadJobQueue:
+    """Worker threads that claim queued jobs from the store and run them."""
+
+    def __init__(self, repo: Repository, executor: JobExecutor, workers: int) -> None:
+        self.repo, self.executor, self.workers = repo, executor, workers
+        self._wake = threading.Condition()
+        self._pending = 0
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.executor.stopping.clear()
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._loop, name=f"museforge-job-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def notify(self) -> None:
+        with self._wake:
+            self._pending += 1
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while not self.executor.stopping.is_set():
+            job = self.repo.claim_job()
+            if job is None:
+                with self._wake:
+                    if self._pending == 0:
+                        self._wake.wait(timeout=1.0)  # also polls: another process may queue jobs
+                    self._pending = max(0, self._pending - 1)
+                continue
+            self.executor.run(job)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.executor.stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()

@@ -1,0 +1,261 @@
+"""The pages: generate, job progress, song, history, upload, sign up / log in. Server-rendered with Jinja; a
+little vanilla JS (static/app.js) shows the right controls, draws the bar sliders and follows a job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import symusic
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from museforge.data.formats import load_score
+from museforge.store import Song
+from museforge.visual import pianoroll_svg
+from museforge.web.actions import own_job, own_song, own_upload, readable_song, share_song, submit_job
+from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep
+from museforge.web.families import PITCH_CLASSES, JobRequest
+from museforge.web.routers import uploads as upload_api
+from museforge.web.routers.auth import end_session, log_in, sign_up
+from museforge.web.security import CSRF_FIELD
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
+                 "density": int, "primer_bars": int}  # fmt: skip
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A page with the visitor, the CSRF token and the models every template may use."""
+    services: Services = request.app.state.services
+    visitor: Visitor | None = getattr(request.state, "visitor", None)
+    base = {
+        "visitor": visitor,
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": visitor.session.csrf if visitor else "",
+        "catalog": services.catalog,
+        "limits": services.limits,
+    }
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return render(request, "error.html", status, status=status, message=message)
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def form_request(form: FormData, services: Services) -> JobRequest:
+    """A generation form as a `JobRequest`: the chosen model's fields are prefixed ``<model>.``."""
+    model = str(form.get("model") or services.catalog.default_name or "")
+    prefix = f"{model}."
+    fields: dict[str, Any] = {"model": model or None, "operation": form.get("operation") or "generate"}
+    for key in ("source_upload", "source_song"):
+        if form.get(key):
+            fields[key] = str(form.get(key))
+    for key, value in form.multi_items():
+        if not key.startswith(prefix) or isinstance(value, UploadFile):
+            continue
+        name = key[len(prefix) :]
+        if name in NUMBER_FIELDS and value.strip():
+            try:
+                fields[name] = NUMBER_FIELDS[name](value)
+            except ValueError as exc:
+                raise HTTPException(422, f"{name} must be a number, got {value!r}") from exc
+        elif name in ("style", "binarize") and value:
+            fields[name] = value
+        elif name.startswith("track.") and value.strip():  # accompany: model track <- the piece's track
+            try:
+                fields.setdefault("tracks", {})[name[len("track.") :]] = int(value)
+            except ValueError as exc:
+                raise HTTPException(422, f"{name} must be a track number, got {value!r}") from exc
+    for plan in ("rhythm", "polyphony"):
+        values = form.getlist(prefix + plan)
+        if values:
+            fields[plan] = [None if str(v) in ("", "-1") else int(v) for v in values]
+    pitch = [str(p) for p in form.getlist(prefix + "pitch_classes")]
+    if pitch:
+        fields["pitch_classes"] = pitch
+    try:
+        return JobRequest(**fields)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(422, detail) from exc
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+    models = [m.describe(services.limits) for m in services.catalog.models.values()]
+    recent = services.repo.list_songs(owner=visitor.owner, limit=5)
+    return render(
+        request, "index.html", models=models, default=services.catalog.default_name, pitch_classes=PITCH_CLASSES,
+        recent=recent,
+    )  # fmt: skip
+
+
+@router.post("/generate")
+async def generate(request: Request, visitor: FormWriterDep, services: ServicesDep) -> Response:
+    job_request = form_request(await request.form(), services)
+    job = submit_job(services, visitor, job_request)
+    return see_other(f"/jobs/{job.id}")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: str, request: Request, visitor: VisitorDep, services: ServicesDep) -> Response:
+    job = own_job(services, visitor, job_id)
+    if job.status == "done" and len(job.song_ids) == 1:
+        return see_other(f"/songs/{job.song_ids[0]}")
+    songs = [s for sid in job.song_ids if (s := services.repo.get_song(song_id=sid)) is not None]
+    return render(request, "job.html", job=job, songs=songs)
+
+
+def track_choices(score: symusic.Score) -> list[tuple[int, str]]:
+    """A piece's tracks as an accompany form offers them: (index, "1: Soprano · 42 notes")."""
+    return [
+        (i, f"{i + 1}: {t.name.strip() or 'Track'} · {len(t.notes)} notes")
+        for i, t in enumerate(score.tracks)
+    ]
+
+
+def _song_page(
+    request: Request, services: Services, visitor: Visitor, song: Song, share: str | None
+) -> HTMLResponse:
+    owned = song.owner == visitor.owner
+    q = f"?share={share}" if share and not owned else ""
+    accompanists = services.catalog.with_operation("accompany")
+    tracks = []
+    if owned and accompanists:
+        tracks = track_choices(symusic.Score.from_file(str(services.files.resolve(song.files["midi"]))))
+    return render(
+        request, "song.html", song=song, owned=owned, share=share if not owned else None, q=q,
+        rating=services.repo.get_rating(song_id=song.id, owner=visitor.owner),
+        svg=services.files.read(song.files["svg"]).decode("utf-8"),
+        continuers=services.catalog.with_operation("continue"),
+        restylers=services.catalog.with_operation("restyle"),
+        accompanists=accompanists, source_tracks=tracks,
+    )  # fmt: skip
+
+
+@router.get("/songs/{song_id}", response_class=HTMLResponse)
+def song_page(song_id: str, request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+    return _song_page(request, services, visitor, own_song(services, visitor, song_id), None)
+
+
+@router.get("/s/{token}", response_class=HTMLResponse)
+def shared_song_page(
+    token: str, request: Request, visitor: VisitorDep, services: ServicesDep
+) -> HTMLResponse:
+    song = services.repo.get_shared_song(share_token=token)
+    if song is None:
+        raise HTTPException(404, "this link is not (or no longer) shared")
+    return _song_page(request, services, visitor, song, token)
+
+
+@router.post("/songs/{song_id}/rate")
+def rate_song(
+    song_id: str, value: Annotated[int, Form(ge=1, le=5)], visitor: FormWriterDep, services: ServicesDep,
+    share: Annotated[str | None, Form()] = None,
+) -> Response:  # fmt: skip
+    song = readable_song(services, visitor, song_id, share)
+    services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=value)
+    return see_other(f"/s/{share}#rating" if song.owner != visitor.owner else f"/songs/{song.id}#rating")
+
+
+@router.post("/songs/{song_id}/share")
+def share(
+    song_id: str, visitor: FormWriterDep, services: ServicesDep, action: Annotated[str, Form()] = "share"
+) -> Response:
+    song = own_song(services, visitor, song_id)
+    if action == "unshare":
+        services.repo.set_share_token(song_id=song.id, share_token=None)
+    else:
+        share_song(services, song)
+    return see_other(f"/songs/{song.id}#share")
+
+
+@router.get("/history", response_class=HTMLResponse)
+def history(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+    songs = services.repo.list_songs(owner=visitor.owner, limit=200)
+    ratings = {s.id: services.repo.get_rating(song_id=s.id, owner=visitor.owner) for s in songs}
+    jobs = [j for j in services.repo.list_jobs(owner=visitor.owner, limit=50) if j.status != "done"]
+    return render(request, "history.html", songs=songs, ratings=ratings, jobs=jobs)
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload_page(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+    return render(request, "upload.html", uploads=services.repo.list_uploads(owner=visitor.owner))
+
+
+@router.post("/upload")
+def upload(
+    request: Request, file: Annotated[UploadFile, File()], visitor: FormWriterDep, services: ServicesDep
+) -> Response:
+    try:
+        received = upload_api.receive(services, visitor, file)
+    except HTTPException as exc:
+        uploads = services.repo.list_uploads(owner=visitor.owner)
+        return render(request, "upload.html", exc.status_code, uploads=uploads, error=str(exc.detail))
+    return see_other(f"/uploads/{received.id}")
+
+
+@router.get("/uploads/{upload_id}", response_class=HTMLResponse)
+def upload_detail(
+    upload_id: str, request: Request, visitor: VisitorDep, services: ServicesDep
+) -> HTMLResponse:
+    up = own_upload(services, visitor, upload_id)
+    score = load_score(services.files.resolve(up.path))
+    return render(request, "upload_detail.html", upload=up, svg=pianoroll_svg(score, title=up.filename),
+                  continuers=services.catalog.with_operation("continue"),
+                  restylers=services.catalog.with_operation("restyle"),
+                  accompanists=services.catalog.with_operation("accompany"),
+                  source_tracks=track_choices(score))  # fmt: skip
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, visitor: VisitorDep) -> HTMLResponse:
+    return render(request, "login.html", mode="login")
+
+
+@router.get("/signup", response_class=HTMLResponse)
+def signup_page(request: Request, visitor: VisitorDep) -> HTMLResponse:
+    return render(request, "login.html", mode="signup")
+
+
+@router.post("/login")
+def login(
+    request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
+    visitor: FormWriterDep, services: ServicesDep,
+) -> Response:  # fmt: skip
+    try:
+        log_in(services, request, visitor, username, password)
+    except HTTPException as exc:
+        return render(
+            request, "login.html", exc.status_code, mode="login", error=exc.detail, username=username
+        )
+    return see_other("/history")
+
+
+@router.post("/signup")
+def signup(
+    request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
+    visitor: FormWriterDep, services: ServicesDep,
+) -> Response:  # fmt: skip
+    try:
+        sign_up(services, request, visitor, username, password)
+    except HTTPException as exc:
+        return render(
+            request, "login.html", exc.status_code, mode="signup", error=exc.detail, username=username
+        )
+    return see_other("/history")
+
+
+@router.post("/logout")
+def logout(request: Request, visitor: FormWriterDep, services: ServicesDep) -> Response:
+    end_session(services, request, visitor)
+    return see_other("/")

@@ -1,0 +1,79 @@
+"""Songs: metadata, MIDI, audio, piano roll, rating, share links, my history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from museforge.web.actions import AUDIO_TYPES, own_song, readable_song, share_song, song_file, song_json
+from museforge.web.deps import ApiWriterDep, ServicesDep, VisitorDep
+
+router = APIRouter(prefix="/songs", tags=["songs"])
+Share = Annotated[str | None, Query(description="The share token of a song shared by link.")]
+
+
+class RatingIn(BaseModel):
+    value: int = Field(ge=1, le=5, description="1 to 5 stars.")
+
+
+@router.get("")
+def my_songs(services: ServicesDep, visitor: VisitorDep, limit: int = 50) -> dict:
+    """My history, newest first."""
+    songs = services.repo.list_songs(owner=visitor.owner, limit=max(1, min(limit, 500)))
+    return {"songs": [song_json(services, s, visitor) for s in songs]}
+
+
+@router.get("/{song_id}")
+def get_song(song_id: str, services: ServicesDep, visitor: VisitorDep, share: Share = None) -> dict:
+    return song_json(services, readable_song(services, visitor, song_id, share), visitor, share)
+
+
+@router.get("/{song_id}/midi", response_class=FileResponse)
+def get_midi(song_id: str, services: ServicesDep, visitor: VisitorDep, share: Share = None) -> FileResponse:
+    song = readable_song(services, visitor, song_id, share)
+    return FileResponse(song_file(services, song, "midi"), media_type="audio/midi", filename=f"{song.id}.mid")
+
+
+@router.get("/{song_id}/audio.{fmt}", response_class=FileResponse)
+def get_audio(
+    song_id: str, fmt: Literal["ogg", "wav"], services: ServicesDep, visitor: VisitorDep, share: Share = None
+) -> FileResponse:
+    """Audio rendered with the General MIDI SoundFont: OGG at generation time, WAV on first request (cached)."""
+    song = readable_song(services, visitor, song_id, share)
+    return FileResponse(
+        song_file(services, song, fmt), media_type=AUDIO_TYPES[fmt], filename=f"{song.id}.{fmt}"
+    )
+
+
+@router.get("/{song_id}/pianoroll.svg", response_class=FileResponse)
+def get_pianoroll(
+    song_id: str, services: ServicesDep, visitor: VisitorDep, share: Share = None
+) -> FileResponse:
+    song = readable_song(services, visitor, song_id, share)
+    return FileResponse(song_file(services, song, "svg"), media_type="image/svg+xml")
+
+
+@router.post("/{song_id}/rating")
+def rate(
+    song_id: str, rating: RatingIn, services: ServicesDep, visitor: ApiWriterDep, share: Share = None
+) -> dict:
+    """Rate a song you own or can read by link; a second rating replaces your first."""
+    song = readable_song(services, visitor, song_id, share)
+    return services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=rating.value).to_dict()
+
+
+@router.post("/{song_id}/share")
+def share(song_id: str, services: ServicesDep, visitor: ApiWriterDep) -> dict:
+    """Make a link anyone can open; only the owner can."""
+    token = share_song(services, own_song(services, visitor, song_id))
+    return {"share_token": token, "url": f"/s/{token}"}
+
+
+@router.delete("/{song_id}/share")
+def unshare(song_id: str, services: ServicesDep, visitor: ApiWriterDep) -> dict:
+    song = own_song(services, visitor, song_id)
+    services.repo.set_share_token(song_id=song.id, share_token=None)
+    return {"shared": False}

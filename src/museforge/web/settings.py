@@ -1,0 +1,41 @@
+"""Settings of the web app: ``MUSEFORGE_*`` environment variables, or a ``.env`` file in the working folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may change; the defaults run the app from a checkout with the shipped models."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSEFORGE_", env_file=".env", extra="ignore")
+
+    var_dir: Path = Field(Path("var"), description="Database, uploads, results and the session secret.")
+    models_dir: Path | None = Field(
+        None, description="Folder of model checkpoints (default: the shipped ones)."
+    )
+    mongo_uri: str | None = Field(None, description="Use MongoDB at this URI instead of the embedded SQLite.")
+    mongo_db: str = "museforge"
+    device: str = "cpu"
+    workers: int = Field(2, ge=1, le=64, description="Generation jobs run at once.")
+    torch_threads: int = Field(0, ge=0, description="Torch threads per process (0: cores / workers).")
+    max_attempts: int = Field(2, ge=1, description="Runs of a job before a restart gives it up.")
+    max_upload_mb: float = Field(2.0, gt=0)
+    max_upload_notes: int = Field(50_000, ge=1)
+    max_bars: int = Field(64, ge=1)
+    max_seconds: float = Field(120.0, gt=0)
+    max_samples: int = Field(4, ge=1)
+    rate_limit_jobs: int = Field(12, ge=1, description="Generation jobs one owner may start per window.")
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only.")
+    session_max_age_s: int = 30 * 24 * 3600
+
+    def threads_per_worker(self) -> int:
+        """Torch threads for one job: the cores shared by the workers, so they do not oversubscribe."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.workers)

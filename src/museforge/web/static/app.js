@@ -1,0 +1,103 @@
+// museforge pages: show the chosen model's controls, draw per-bar sliders, follow a job. No build step.
+"use strict";
+
+function showModel(form) {
+  const chosen = form.querySelector("#model-select").value;
+  for (const fs of form.querySelectorAll(".model-controls")) {
+    const on = fs.dataset.model === chosen;
+    fs.hidden = !on;
+    fs.disabled = !on; // hidden models' fields are not sent
+  }
+}
+
+function label(value) {
+  return value < 0 ? "free" : String(value);
+}
+
+function drawBarPlan(details) {
+  const prefix = details.dataset.prefix;
+  const bars = details.closest("fieldset").querySelector('[data-control="bars"]');
+  const max = Number(details.dataset.max);
+  const box = details.querySelector(".bars");
+  const n = Math.min(Number(bars ? bars.value : 8), 64);
+  const old = {};
+  for (const input of box.querySelectorAll("input")) old[input.name + input.dataset.bar] = input.value;
+  box.textContent = "";
+  for (let b = 0; b < n; b++) {
+    const cell = document.createElement("div");
+    cell.className = "bar";
+    cell.append(`Bar ${b + 1}`);
+    for (const what of ["rhythm", "polyphony"]) {
+      const lab = document.createElement("label");
+      const out = document.createElement("output");
+      const input = document.createElement("input");
+      Object.assign(input, { type: "range", min: -1, max, step: 1, name: prefix + what });
+      input.dataset.bar = b;
+      input.value = old[input.name + b] ?? -1;
+      out.textContent = label(Number(input.value));
+      input.addEventListener("input", () => (out.textContent = label(Number(input.value))));
+      lab.append(what === "rhythm" ? "rhythm " : "polyphony ", out, input);
+      cell.append(lab);
+    }
+    box.append(cell);
+  }
+}
+
+function initGenerateForm() {
+  const form = document.querySelector("#generate-form");
+  if (!form) return;
+  const select = form.querySelector("#model-select");
+  select.addEventListener("change", () => showModel(form));
+  showModel(form);
+  for (const input of form.querySelectorAll("input[data-output]")) {
+    const out = input.closest("label").querySelector("output");
+    input.addEventListener("input", () => (out.textContent = input.value));
+  }
+  for (const details of form.querySelectorAll("details.barplan")) {
+    drawBarPlan(details);
+    const bars = details.closest("fieldset").querySelector('[data-control="bars"]');
+    if (bars) bars.addEventListener("change", () => drawBarPlan(details));
+  }
+  form.addEventListener("submit", () => {
+    const button = form.querySelector("#generate-button");
+    button.disabled = true;
+    button.textContent = "Starting…";
+  });
+}
+
+async function followJob() {
+  const box = document.querySelector("#job");
+  if (!box || !["queued", "running"].includes(box.dataset.status)) return;
+  const bar = box.querySelector("#job-progress");
+  const status = box.querySelector("#job-status");
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 400));
+    let job;
+    try {
+      const res = await fetch(`/api/v1/jobs/${box.dataset.job}`, { credentials: "same-origin" });
+      if (!res.ok) continue;
+      job = await res.json();
+    } catch (e) {
+      continue; // the server restarting: keep waiting, the job is kept
+    }
+    bar.value = job.progress;
+    status.textContent = job.status === "queued" ? "waiting for a free worker…" : `${Math.round(job.progress * 100)} %`;
+    if (job.status === "done") {
+      location.replace(job.song_ids.length === 1 ? `/songs/${job.song_ids[0]}` : location.href);
+      return;
+    }
+    if (job.status === "failed") {
+      box.querySelector("#job-title").textContent = "This song could not be made";
+      const err = box.querySelector("#job-error");
+      err.textContent = job.error;
+      err.hidden = false;
+      status.textContent = "failed";
+      return;
+    }
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  initGenerateForm();
+  followJob();
+});

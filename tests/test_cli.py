@@ -1,0 +1,60 @@
+"""The command line end to end, through typer's runner (same code path as the `museforge` script)."""
+
+import shutil
+
+from typer.testing import CliRunner
+
+from conftest import FIXTURES
+from museforge.cli import app
+from museforge.data.manifest import load_manifest
+from museforge.io import read_jsonl
+
+runner = CliRunner()
+
+
+def test_data_build_from_music21_and_folder(tmp_path):
+    out = tmp_path / "ds"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "build",
+            "--source",
+            "music21",
+            "--collections",
+            "bach,miscFolk",
+            "--limit",
+            "2",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 pieces" in result.output
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(FIXTURES / "single_track.mid", src)
+    shutil.copy(FIXTURES / "corrupt.mid", src)
+    result = runner.invoke(app, ["data", "build", "--source", str(src), "--style", "folk", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 rejected" in result.output and "rejects.jsonl" in result.output
+    records = load_manifest(out)
+    assert len(records) == 5 and sum(r.style == "folk" for r in records) == 3
+    assert [row["reason"][:12] for row in read_jsonl(out / "rejects.jsonl")] == ["corrupt MIDI"]
+
+
+def test_data_build_errors_are_clear(tmp_path):
+    result = runner.invoke(
+        app, ["data", "build", "--source", "music21", "--collections", "nosuch", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and "unknown music21 collection(s): nosuch" in result.output
+    result = runner.invoke(app, ["data", "build", "--source", "lpd5", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "needs the LPD-5 folder" in result.output
+    result = runner.invoke(
+        app, ["data", "build", "--source", str(tmp_path / "missing"), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["data", "stats", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "no manifest.jsonl" in result.output

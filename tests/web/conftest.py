@@ -1,0 +1,98 @@
+"""The web tests' world: a models folder with tiny models trained here on real music (a REMI Transformer with
+chorale/folk styles and an originality index of its training pieces, and a Performance RNN), and an app on a
+real SQLite store in a temporary var folder."""
+
+import time
+from pathlib import Path
+
+import music21
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from museforge.data.formats import list_units, load_score, read_unit
+from museforge.generation.api import clear_model_cache
+from museforge.metrics.originality import OriginalityIndex
+from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
+from museforge.models.checkpoint import save_checkpoint
+from museforge.models.zoo import ORIGINALITY_FILE
+from museforge.tokenizers import build_tokenizer
+from museforge.training import TrainConfig, Trainer
+from museforge.web import Settings, create_app
+from museforge.web.security import CSRF_HEADER
+
+REMI = build_tokenizer("remi")
+PERF = build_tokenizer("performance")
+
+
+def _train(model, windows, out: Path, epochs: int) -> None:
+    cfg = TrainConfig(
+        out_dir=str(out / "run"), batch_size=16, epochs=epochs, lr=5e-3, warmup_steps=5, progress=False,
+        checkpoint_every=100_000,
+    )  # fmt: skip
+    Trainer(model, windows, cfg).fit()
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def models_folder(tmp_path_factory) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("models")
+    chorales = [load_score(music21.corpus.getWork(n)) for n in ("bach/bwv66.6", "bach/bwv7.7")]
+    folk = [
+        read_unit(u).score for u in list_units(Path(music21.corpus.getWork("essenFolksong/altdeu10")))[:3]
+    ]
+    seqs = [REMI.encode(s, style="chorale").ids for s in chorales] + [
+        REMI.encode(s, style="folk").ids for s in folk
+    ]
+    tokens = torch.as_tensor(np.concatenate([np.append(s, REMI.eos_id) for s in seqs]).astype(np.int64))
+    windows = [tokens[i : i + 64] for i in range(0, len(tokens) - 64, 8)]
+    torch.manual_seed(0)
+    remi = TransformerLM(TransformerConfig.preset("tiny", vocab_size=REMI.vocab_size, dropout=0.0))
+    _train(remi, windows, root, epochs=4)
+    ckpt = save_checkpoint(root / "remi-transformer", remi, tokenizer=REMI.state_dict(), step=1, metrics={})
+    (ckpt / "MODEL_CARD.md").write_text("# Tiny chorale/folk Transformer for tests\n", encoding="utf-8")
+    OriginalityIndex.build(chorales + folk, source="test pieces").save(ckpt / ORIGINALITY_FILE)
+
+    ids = PERF.encode(chorales[0]).astype(np.int64)
+    perf_windows = [{"input_ids": torch.as_tensor(ids[i : i + 65])} for i in range(0, len(ids) - 65, 16)]
+    torch.manual_seed(0)
+    perf = PerformanceRNN(PerformanceRNNConfig(embed_dim=16, hidden_size=32, n_layers=1))
+    _train(perf, perf_windows, root, epochs=2)
+    save_checkpoint(root / "performance-rnn", perf, tokenizer=PERF.state_dict(), step=1, metrics={})
+    torch.set_num_threads(threads)
+    return root
+
+
+def make_settings(var: Path, models: Path, **kw) -> Settings:
+    base = {"var_dir": var, "models_dir": models, "workers": 1, "torch_threads": 1, "max_upload_mb": 0.5}
+    return Settings(_env_file=None, **{**base, **kw})
+
+
+@pytest.fixture
+def settings(tmp_path, models_folder) -> Settings:
+    clear_model_cache()
+    return make_settings(tmp_path / "var", models_folder)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def api_token(client: TestClient) -> dict:
+    """The CSRF header API writes need, for the client's session."""
+    return {CSRF_HEADER: client.get("/api/v1/auth/session").json()["csrf_token"]}
+
+
+def wait_job(client: TestClient, job_id: str, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")

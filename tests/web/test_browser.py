@@ -1,0 +1,79 @@
+"""A real browser: Debian's Chromium, driven by Playwright (launched by executable path; Playwright's own browser
+download cannot work here), against the app served by uvicorn on loopback. It generates a song through the
+form, waits for the player, plays it, rates it and saves a screenshot."""
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from museforge.web import create_app
+from web.conftest import make_settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture
+def server(tmp_path, models_folder):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(make_settings(tmp_path / "var", models_folder))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(30)
+
+
+def test_generate_play_and_rate_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1300})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.select_option("#model-select", "performance-rnn")
+        assert page.is_hidden('fieldset[data-model="remi-transformer"]')
+        page.select_option("#model-select", "remi-transformer")
+        page.select_option('select[name="remi-transformer.style"]', "chorale")
+        page.eval_on_selector(
+            'input[name="remi-transformer.bars"]',
+            "el => { el.value = 4; el.dispatchEvent(new Event('change')); }",
+        )
+        page.click("details.barplan summary")
+        assert page.locator('input[name="remi-transformer.rhythm"]').count() == 4  # one slider pair per bar
+        page.click("#generate-button")
+        page.wait_for_url("**/songs/*", timeout=60_000)
+        page.wait_for_function("document.querySelector('#player').readyState >= 3", timeout=30_000)
+        duration = page.evaluate("document.querySelector('#player').duration")
+        assert duration > 1.0
+        page.evaluate("document.querySelector('#player').play()")
+        page.wait_for_function("document.querySelector('#player').currentTime > 0.3", timeout=15_000)
+        assert page.locator("svg rect.note").count() > 0
+        page.click('#rating button[value="4"]')
+        page.wait_for_selector("#rating-summary:has-text('yours: 4')")
+        shot = tmp_path / "song-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 20_000
+    assert errors == []
