@@ -1,0 +1,60 @@
+"""Style transfer of a 16-bar piece with MuseMorphose on the CPU: seconds per transfer. Prints one JSON line.
+
+Uses a trained checkpoint (``--model``) or, without one, a freshly initialised model of the preset (the same
+cost per token: sampling is bounded by the REMI grammar's bar count, not by what the weights learned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from museforge.data.formats import load_score
+from museforge.generation.api import get_model
+from museforge.generation.musemorphose import transfer
+from museforge.models import build_model
+from museforge.models.musemorphose import MuseMorphoseConfig
+from museforge.tokenizers.remi import RemiTokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="checkpoint folder or shipped name (default: untrained preset)")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--piece", default="bach/bwv1.6", help="a music21 corpus work")
+    parser.add_argument("--bars", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import music21
+
+    score = load_score(music21.corpus.getWork(args.piece))
+    if args.model:
+        loaded = get_model(args.model)
+        model, tok = loaded.checkpoint.model, loaded.tokenizer
+    else:
+        tok = RemiTokenizer()
+        torch.manual_seed(0)
+        model = build_model(MuseMorphoseConfig.preset(args.preset, tok.vocab_size, n_bars=8)).eval()
+    enc = tok.encode(score)
+    bars = min(args.bars, len(enc.bar_starts))
+    piece = tok.decode(enc.ids[: enc.bar_starts[bars]] if bars < len(enc.bar_starts) else enc.ids)
+    times, tokens = [], 0
+    for seed in range(args.repeats):
+        start = time.perf_counter()
+        result = transfer(model, tok, piece, rhythm=+2, polyphony=-1, seed=seed)
+        times.append(time.perf_counter() - start)
+        tokens = len(result.tokens)
+    params = sum(p.numel() for p in model.parameters())
+    print(json.dumps({
+        "bench": "transfer", "piece": args.piece, "bars": bars, "threads": args.threads, "params": params,
+        "tokens": tokens, "seconds_median": sorted(times)[len(times) // 2], "seconds": [round(t, 3) for t in times],
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
