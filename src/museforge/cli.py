@@ -229,6 +229,55 @@ def evaluate(
         console.print(f"[yellow]{failed} unreadable files[/] (listed in report.json)")
 
 
+@app.command("score")
+def score(
+    data: Annotated[Path, typer.Option(help="A built dataset tokenized for the model.")],
+    model: Annotated[
+        str | None, typer.Option(help="Shipped model name or checkpoint folder (default: the default model).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    max_pieces: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Score a seeded random sample of this many pieces when the split is larger."
+        ),
+    ] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
+) -> None:
+    """Held-out likelihood: per-token NLL and perplexity of a Transformer or Performance RNN on a split, overall
+    and per style."""
+    from museforge.io import atomic_write_json
+    from museforge.lab.model_card import heldout_likelihood
+    from museforge.models.zoo import DEFAULT_MODEL, resolve_model
+    from museforge.training.distributed import select_device
+
+    if split not in ("train", "valid", "test"):
+        raise _fail(f"--split must be train, valid or test, got {split!r}")
+    try:
+        path = resolve_model(model or DEFAULT_MODEL)
+        result = heldout_likelihood(
+            path, data, max_pieces, split=split, seed=seed, device=select_device(device)
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(
+        title=f"{path.name} on {data}:{split} ({result['n_sequences']} of {result['split_pieces']} pieces)"
+    )
+    for column in ("style", "pieces", "tokens", "NLL", "perplexity"):
+        table.add_column(column, justify="left" if column == "style" else "right")
+    rows = [*result["by_style"].items(), ("all", result)]
+    for style, r in rows:
+        table.add_row(
+            style, str(r["n_sequences"]), str(r["n_tokens"]), f"{r['nll']:.4f}", f"{r['perplexity']:.3f}"
+        )
+    console.print(table)
+    if out is not None:
+        atomic_write_json(out, result)
+        console.print(f"written {out}")
+
+
 originality_app = typer.Typer(help="Check music against its training data for copies.", no_args_is_help=True)
 app.add_typer(originality_app, name="originality")
 NEAR_COPY_EXIT = 3

@@ -90,3 +90,30 @@ def test_ship_writes_a_measured_card_and_a_usable_model(run, tmp_path, monkeypat
     song = generate_song("tiny-remi", style="folk", bars=2, seed=3)[0]
     assert song.originality is not None  # the shipped index is picked up
     assert song.score.note_num() > 0
+
+
+def test_score_samples_the_split_evenly_and_breaks_it_down_by_style(run, tmp_path):
+    """`museforge score`: a seeded sample past --max-pieces, per-style NLLs that add up to the overall one."""
+    data, out = run
+    checkpoint = out / "best"
+    full = heldout_likelihood(checkpoint, data, 1000)
+    n_test = len(load_manifest(data, "test"))
+    assert full["n_sequences"] == full["split_pieces"] == n_test
+    assert set(full["by_style"]) == {r.style for r in load_manifest(data, "test")}
+    assert sum(r["n_tokens"] for r in full["by_style"].values()) == full["n_tokens"]
+    weighted = sum(r["nll"] * r["n_tokens"] for r in full["by_style"].values()) / full["n_tokens"]
+    assert full["nll"] == pytest.approx(weighted) and full["context"] == 128
+    sample = heldout_likelihood(checkpoint, data, 2, seed=1)
+    assert sample["n_sequences"] == 2 and sample["split_pieces"] == n_test
+    assert heldout_likelihood(checkpoint, data, 2, seed=1) == sample  # the seed fixes the sample
+
+    written = tmp_path / "score.json"
+    result = runner.invoke(
+        app,
+        ["score", "--model", str(checkpoint), "--data", str(data), "--device", "cpu", "--out", str(written)],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(written.read_text())["nll"] == pytest.approx(full["nll"])
+    assert f"{full['nll']:.4f}" in result.output
+    bad = runner.invoke(app, ["score", "--model", str(checkpoint), "--data", str(data), "--split", "dev"])
+    assert bad.exit_code == 2 and "--split must be train, valid or test" in bad.output

@@ -104,6 +104,17 @@ def test_training_windows_are_transposed_versions_of_the_cache(dataset):
         assert len(shifts) <= 1 and all(abs(s) <= 5 for s in shifts)
 
 
+def test_a_transformer_context_is_the_window_it_trains_on(dataset):
+    """RoPE does not extrapolate past trained positions, so the model may not claim a longer context."""
+    run = prepare_training("transformer", dataset, "tiny", dataset / "unused-run3", device="cpu")
+    assert run.model_config["max_seq_len"] == recipe("transformer", "tiny").seq_len
+    assert run.trainer.train_data.seq_len == run.model_config["max_seq_len"]
+    with pytest.raises(ValueError, match="differs from the training window"):
+        prepare_training(
+            "transformer", dataset, "tiny", dataset / "unused-run4", model_overrides={"max_seq_len": 1024}
+        )
+
+
 def test_a_run_can_start_from_another_runs_weights(dataset, tmp_path):
     first = tmp_path / "first"
     result = runner.invoke(

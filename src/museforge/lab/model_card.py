@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import shutil
 import tempfile
@@ -135,16 +136,52 @@ def _controls_fn(tokenizer: PerformanceTokenizer) -> Callable[[np.ndarray], torc
     return controls
 
 
-def heldout_likelihood(checkpoint_dir: Path, data_dir: Path, max_pieces: int) -> dict[str, Any]:
-    """Per-token NLL and perplexity on the test split, through the metrics' likelihood interface."""
-    ckpt = load_checkpoint(checkpoint_dir)
+def heldout_likelihood(
+    checkpoint_dir: Path,
+    data_dir: Path,
+    max_pieces: int,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Per-token NLL and perplexity of a checkpoint on a split, overall and per style, through the metrics'
+    likelihood interface.
+
+    Past ``max_pieces`` a seeded random sample is scored: the split's first pieces come from the first
+    collections built (chorales before folk songs), so taking them would weigh the styles unlike the split.
+    """
+    ckpt = load_checkpoint(checkpoint_dir, device)
     tok_name = ckpt.tokenizer["name"]
-    cache = TokenCache(data_dir, tok_name, "test")
+    cache = TokenCache(data_dir, tok_name, split)
+    if len(cache) == 0:
+        raise ValueError(f"{data_dir} has no {split} pieces tokenized with {tok_name}")
     tokenizer = cache.tokenizer()
     controls = _controls_fn(tokenizer) if isinstance(tokenizer, PerformanceTokenizer) else None
-    sequences = [cache.piece(i) for i in range(min(len(cache), max_pieces))]
-    result = evaluate_likelihood(ModelScorer(ckpt.model, controls), sequences)
-    return result.to_dict()
+    scorer = ModelScorer(ckpt.model, controls)
+    chosen = range(len(cache))
+    if len(cache) > max_pieces:
+        chosen = sorted(
+            np.random.default_rng(seed).choice(len(cache), size=max_pieces, replace=False).tolist()
+        )
+    by_style: dict[str, list[int]] = {}
+    for i in chosen:
+        by_style.setdefault(str(cache.pieces[i].get("style")), []).append(i)
+    styles = {
+        style: evaluate_likelihood(scorer, [cache.piece(i) for i in pieces]).to_dict()
+        for style, pieces in sorted(by_style.items())
+    }
+    n_tokens = sum(r["n_tokens"] for r in styles.values())
+    nll = sum(r["nll"] * r["n_tokens"] for r in styles.values()) / n_tokens if n_tokens else math.nan
+    return {
+        "nll": nll,
+        "perplexity": math.exp(nll) if n_tokens else math.nan,
+        "n_tokens": n_tokens,
+        "n_sequences": len(chosen),
+        "split_pieces": len(cache),
+        "context": getattr(ckpt.model.config, "max_seq_len", None),
+        "by_style": styles,
+    }
 
 
 def _styles_for_samples(data_dir: Path, known: tuple[str, ...], n: int) -> list[str | None]:
@@ -325,14 +362,24 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
 
 
 def _likelihood_lines(likelihood: dict[str, Any], training: dict[str, Any]) -> list[str]:
-    return [
+    of = likelihood.get("split_pieces", likelihood["n_sequences"])
+    sample = "" if of == likelihood["n_sequences"] else f" (a seeded random sample of {of})"
+    lines = [
         "## Held-out likelihood",
-        f"Test split, {likelihood['n_sequences']} {likelihood.get('unit', 'pieces')}, "
+        f"Test split, {likelihood['n_sequences']} {likelihood.get('unit', 'pieces')}{sample}, "
         f"{likelihood['n_tokens']} tokens: "
         f"NLL {_fmt(likelihood['nll'])} nats/token, perplexity {_fmt(likelihood['perplexity'], 2)} "
         f"(validation NLL at the best step: {_fmt(training['best_eval_loss'])}).",
-        "",
     ]
+    if likelihood.get("context"):
+        lines[-1] += f" Context: {likelihood['context']} tokens, the training window."
+    if likelihood.get("by_style"):
+        lines += ["", "| style | pieces | tokens | NLL |", "|---|---|---|---|"]
+        lines += [
+            f"| {style} | {r['n_sequences']} | {r['n_tokens']} | {_fmt(r['nll'])} |"
+            for style, r in likelihood["by_style"].items()
+        ]
+    return [*lines, ""]
 
 
 def _musegan_lines(section: dict[str, Any]) -> list[str]:
