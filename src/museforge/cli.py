@@ -352,7 +352,7 @@ def originality_check(
 @app.command("train")
 def train(
     model: Annotated[
-        str, typer.Option(help="Model family: transformer, performance_rnn or musemorphose.")
+        str, typer.Option(help="Model family: transformer, performance_rnn, musemorphose or musegan.")
     ] = "transformer",
     data: Annotated[
         Path | None, typer.Option(help="A dataset folder made by `museforge data build`.")
