@@ -38,7 +38,7 @@ from museforge.generation.musegan import (
     given_rolls,
     parse_track_map,
 )
-from museforge.generation.musemorphose import continue_piece
+from museforge.generation.musemorphose import continue_piece, scaled_progress
 from museforge.generation.musemorphose import generate as morph_generate
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.metrics.originality import OriginalityIndex, OriginalityResult, check_originality, is_near_copy
@@ -519,6 +519,7 @@ def _generate_musemorphose(
     top_p: float | None,
     seed: int,
     num_samples: int,
+    progress: ProgressFn | None,
 ) -> tuple[list[list[int]], list[symusic.Score], list[int]]:
     """Tokens, scores and where each song's new music starts (token index) for MuseMorphose."""
     model, tok = loaded.checkpoint.model, loaded.tokenizer
@@ -526,8 +527,9 @@ def _generate_musemorphose(
     sampling = {"temperature": temperature, "top_p": top_p, "style": style}
     if primer is None:
         songs = morph_generate(
-            model, tok, bars=bars, plan=plan, num_samples=num_samples, seed=seed, **sampling
-        )
+            model, tok, bars=bars, plan=plan, num_samples=num_samples, seed=seed, progress=progress,
+            **sampling,
+        )  # fmt: skip
         return [s.tokens for s in songs], [s.score for s in songs], [0] * len(songs)
     enc = tok.encode(primer)
     if len(enc.bar_starts) == 0:
@@ -536,7 +538,10 @@ def _generate_musemorphose(
         primer = tok.decode(enc.ids[: enc.bar_starts[primer_bars]])
     tokens, scores, starts = [], [], []
     for i in range(num_samples):
-        song = continue_piece(model, tok, primer, bars=bars, plan=plan, seed=seed + i, **sampling)
+        part = scaled_progress(progress, i / num_samples, 1 / num_samples)
+        song = continue_piece(
+            model, tok, primer, bars=bars, plan=plan, seed=seed + i, progress=part, **sampling
+        )
         kept = len(song.rhythm) - bars  # the primer's bars come first, unchanged
         bar_at = [k for k, t in enumerate(song.tokens) if t == tok.bar_id]
         tokens.append(song.tokens)
@@ -644,7 +649,7 @@ def generate_song(
         tokens, scores, new_at = _generate_musemorphose(
             loaded, style=style, bars=bars, primer=None if primer is None else _read_primer(primer),
             primer_bars=primer_bars, plan=plan, temperature=temperature, top_p=top_p, seed=seed,
-            num_samples=num_samples,
+            num_samples=num_samples, progress=progress,
         )  # fmt: skip
         elapsed = time.perf_counter() - start
         if progress is not None:

@@ -12,7 +12,7 @@ Pieces longer than the model's ``n_bars`` are processed window by window.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from museforge.tokenizers.remi import RemiTokenizer
 from museforge.training.vae import collate_segments, make_segment
 
 ClassPlan = Sequence[tuple[int | None, int | None] | None]
+ProgressFn = Callable[[float], None]
 
 
 @dataclass
@@ -85,6 +86,15 @@ def _check(model: MuseMorphose, tok: RemiTokenizer) -> None:
         raise ValueError(f"model must be a MuseMorphose, got {type(model).__name__}")
     if model.config.vocab_size != tok.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens, the model {model.config.vocab_size}")
+
+
+def scaled_progress(progress: ProgressFn | None, done: float, share: float) -> ProgressFn | None:
+    """``progress`` for one part of a job (a window, a sample): the part's own fraction ``f`` is reported as
+    ``done + f * share`` of the whole, so the caller sees one rising bar."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda f: report(done + f * share)
 
 
 def read_score(piece: str | Path | symusic.Score) -> symusic.Score:
@@ -144,10 +154,12 @@ def sample_bars(
     generator: torch.Generator | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[list[int]]:
     """Decode ``N`` bars per row from latents ``z`` [B, N, Z] and classes [B, N]; ``heads[r][b]`` are tokens
     forced right after bar ``b``'s Bar in row ``r`` (the rest of the bar is sampled under the REMI grammar); a
     head that holds a whole bar ends with its closer (the next Bar, or EOS after the last bar).
+    ``progress(fraction of the bars done)`` is called after every token, so a caller can follow or stop it.
 
     Returns each row's tokens: ``[Style?] (Bar ...)*N`` without the final EOS.
     """
@@ -190,6 +202,8 @@ def sample_bars(
             elif token == tok.eos_id:
                 finished[r] = True
         ids = torch.cat([ids, nxt[:, None]], dim=1)
+        if progress is not None:
+            progress(sum(1.0 if f else min(k - 1, n) / n for k, f in zip(bars, finished, strict=True)) / b)
         if all(finished):
             break
         bar_index = torch.tensor([min(k, n) - 1 for k in bars], device=device)
@@ -254,6 +268,7 @@ def _extend(
     gen: torch.Generator,
     style: str | None,
     sampling: dict[str, float | None],
+    progress: ProgressFn | None = None,
 ) -> list[int]:
     """New bars (classes ``rhythm``/``poly``, latents from the prior) after ``context``'s bars, window by
     window: each window repeats the last half-window of bars so far, forced as they were, as its context."""
@@ -282,7 +297,8 @@ def _extend(
         z = torch.cat([ctx_mu, _latent_noise((new, c.d_latent), gen, device)])[None]
         tokens = sample_bars(
             model, tok, z, _class_tensor(ctx_r + r_new, device), _class_tensor(ctx_p + p_new, device),
-            [heads], style=style, generator=gen, **sampling,
+            [heads], style=style, generator=gen,
+            progress=scaled_progress(progress, done / len(rhythm), new / len(rhythm)), **sampling,
         )[0]  # fmt: skip
         bars_tokens = _content(tokens, tok)
         starts = [i for i, t in enumerate(bars_tokens) if t == tok.bar_id]
@@ -307,19 +323,22 @@ def generate(
     seed: int | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[Morphed]:
     """New music from the prior: ``bars`` bars with per-bar ``(rhythm, polyphony)`` classes from ``plan``
-    (an open entry or class repeats the previous bar's), led by ``style``."""
+    (an open entry or class repeats the previous bar's), led by ``style``; ``progress`` as in `sample_bars`."""
     if bars < 1 or num_samples < 1:
         raise ValueError(f"bars and num_samples must be >= 1, got {bars} and {num_samples}")
     _check(model, tok)
     rhythm, poly = _resolve_plan(model, plan, bars)
     gen = make_generator(seed, next(model.parameters()).device)
     sampling = {"temperature": temperature, "top_p": top_p}
-    return [
-        _finish(tok, _extend(model, tok, None, rhythm, poly, gen, style, sampling), rhythm, poly, style)
-        for _ in range(num_samples)
-    ]
+    songs = []
+    for i in range(num_samples):
+        part = scaled_progress(progress, i / num_samples, 1 / num_samples)
+        tokens = _extend(model, tok, None, rhythm, poly, gen, style, sampling, part)
+        songs.append(_finish(tok, tokens, rhythm, poly, style))
+    return songs
 
 
 def continue_piece(
@@ -333,9 +352,10 @@ def continue_piece(
     seed: int | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> Morphed:
     """The piece followed by ``bars`` new bars: its last bars (encoded, kept as they are) are the context; new
-    bars' classes come from ``plan``, or repeat the piece's last bar's."""
+    bars' classes come from ``plan``, or repeat the piece's last bar's; ``progress`` as in `sample_bars`."""
     if bars < 1:
         raise ValueError(f"bars must be >= 1, got {bars}")
     encoded = encode_piece(model, tok, piece)
@@ -343,7 +363,8 @@ def continue_piece(
     rhythm, poly = _resolve_plan(model, [last, *(plan or [])][: bars + 1], bars + 1)
     rhythm, poly = rhythm[1:], poly[1:]
     gen = make_generator(seed, next(model.parameters()).device)
-    new = _extend(model, tok, encoded, rhythm, poly, gen, style, {"temperature": temperature, "top_p": top_p})
+    sampling = {"temperature": temperature, "top_p": top_p}
+    new = _extend(model, tok, encoded, rhythm, poly, gen, style, sampling, progress)
     original = encoded.ids[encoded.bar_starts[0] :].tolist()
     return _finish(
         tok, original + new, [*encoded.rhythm.tolist(), *rhythm], [*encoded.polyphony.tolist(), *poly], style
@@ -351,10 +372,10 @@ def continue_piece(
 
 
 def shifted_classes(
-    classes: np.ndarray, shift: int | Sequence[int] | None, selected: Sequence[int], n_classes: int = 8
+    classes: np.ndarray, shift: int | Sequence[int | None] | None, selected: Sequence[int], n_classes: int = 8
 ) -> np.ndarray:
     """Classes with ``shift`` added on the ``selected`` bars (clipped to 0..n-1); a sequence gives explicit
-    classes for the selected bars instead, in order."""
+    classes for the selected bars instead, in order (``None`` keeps that bar's own class)."""
     out = np.asarray(classes, dtype=np.int64).copy()
     if shift is None:
         return out
@@ -365,6 +386,8 @@ def shifted_classes(
     if len(values) != len(selected):
         raise ValueError(f"{len(values)} explicit classes for {len(selected)} selected bars")
     for b, k in zip(selected, values, strict=True):
+        if k is None:
+            continue
         if not 0 <= int(k) < n_classes:
             raise ValueError(f"bar {b}: class must be in 0..{n_classes - 1}, got {k}")
         out[b] = int(k)
@@ -376,19 +399,22 @@ def transfer(
     tok: RemiTokenizer,
     piece: str | Path | symusic.Score,
     *,
-    rhythm: int | Sequence[int] | None = None,
-    polyphony: int | Sequence[int] | None = None,
+    rhythm: int | Sequence[int | None] | None = None,
+    polyphony: int | Sequence[int | None] | None = None,
     bars: Sequence[int] | None = None,
     keep_other_bars: bool = True,
     style: str | None = None,
     seed: int | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> Morphed:
     """Re-generate a piece with its bars' attribute classes shifted (an int, e.g. +2) or set (one class per
-    selected bar), keeping its identity: every bar is decoded from its own latent and time signature.
+    selected bar, ``None`` keeping the bar's own), keeping its identity: every bar is decoded from its own
+    latent and time signature.
 
     ``bars`` selects bars (0-based; default all); with ``keep_other_bars`` the others stay exactly as they were.
+    ``progress(fraction of the piece's bars done)`` is called after every token (`sample_bars`).
     """
     encoded = encode_piece(model, tok, piece)
     m = encoded.n_bars
@@ -402,7 +428,7 @@ def transfer(
     gen = make_generator(seed, next(model.parameters()).device)
     tokens = transfer_rows(
         model, tok, encoded, [(new_r, new_p)], selected, keep_other_bars=keep_other_bars, style=style,
-        generator=gen, temperature=temperature, top_p=top_p,
+        generator=gen, temperature=temperature, top_p=top_p, progress=progress,
     )[0]  # fmt: skip
     return _finish(tok, tokens, new_r, new_p, style)
 
@@ -419,9 +445,11 @@ def transfer_rows(
     generator: torch.Generator | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[list[int]]:
     """Bar tokens of one transfer of ``encoded`` per ``(rhythm, polyphony)`` class row (each [M]), decoded as
-    one batch per window, so several variants of a piece (e.g. an evaluation's shifts) cost about one."""
+    one batch per window, so several variants of a piece (e.g. an evaluation's shifts) cost about one;
+    ``progress`` as in `transfer`."""
     chosen = set(int(b) for b in selected)
     device = next(model.parameters()).device
     m, n = encoded.n_bars, model.config.n_bars
@@ -443,6 +471,7 @@ def transfer_rows(
             torch.as_tensor(np.stack([r[w : window.stop] for r, _ in classes]), device=device),
             torch.as_tensor(np.stack([p[w : window.stop] for _, p in classes]), device=device),
             heads, style=style, generator=generator, temperature=temperature, top_p=top_p,
+            progress=scaled_progress(progress, w / m, len(window) / m),
         )  # fmt: skip
         for out, row in zip(outs, rows, strict=True):
             out += _content(row, tok)
