@@ -1,6 +1,6 @@
 """The web tests' world: a models folder with tiny models trained here on real music (a REMI Transformer with
-chorale/folk styles and an originality index of its training pieces, and a Performance RNN), and an app on a
-real SQLite store in a temporary var folder."""
+chorale/folk styles and an originality index of its training pieces, a Performance RNN, and a MuseMorphose on
+the same pieces), and an app on a real SQLite store in a temporary var folder."""
 
 import time
 from pathlib import Path
@@ -16,9 +16,11 @@ from museforge.generation.api import clear_model_cache
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
+from museforge.models.musemorphose import MuseMorphose, MuseMorphoseConfig
 from museforge.models.zoo import ORIGINALITY_FILE
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer
+from museforge.training.vae import SegmentCollator, VAEStep, make_segment
 from museforge.web import Settings, create_app
 from museforge.web.security import CSRF_HEADER
 
@@ -26,13 +28,28 @@ REMI = build_tokenizer("remi")
 PERF = build_tokenizer("performance")
 
 
-def _train(model, windows, out: Path, epochs: int) -> None:
+def _train(model, windows, out: Path, epochs: int, **trainer) -> None:
     cfg = TrainConfig(
         out_dir=str(out / "run"), batch_size=16, epochs=epochs, lr=5e-3, warmup_steps=5, progress=False,
         checkpoint_every=100_000,
     )  # fmt: skip
-    Trainer(model, windows, cfg).fit()
+    Trainer(model, windows, cfg, **trainer).fit()
     model.eval()
+
+
+def _bar_segments(scores_by_style, config: MuseMorphoseConfig) -> list[dict]:
+    """MuseMorphose training segments: ``n_bars`` bars every 2 bars of each piece, led by its style token."""
+    segments = []
+    for style, score in scores_by_style:
+        enc = REMI.encode(score)
+        ends = [*enc.bar_starts[1:].tolist(), len(enc.ids)]
+        for w in range(0, len(enc.bar_starts) - config.n_bars + 1, 2):
+            starts = enc.bar_starts[w : w + config.n_bars]
+            ids = enc.ids[starts[0] : ends[w + config.n_bars - 1]]
+            seg = make_segment(ids, starts - starts[0], REMI, REMI.style_ids[style], config.max_bar_tokens)
+            if len(seg.dec_ids) <= config.max_dec_len:
+                segments.append(seg.__dict__)
+    return segments
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +71,8 @@ def models_folder(tmp_path_factory) -> Path:
     _train(remi, windows, root, epochs=4)
     ckpt = save_checkpoint(root / "remi-transformer", remi, tokenizer=REMI.state_dict(), step=1, metrics={})
     (ckpt / "MODEL_CARD.md").write_text("# Tiny chorale/folk Transformer for tests\n", encoding="utf-8")
-    OriginalityIndex.build(chorales + folk, source="test pieces").save(ckpt / ORIGINALITY_FILE)
+    index = OriginalityIndex.build(chorales + folk, source="test pieces")
+    index.save(ckpt / ORIGINALITY_FILE)
 
     ids = PERF.encode(chorales[0]).astype(np.int64)
     perf_windows = [{"input_ids": torch.as_tensor(ids[i : i + 65])} for i in range(0, len(ids) - 65, 16)]
@@ -62,6 +80,16 @@ def models_folder(tmp_path_factory) -> Path:
     perf = PerformanceRNN(PerformanceRNNConfig(embed_dim=16, hidden_size=32, n_layers=1))
     _train(perf, perf_windows, root, epochs=2)
     save_checkpoint(root / "performance-rnn", perf, tokenizer=PERF.state_dict(), step=1, metrics={})
+
+    config = MuseMorphoseConfig.preset("tiny", REMI.vocab_size, dropout=0.0)
+    pieces = [("chorale", s) for s in chorales] + [("folk", s) for s in folk]
+    segments = _bar_segments(pieces, config)
+    torch.manual_seed(0)
+    morph = MuseMorphose(config)
+    _train(morph, segments, root, epochs=10, step_fn=VAEStep(config), collate_fn=SegmentCollator(REMI.pad_id))
+    ckpt = save_checkpoint(root / "musemorphose", morph, tokenizer=REMI.state_dict(), step=1, metrics={})
+    (ckpt / "MODEL_CARD.md").write_text("# Tiny chorale/folk MuseMorphose for tests\n", encoding="utf-8")
+    index.save(ckpt / ORIGINALITY_FILE)
     torch.set_num_threads(threads)
     return root
 

@@ -51,7 +51,8 @@ def test_generate_form_to_song_page_and_history(client):
     for kind in ("midi", "audio.ogg", "audio.wav", "pianoroll.svg"):
         assert f"/api/v1/songs/{song_id}/{kind}" in song
     assert "Continue with remi-transformer" in song and "Continue with performance-rnn" in song
-    assert "Re-style" not in song and "Accompany" not in song  # no such family installed
+    assert "Re-style with musemorphose" in song  # the MuseMorphose of the models folder
+    assert "Accompany" not in song  # no such family installed
 
     r = client.post(
         f"/songs/{song_id}/rate", data={"csrf_token": csrf(song), "value": "5"}, follow_redirects=False

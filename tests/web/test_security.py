@@ -109,7 +109,7 @@ def test_csrf_is_required_for_api_writes_and_forms(client):
     [
         (
             {"model": "no-such-model"},
-            "unknown model 'no-such-model'; models: performance-rnn, remi-transformer",
+            "unknown model 'no-such-model'; models: musemorphose, performance-rnn, remi-transformer",
         ),
         ({"bars": 0}, "bars must be 1 to 64"),
         ({"bars": 500}, "bars must be 1 to 64"),

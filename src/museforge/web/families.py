@@ -10,7 +10,10 @@ model of it is shipped.
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -18,11 +21,22 @@ from typing import Any, Literal
 import symusic
 from pydantic import BaseModel, ConfigDict, Field
 
-from museforge.generation.api import GeneratedSong, LoadedModel, attribute_plan, generate_song
+from museforge.generation.api import (
+    GeneratedSong,
+    LoadedModel,
+    OriginalityCheck,
+    attribute_plan,
+    generate_song,
+)
 from museforge.generation.musegan import given_rolls, parse_track_map
+from museforge.generation.musemorphose import scaled_progress, transfer
+from museforge.metrics.originality import check_originality, is_near_copy
+from museforge.models.checkpoint import CONFIG_FILE
+from museforge.models.musemorphose import MuseMorphose, MuseMorphoseConfig
 from museforge.models.performance_rnn import DENSITY_BINS, N_DENSITY_CLASSES
-from museforge.models.zoo import ModelInfo
+from museforge.models.zoo import ORIGINALITY_FILE, ModelInfo
 from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
+from museforge.tokenizers.remi import RemiTokenizer
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAX_SEED = 2**31 - 1
@@ -68,6 +82,18 @@ class JobRequest(BaseModel):
     binarize: Literal["threshold", "bernoulli"] | None = Field(
         None, description="MuseGAN: how its soft piano roll becomes notes (default threshold)."
     )
+    rhythm_shift: int | None = Field(
+        None, description="Re-style: classes (-7 to +7) added to each re-styled bar's rhythmic intensity."
+    )
+    polyphony_shift: int | None = Field(
+        None, description="Re-style: classes (-7 to +7) added to each re-styled bar's polyphony."
+    )
+    restyle_bars: str | list[int] | None = Field(
+        None,
+        description="Re-style: the bars to change, counted from 1, e.g. '5-8', '1,3,5-8' or [5, 6]; "
+        "default every bar. The others stay note for note. With rhythm/polyphony lists, those give one "
+        "class per re-styled bar (null keeps the bar's own).",
+    )
 
 
 class RequestError(ValueError):
@@ -80,7 +106,7 @@ class Control:
 
     name: str
     label: str
-    kind: str  # select | int | float | seed | bar_plan | pitch_classes
+    kind: str  # select | int | float | seed | bar_plan | pitch_classes | track_map | shift | bar_range
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -134,11 +160,11 @@ GENERATE = Operation("generate", "Generate", False, "New music from nothing but 
 CONTINUE = Operation("continue", "Continue", True, "Keep the start of a piece and let the model carry on.")
 
 
-def _sampling_controls() -> list[Control]:
+def _sampling_controls(temperature: float = 1.0, top_p: float = 0.95) -> list[Control]:
     return [
-        Control("temperature", "Temperature", "float", 1.0, 0.5, 1.5, 0.05,
+        Control("temperature", "Temperature", "float", temperature, 0.5, 1.5, 0.05,
                 help="Lower: safer, more repetitive. Higher: more adventurous."),
-        Control("top_p", "Nucleus (top-p)", "float", 0.95, 0.5, 1.0, 0.01,
+        Control("top_p", "Nucleus (top-p)", "float", top_p, 0.5, 1.0, 0.01,
                 help="Sample only from the most likely tokens holding this share of probability."),
         Control("seed", "Seed", "seed", None, 0, MAX_SEED, 1,
                 help="The same seed and settings give the same song; empty: a new one."),
@@ -155,6 +181,9 @@ def _common(req: JobRequest, limits: Limits) -> dict[str, Any]:
         "temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": seed,
         "num_samples": req.num_samples,
     }  # fmt: skip
+
+
+RESTYLE_FIELDS = ("rhythm_shift", "polyphony_shift", "restyle_bars")
 
 
 def _refuse(req: JobRequest, fields: tuple[str, ...], label: str, takes: str) -> None:
@@ -190,8 +219,8 @@ def _check_classes(values: list[int | None] | None, label: str, bars: int) -> li
 
 
 def _remi_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
-    _refuse(req, ("seconds", "density", "pitch_classes", "tracks", "binarize"), "REMI Transformer",
-            "style, bars, per-bar rhythm/polyphony and the sampling settings")  # fmt: skip
+    _refuse(req, ("seconds", "density", "pitch_classes", "tracks", "binarize", *RESTYLE_FIELDS),
+            "REMI Transformer", "style, bars, per-bar rhythm/polyphony and the sampling settings")  # fmt: skip
     bars = 16 if req.bars is None else req.bars
     if not 1 <= bars <= limits.max_bars:
         raise RequestError(f"bars must be 1 to {limits.max_bars}, got {bars}")
@@ -241,8 +270,8 @@ def _perf_controls(info: ModelInfo, limits: Limits) -> list[Control]:
 
 
 def _perf_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
-    _refuse(req, ("bars", "style", "rhythm", "polyphony", "primer_bars", "tracks", "binarize"), "Performance RNN",
-            "seconds, note density, pitch classes and the sampling settings")  # fmt: skip
+    _refuse(req, ("bars", "style", "rhythm", "polyphony", "primer_bars", "tracks", "binarize", *RESTYLE_FIELDS),
+            "Performance RNN", "seconds, note density, pitch classes and the sampling settings")  # fmt: skip
     seconds = 20.0 if req.seconds is None else float(req.seconds)
     if not 1.0 <= seconds <= limits.max_seconds:
         raise RequestError(f"seconds must be 1 to {limits.max_seconds:g}, got {seconds:g}")
@@ -279,7 +308,7 @@ ACCOMPANY = Operation(
 )
 MUSEGAN_DEFAULT_BARS = 8  # two of its 4-bar phrases
 MUSEGAN_FIXED = ("seconds", "density", "pitch_classes", "rhythm", "polyphony", "primer_bars", "temperature",
-                 "top_k", "top_p")  # fmt: skip
+                 "top_k", "top_p", *RESTYLE_FIELDS)  # fmt: skip
 
 
 def _musegan_controls(info: ModelInfo, limits: Limits) -> list[Control]:
@@ -363,6 +392,229 @@ def _musegan_run(
     )  # fmt: skip
 
 
+# ---- MuseMorphose -------------------------------------------------------------------------------------------
+
+RESTYLE = Operation(
+    "restyle",
+    "Re-style",
+    True,
+    "Keep a piece's melody and harmony and play its bars busier or calmer, fuller or thinner.",
+)
+MAX_SHIFT = N_ATTRIBUTE_CLASSES - 1
+BAR_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)  # "5" or "5-8"
+MORPH_FIXED = ("seconds", "density", "pitch_classes", "tracks", "binarize", "top_k")
+MORPH_TAKES = (
+    "style, bars, per-bar rhythm/polyphony, temperature, top_p and seed; to re-style, rhythm_shift, "
+    "polyphony_shift, restyle_bars and per-bar rhythm/polyphony"
+)
+
+
+def _morph_sampling(info: ModelInfo) -> tuple[float, float]:
+    """The checkpoint's own temperature and top-p (the paper samples MuseMorphose at 1.2 / 0.9), so the app
+    samples each model as its card measures it."""
+    config = json.loads((info.path / CONFIG_FILE).read_text(encoding="utf-8")).get("config", {})
+    return (
+        float(config.get("temperature", MuseMorphoseConfig.temperature)),
+        float(config.get("top_p", MuseMorphoseConfig.top_p)),
+    )
+
+
+def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
+    styles = [("", "Any style")] + [(s, s.capitalize()) for s in info.styles]
+    shift_help = "Re-style: classes added to each re-styled bar's {} (-{} to +{}; 0 keeps it)."
+    return [
+        Control("style", "Style", "select", "", choices=styles, help="The kind of music the model imitates."),
+        Control("bars", "Bars", "int", 16, 1, limits.max_bars, 1, help="Length of the new music in bars."),
+        *_sampling_controls(*_morph_sampling(info)),
+        Control("attributes", "Shape bar by bar", "bar_plan", None, 0, N_ATTRIBUTE_CLASSES - 1, 1,
+                help="Rhythmic intensity and polyphony per bar (0 calm/thin ... 7 busy/full); "
+                "'free' keeps the previous bar's."),
+        Control("rhythm_shift", "Rhythm shift", "shift", 0, -MAX_SHIFT, MAX_SHIFT, 1,
+                help=shift_help.format("rhythmic intensity (+ busier, - calmer)", MAX_SHIFT, MAX_SHIFT)),
+        Control("polyphony_shift", "Polyphony shift", "shift", 0, -MAX_SHIFT, MAX_SHIFT, 1,
+                help=shift_help.format("polyphony (+ fuller, - thinner)", MAX_SHIFT, MAX_SHIFT)),
+        Control("restyle_bars", "Bars to re-style", "bar_range", "",
+                help="Re-style: bar numbers such as 5-8 or 1,3,5-8; empty: every bar. The others stay note for note."),
+    ]  # fmt: skip
+
+
+def _bar_ranges(spec: str | list[int]) -> list[tuple[int, int]]:
+    """``restyle_bars`` as sorted, merged (first, last) ranges of bar numbers counted from 1."""
+    ranges: list[tuple[int, int]] = []
+    parts = spec.replace(" ", "").split(",") if isinstance(spec, str) else [str(b) for b in spec]
+    for part in filter(None, parts):
+        match = BAR_RANGE.fullmatch(part)
+        if match is None:
+            raise RequestError(
+                f"restyle_bars must be bar numbers counted from 1 or ranges, like '5-8' or '1,3,5-8'; "
+                f"got {part!r}"
+            )
+        first, last = int(match[1]), int(match[2] or match[1])
+        if first < 1:
+            raise RequestError(f"restyle_bars counts bars from 1, got {first}")
+        if last < first:
+            raise RequestError(f"restyle_bars range {part!r} runs backwards: write it {last}-{first}")
+        ranges.append((first, last))
+    if not ranges:
+        raise RequestError("restyle_bars names no bar; leave it out to re-style every bar")
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _restyled(spec: str | None, n_bars: int) -> list[int]:
+    """The 0-based bars a restyle changes in a piece of ``n_bars`` bars (all when ``spec`` is None)."""
+    if spec is None:
+        return list(range(n_bars))
+    ranges = _bar_ranges(spec)
+    if ranges[-1][1] > n_bars:
+        raise RequestError(
+            f"restyle_bars asks for bar {ranges[-1][1]}, but the piece has {n_bars} bar{'s' * (n_bars != 1)}"
+        )
+    return [b - 1 for first, last in ranges for b in range(first, last + 1)]
+
+
+def _restyle_check(req: JobRequest) -> dict[str, Any]:
+    """What to change in the source's bars: a shift or explicit classes per attribute, and which bars."""
+    if req.bars is not None or req.primer_bars is not None:
+        raise RequestError(
+            "restyle keeps the piece's length: leave out bars and primer_bars (restyle_bars picks the bars)"
+        )
+    out: dict[str, Any] = {}
+    for attr in ("rhythm", "polyphony"):
+        shift, classes = getattr(req, f"{attr}_shift"), getattr(req, attr)
+        if shift is not None and classes is not None:
+            raise RequestError(
+                f"give {attr}_shift (one shift for every re-styled bar) or {attr} (a class per re-styled bar), "
+                "not both"
+            )
+        if shift is not None and not -MAX_SHIFT <= shift <= MAX_SHIFT:
+            raise RequestError(f"{attr}_shift must be -{MAX_SHIFT} to +{MAX_SHIFT} classes, got {shift}")
+        for i, k in enumerate(classes or []):
+            if k is not None and not 0 <= k < N_ATTRIBUTE_CLASSES:
+                raise RequestError(
+                    f"{attr} of re-styled bar {i + 1} must be a class 0 to {N_ATTRIBUTE_CLASSES - 1}, got {k}"
+                )
+        out[f"{attr}_shift"] = shift
+        out[attr] = classes if classes and any(k is not None for k in classes) else None
+    if all(v is None for v in out.values()):
+        raise RequestError(
+            f"restyle needs something to change: rhythm_shift or polyphony_shift (-{MAX_SHIFT} to +{MAX_SHIFT}), "
+            "or rhythm/polyphony classes per re-styled bar"
+        )
+    spec = req.restyle_bars
+    ranges = None if spec is None else _bar_ranges(spec)
+    out["restyle_bars"] = (
+        None if ranges is None else ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+    )
+    return out
+
+
+def _morph_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
+    _refuse(req, MORPH_FIXED, "MuseMorphose", MORPH_TAKES)
+    style = req.style or None
+    if style is not None and style not in info.styles:
+        known = ", ".join(info.styles) or "none (this model has no styles)"
+        raise RequestError(f"unknown style {style!r} for model {info.name}; styles: {known}")
+    temperature, top_p = _morph_sampling(info)
+    common = _common(req, limits)
+    params = {
+        "style": style, "seed": common["seed"], "num_samples": common["num_samples"],
+        "temperature": req.temperature if "temperature" in req.model_fields_set else temperature,
+        "top_p": req.top_p if "top_p" in req.model_fields_set and req.top_p is not None else top_p,
+    }  # fmt: skip
+    if req.operation == "restyle":
+        return {**params, **_restyle_check(req)}
+    given = [f for f in RESTYLE_FIELDS if getattr(req, f) is not None]
+    if given:
+        raise RequestError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for the restyle operation"
+        )
+    bars = 16 if req.bars is None else req.bars
+    if not 1 <= bars <= limits.max_bars:
+        raise RequestError(f"bars must be 1 to {limits.max_bars}, got {bars}")
+    return {
+        **params, "bars": bars, "primer_bars": req.primer_bars,
+        "rhythm": _check_classes(req.rhythm, "rhythm", bars),
+        "polyphony": _check_classes(req.polyphony, "polyphony", bars),
+    }  # fmt: skip
+
+
+def _morph_check_source(params: dict[str, Any], source: symusic.Score, loaded: LoadedModel) -> None:
+    """A piece to re-style must hold notes and the bars asked for, and no more classes than re-styled bars."""
+    if params["operation"] != "restyle":
+        return
+    n_bars = len(loaded.tokenizer.encode(source).bar_starts)
+    if n_bars == 0:
+        raise RequestError("cannot re-style this piece: it holds no notes")
+    selected = len(_restyled(params["restyle_bars"], n_bars))
+    for attr in ("rhythm", "polyphony"):
+        if params[attr] is not None and len(params[attr]) > selected:
+            raise RequestError(
+                f"{attr} gives {len(params[attr])} classes but only {selected} bar"
+                f"{' is' if selected == 1 else 's are'} re-styled: one class per re-styled bar"
+            )
+
+
+def _restyle_run(
+    loaded: LoadedModel, params: dict[str, Any], source: symusic.Score, progress: ProgressFn
+) -> list[GeneratedSong]:
+    """Each sample re-generates the chosen bars from their own latents with the new classes (`transfer`); the
+    originality check judges only those bars, the others being the visitor's own music."""
+    model, tok = loaded.checkpoint.model, loaded.tokenizer
+    assert isinstance(model, MuseMorphose) and isinstance(tok, RemiTokenizer)
+    n_bars = len(tok.encode(source).bar_starts)
+    selected = _restyled(params["restyle_bars"], n_bars)
+    changes = {
+        attr: params[f"{attr}_shift"] if params[attr] is None
+        else [*params[attr], *[None] * (len(selected) - len(params[attr]))]
+        for attr in ("rhythm", "polyphony")
+    }  # fmt: skip
+    index, k = loaded.originality_index, params["num_samples"]
+    songs = []
+    for i in range(k):
+        start = time.perf_counter()
+        morphed = transfer(
+            model, tok, source, **changes, bars=selected, style=params["style"], seed=params["seed"] + i,
+            temperature=params["temperature"], top_p=params["top_p"],
+            progress=scaled_progress(progress, i / k, 1 / k),
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        bar_at = [j for j, t in enumerate(morphed.tokens) if t == tok.bar_id] + [len(morphed.tokens)]
+        new = [t for b in selected for t in morphed.tokens[bar_at[b] : bar_at[b + 1]]]
+        check = None
+        if index is not None:
+            result = check_originality(tok.decode(new), index)
+            check = OriginalityCheck(result, is_near_copy(result), str(loaded.path / ORIGINALITY_FILE))
+        song_params = {
+            "model": loaded.name, "family": "musemorphose", "source_bars": n_bars, "sample": i,
+            "attributes": [[r, p] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
+        }  # fmt: skip
+        songs.append(
+            GeneratedSong(morphed.score, morphed.tokens, loaded.name, song_params, elapsed, len(new), check)
+        )
+    return songs
+
+
+def _morph_run(
+    loaded: LoadedModel, params: dict[str, Any], source: symusic.Score | None, progress: ProgressFn
+) -> list[GeneratedSong]:
+    if params["operation"] == "restyle":
+        assert source is not None  # restyle needs a source: checked at submission
+        return _restyle_run(loaded, params, source, progress)
+    plan = attribute_plan(params["rhythm"], params["polyphony"])
+    return generate_song(
+        loaded, style=params["style"], bars=params["bars"], temperature=params["temperature"],
+        top_p=params["top_p"], seed=params["seed"], num_samples=params["num_samples"], primer=source,
+        primer_bars=params["primer_bars"] if source is not None else None, attributes=plan or None,
+        progress=progress,
+    )  # fmt: skip
+
+
 FAMILIES: dict[str, Family] = {}
 
 
@@ -381,5 +633,11 @@ register_family(
     Family(
         "musegan", "MuseGAN", (GENERATE, ACCOMPANY), _musegan_controls, _musegan_check, _musegan_run,
         check_source=_musegan_check_source,
+    )
+)  # fmt: skip
+register_family(
+    Family(
+        "musemorphose", "MuseMorphose", (GENERATE, CONTINUE, RESTYLE), _morph_controls, _morph_check,
+        _morph_run, check_source=_morph_check_source,
     )
 )  # fmt: skip

@@ -52,6 +52,8 @@ def song_title(params: dict, family: str) -> str:
     what = (params.get("style") or "").capitalize() or ("Piano" if family == "performance_rnn" else "Song")
     if params.get("operation") == "accompany":  # its length is the source's, up to the bars asked for
         return f"{what} accompaniment, seed {params.get('seed')}"
+    if params.get("operation") == "restyle":  # the source's bars, re-played
+        return f"{what} re-styled, seed {params.get('seed')}"
     length = f"{params['bars']} bars" if params.get("bars") else f"{params.get('seconds', 0):g} s"
     return f"{what}, {length}, seed {params.get('seed')}"
 

@@ -26,7 +26,7 @@ from museforge.web.security import CSRF_FIELD
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
-                 "density": int, "primer_bars": int}  # fmt: skip
+                 "density": int, "primer_bars": int, "rhythm_shift": int, "polyphony_shift": int}  # fmt: skip
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -70,6 +70,8 @@ def form_request(form: FormData, services: Services) -> JobRequest:
                 raise HTTPException(422, f"{name} must be a number, got {value!r}") from exc
         elif name in ("style", "binarize") and value:
             fields[name] = value
+        elif name == "restyle_bars" and value.strip():  # re-style: "5-8"; empty: every bar
+            fields[name] = value.strip()
         elif name.startswith("track.") and value.strip():  # accompany: model track <- the piece's track
             try:
                 fields.setdefault("tracks", {})[name[len("track.") :]] = int(value)

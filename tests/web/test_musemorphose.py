@@ -1,0 +1,206 @@
+"""The MuseMorphose family in the app, with the tiny MuseMorphose of the shared models folder (trained here on
+two Bach chorales and three Essen folk songs): listed with its operations and controls, generate with a per-bar
+rhythm/polyphony plan, re-style an uploaded chorale (every bar) and an uploaded melody (some bars, through the
+upload page's form, the others kept note for note), and bad re-style requests refused before anything is
+stored."""
+
+import re
+
+import music21
+import pytest
+import symusic
+
+from conftest import FIXTURES
+from museforge.data.formats import load_score
+from museforge.tokenizers import build_tokenizer
+from museforge.training.vae import bar_classes_from_tokens
+from web.conftest import api_token, wait_job
+
+REMI = build_tokenizer("remi")  # the tokenizer the tiny model was trained with
+
+
+def csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def job(client, headers, **body) -> dict:
+    r = client.post("/api/v1/jobs", json={"model": "musemorphose", **body}, headers=headers)
+    assert r.status_code == 202, r.text
+    done = wait_job(client, r.json()["id"])
+    assert done["status"] == "done", done
+    return done
+
+
+def song_midi(client, job_json: dict) -> tuple[dict, symusic.Score]:
+    song = client.get(job_json["song_urls"][0]).json()
+    return song, symusic.Score.from_midi(client.get(song["urls"]["midi"]).content)
+
+
+def upload(client, headers, name: str, data: bytes) -> dict:
+    r = client.post(
+        "/api/v1/uploads", files={"file": (name, data, "application/octet-stream")}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def bars(score: symusic.Score) -> int:
+    return len(REMI.encode(score).bar_starts)
+
+
+def notes_in(score: symusic.Score, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(onset, duration, pitch) of every note starting in [start, end) ticks, over all tracks."""
+    return sorted(
+        (n.time, n.duration, n.pitch) for t in score.tracks for n in t.notes if start <= n.time < end
+    )
+
+
+def test_models_list_musemorphose_with_its_operations_and_controls(client):
+    listed = client.get("/api/v1/models").json()["models"]
+    morph = next(m for m in listed if m["name"] == "musemorphose")
+    assert morph["family"] == "musemorphose" and morph["family_label"] == "MuseMorphose"
+    assert [o["name"] for o in morph["operations"]] == ["generate", "continue", "restyle"]
+    assert [o["needs_source"] for o in morph["operations"]] == [False, True, True]
+    controls = {c["name"]: c for c in morph["controls"]}
+    assert {"style", "bars", "temperature", "top_p", "seed", "attributes"} <= set(controls)
+    assert (controls["temperature"]["default"], controls["top_p"]["default"]) == (1.2, 0.9)  # the model's
+    for name in ("rhythm_shift", "polyphony_shift"):
+        assert controls[name]["kind"] == "shift"
+        assert (controls[name]["minimum"], controls[name]["maximum"]) == (-7, 7)
+    assert controls["restyle_bars"]["kind"] == "bar_range"
+    assert {"chorale", "folk"} <= set(morph["styles"])
+
+    home = client.get("/").text
+    assert 'data-model="musemorphose"' in home and 'name="musemorphose.temperature"' in home
+    assert 'name="musemorphose.rhythm_shift"' not in home  # re-style controls belong to a source's page
+
+
+def test_generate_with_a_bar_plan_then_restyle_the_song_from_its_page(client):
+    h = api_token(client)
+    done = job(client, h, style="folk", bars=3, seed=3, rhythm=[1, 4, 6], polyphony=[0, None, 2])
+    song, score = song_midi(client, done)
+    assert song["params"]["attributes"] == [[1, 0], [4, None], [6, 2]]
+    assert song["params"]["temperature"] == 1.2 and song["params"]["top_p"] == 0.9
+    assert song["title"] == "Folk, 3 bars, seed 3" and song["meta"]["family"] == "musemorphose"
+    assert bars(score) == 3 and score.note_num() == song["meta"]["notes"] > 0
+    assert song["originality"]["index_source"].endswith("originality.npz")
+
+    page = client.get(f"/songs/{song['id']}").text
+    assert "Re-style this" in page and "Re-style with musemorphose" in page
+    assert 'name="musemorphose.rhythm_shift"' in page and 'name="musemorphose.restyle_bars"' in page
+    assert "Continue with musemorphose" in page
+    form = {
+        "csrf_token": csrf(page), "model": "musemorphose", "operation": "restyle", "source_song": song["id"],
+        "musemorphose.rhythm_shift": "-1", "musemorphose.polyphony_shift": "0", "musemorphose.restyle_bars": "",
+        "musemorphose.style": "", "musemorphose.seed": "6",
+    }  # fmt: skip
+    r = client.post("/generate", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    restyled = wait_job(client, r.headers["location"].rsplit("/", 1)[1])
+    assert restyled["status"] == "done", restyled
+    again, out = song_midi(client, restyled)
+    assert again["params"]["operation"] == "restyle" and again["params"]["source_song"] == song["id"]
+    assert again["params"]["restyle_bars"] is None and again["params"]["rhythm_shift"] == -1
+    assert again["title"] == "Song re-styled, seed 6" and bars(out) == 3
+    assert "re-styled every bar, rhythm -1, polyphony +0" in client.get(f"/songs/{again['id']}").text
+
+    more = job(client, h, operation="continue", source_song=song["id"], bars=1, polyphony=[1], seed=2)
+    longer, out = song_midi(client, more)
+    assert (
+        bars(out) == 4 and longer["params"]["operation"] == "continue" and longer["title"].endswith("seed 2")
+    )
+
+
+def test_restyle_an_uploaded_chorale_keeps_its_bars(client, tmp_path):
+    h = api_token(client)
+    midi = tmp_path / "bwv66.6.mid"
+    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(midi))
+    up = upload(client, h, midi.name, midi.read_bytes())
+    source = load_score(midi)
+    done = job(
+        client, h, operation="restyle", source_upload=up["id"], rhythm_shift=2, polyphony_shift=-1, seed=4
+    )
+    assert done["operation"] == "restyle" and done["params"]["rhythm_shift"] == 2
+    song, score = song_midi(client, done)
+    n = bars(source)
+    assert n >= 8 and bars(score) == n and song["params"]["source_bars"] == n
+    params = song["params"]
+    assert params["operation"] == "restyle" and params["source_upload"] == up["id"]
+    assert (params["rhythm_shift"], params["polyphony_shift"], params["seed"]) == (2, -1, 4)
+    enc = REMI.encode(source)
+    measured_r, measured_p = bar_classes_from_tokens(enc.ids, enc.bar_starts, REMI)
+    assert params["attributes"] == [
+        [min(7, int(r) + 2), max(0, int(p) - 1)] for r, p in zip(measured_r, measured_p, strict=True)
+    ]
+    assert song["title"] == "Song re-styled, seed 4" and score.note_num() > 0
+    assert song["originality"] is not None
+
+
+def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client):
+    page = client.get("/upload").text
+    melody = (FIXTURES / "single_track.mid").read_bytes()
+    r = client.post("/upload", data={"csrf_token": csrf(page)}, files={"file": ("melody.mid", melody)},
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303, r.text
+    upload_id = r.headers["location"].rsplit("/", 1)[1]
+    detail = client.get(r.headers["location"]).text
+    assert "Re-style it" in detail and "Re-style with musemorphose" in detail
+    assert 'name="operation" value="restyle"' in detail and 'name="musemorphose.polyphony_shift"' in detail
+    form = {
+        "csrf_token": csrf(detail), "model": "musemorphose", "operation": "restyle", "source_upload": upload_id,
+        "musemorphose.rhythm_shift": "3", "musemorphose.polyphony_shift": "0",
+        "musemorphose.restyle_bars": " 2-3 ", "musemorphose.seed": "1",
+    }  # fmt: skip
+    r = client.post("/generate", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    done = wait_job(client, r.headers["location"].rsplit("/", 1)[1])
+    assert done["status"] == "done", done
+    song, score = song_midi(client, done)
+    assert song["params"]["restyle_bars"] == "2-3" and song["params"]["rhythm_shift"] == 3
+    given = REMI.decode(REMI.encode(symusic.Score.from_midi(melody)).ids)  # the melody as the model reads it
+    assert bars(score) == bars(given) == 4 and score.tpq == given.tpq
+    bar = 4 * given.tpq  # 4/4
+    assert notes_in(score, 0, bar) == notes_in(given, 0, bar)  # bar 1, note for note
+    assert notes_in(score, 3 * bar, 4 * bar) == notes_in(given, 3 * bar, 4 * bar)  # bar 4
+    assert "re-styled bars 2-3, rhythm +3, polyphony +0" in client.get(f"/songs/{song['id']}").text
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"rhythm_shift": 8}, "rhythm_shift must be -7 to +7 classes, got 8"),
+        ({"polyphony_shift": -9}, "polyphony_shift must be -7 to +7 classes, got -9"),
+        ({"rhythm_shift": 1, "restyle_bars": "3-9"}, "restyle_bars asks for bar 9, but the piece has 4 bars"),
+        ({"rhythm_shift": 1, "restyle_bars": [5]}, "restyle_bars asks for bar 5, but the piece has 4 bars"),
+        ({"rhythm_shift": 1, "restyle_bars": "3-2"}, "restyle_bars range '3-2' runs backwards"),
+        ({"rhythm_shift": 1, "restyle_bars": "two"}, "restyle_bars must be bar numbers counted from 1"),
+        ({"rhythm_shift": 1, "restyle_bars": [0, 1]}, "restyle_bars counts bars from 1, got 0"),
+        ({"rhythm_shift": 1, "restyle_bars": ","}, "restyle_bars names no bar"),
+        ({}, "restyle needs something to change"),
+        ({"rhythm_shift": 1, "rhythm": [2]}, "give rhythm_shift (one shift for every re-styled bar) or rhythm"),
+        ({"rhythm": [9]}, "rhythm of re-styled bar 1 must be a class 0 to 7, got 9"),
+        ({"polyphony": [1, 1, 1, 1, 1]}, "polyphony gives 5 classes but only 4 bars are re-styled"),
+        ({"rhythm": [1, 2], "restyle_bars": "4"}, "rhythm gives 2 classes but only 1 bar is re-styled"),
+        ({"rhythm_shift": 1, "bars": 8}, "restyle keeps the piece's length"),
+        ({"rhythm_shift": 1, "density": 3}, "a MuseMorphose model does not take density"),
+        ({"rhythm_shift": 1, "top_k": 5}, "a MuseMorphose model does not take top_k"),
+        ({"rhythm_shift": 1, "tracks": {"soprano": 0}}, "a MuseMorphose model does not take tracks"),
+        ({"rhythm_shift": 1, "style": "jazz"}, "unknown style 'jazz'"),
+        ({"rhythm_shift": 1, "source_upload": None}, "re-style needs a source piece"),
+        ({"operation": "generate", "rhythm_shift": 2, "source_upload": None}, "rhythm_shift is for the restyle"),
+        ({"operation": "continue", "restyle_bars": "1-2", "bars": 2}, "restyle_bars is for the restyle operation"),
+        ({"model": "remi-transformer", "operation": "continue", "rhythm_shift": 1},
+         "a REMI Transformer model does not take rhythm_shift"),
+        ({"model": "performance-rnn", "operation": "continue", "restyle_bars": "1"},
+         "a Performance RNN model does not take restyle_bars"),
+    ],
+)  # fmt: skip
+def test_bad_restyle_requests_are_refused_and_store_nothing(client, body, message):
+    h = api_token(client)
+    up = upload(client, h, "melody.mid", (FIXTURES / "single_track.mid").read_bytes())
+    request = {"model": "musemorphose", "operation": "restyle", "source_upload": up["id"], **body}
+    r = client.post("/api/v1/jobs", json=request, headers=h)
+    assert r.status_code == 422 and message in r.json()["detail"], r.text
+    assert (
+        client.get("/api/v1/jobs").json()["jobs"] == [] and client.get("/api/v1/songs").json()["songs"] == []
+    )
