@@ -213,6 +213,8 @@ def test_ship_writes_the_musegan_table_for_training_data_and_generated_bars(chor
     assert "| training data | " in card and "| generated | " in card
     assert "UPC soprano" in card and "QN bass %" in card and "TD soprano-alto" in card
     assert "Held-out likelihood" not in card
+    assert "bars/s while writing the samples" in card and "KV cache" not in card  # a GAN has no tokens
+    assert "temperature" not in card.split("## Samples against held-out music")[1].split("\n\n")[0]
     row = next(line for line in card.splitlines() if line.startswith("| training data |"))
     assert "n/a" not in row.split("|")[2]  # the data's EB of the soprano is measured
     report = json.loads((dest / "evaluation" / "report.json").read_text())

@@ -234,7 +234,7 @@ def ship_model(
         log(f"sampling {options.n_samples} pieces")
         loaded = get_model(staging)
         samples_dir = Path(tempfile.mkdtemp(prefix="museforge-samples-"))
-        sampled_tokens, sample_seconds = 0, 0.0
+        sampled_tokens, sampled_bars, sample_seconds = 0, 0, 0.0
         for i, style in enumerate(_styles_for_samples(data_dir, loaded.styles, options.n_samples)):
             length = (
                 {"bars": options.bars}
@@ -246,6 +246,7 @@ def ship_model(
             )[0]
             song.save_midi(samples_dir / f"sample-{i:03d}.mid")
             sampled_tokens += song.new_tokens
+            sampled_bars += options.bars
             sample_seconds += song.seconds
 
         log("evaluating the samples against the test split")
@@ -269,7 +270,9 @@ def ship_model(
             likelihood,
             evaluation.report,
             sampling={
-                "tokens_per_s": round(sampled_tokens / max(sample_seconds, 1e-9), 1),
+                # a GAN writes whole phrases, not tokens: its speed is in bars
+                "rate": round((sampled_bars if is_gan else sampled_tokens) / max(sample_seconds, 1e-9), 1),
+                "unit": "bars/s" if is_gan else "tokens/s",
                 "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
             },
             parameters=sum(p.numel() for p in ckpt.model.parameters()),
@@ -359,6 +362,15 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
         f"{_fmt(section['transfer_16_bars_seconds'], 1)} s ({section['machine']}).",
         "",
     ]
+
+
+def _sample_settings(model: str, options: ShipOptions) -> str:
+    """How the card's samples were drawn, in the family's own terms."""
+    if model == "musegan":
+        return f"{options.bars} bars each, notes where the generator's output is above 0"
+    if model == "performance_rnn":
+        return f"{options.seconds:.0f} s each, temperature 1.0, top-p 0.95"
+    return f"{options.bars} bars each, temperature 1.0, top-p 0.95"
 
 
 def _likelihood_lines(likelihood: dict[str, Any], training: dict[str, Any]) -> list[str]:
@@ -454,9 +466,8 @@ def render_card(
         *(_musegan_lines(musegan) if musegan is not None else []),
         *(_musemorphose_lines(musemorphose) if musemorphose is not None else []),
         "## Samples against held-out music",
-        f"{options.n_samples} samples ({options.bars} bars or {options.seconds:.0f} s each, temperature 1.0, "
-        "top-p 0.95, styles in proportion to the training data) compared with the test split by "
-        "`museforge evaluate` (full report in `evaluation/report.html`).",
+        f"{options.n_samples} samples ({_sample_settings(family, options)}, styles in proportion to the training "
+        "data) compared with the test split by `museforge evaluate` (full report in `evaluation/report.html`).",
         "",
         f"- MGEval overall overlap {_fmt(report['overall']['overlap'])}, KL {_fmt(report['overall']['kl'])}",
     ]
@@ -476,7 +487,8 @@ def render_card(
     lines += [
         "",
         "## Sampling speed",
-        f"{sampling['tokens_per_s']} tokens/s while writing the samples ({sampling['machine']}, batch 1, KV cache).",
+        f"{sampling['rate']} {sampling['unit']} while writing the samples ({sampling['machine']}, batch 1"
+        f"{'' if musegan else ', KV cache'}).",
         "",
         "## Config",
         "```json",
