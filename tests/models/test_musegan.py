@@ -144,6 +144,10 @@ def test_table_gap_is_zero_for_identical_metrics_and_grows_with_distance():
     assert table_gap(ref, ref) == 0.0
     off = {"EB": {"a": 30.0}, "UPC": {"a": 3.3}, "QN": {"a": float("nan")}, "DP": {}, "TD": {}}
     assert table_gap(off, ref) == pytest.approx((0.2 + 0.1 + 1.0) / 3)
+    silent = {"EB": {"a": 100.0}, "UPC": {"a": float("nan")}, "QN": {"a": float("nan")}, "DP": {}, "TD": {}}
+    noisy = {"EB": {"a": 10.0}, "UPC": {"a": 9.0}, "QN": {"a": 8.0}, "DP": {}, "TD": {}}
+    assert table_gap(noisy, ref) == pytest.approx((0.0 + 1.0 + 0.9) / 3)  # UPC 3x too many: capped at 1
+    assert table_gap(noisy, ref) < table_gap(silent, ref)  # playing something beats playing nothing
 
 
 def test_tiny_gan_critic_separates_real_from_noise(chorale_data, tmp_path):
