@@ -44,6 +44,22 @@ def test_kv_cache_decoding_equals_full_forward():
     torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"norm": "layer", "bias": True}])
+def test_step_gives_exactly_the_logits_of_a_cached_forward(overrides):
+    model = tiny(**overrides).eval()
+    ids = torch.randint(0, 61, (3, 20))
+    with torch.no_grad():
+        _, cache = model(ids[:, :5], use_cache=True)
+        _, step_cache = model(ids[:, :5], use_cache=True)
+        for t in range(5, 20):
+            expected, _ = model(ids[:, t : t + 1], past_kv=cache)
+            assert torch.equal(model.step(ids[:, t], step_cache), expected[:, 0])
+    assert step_cache.length == 20
+    model.train()
+    with pytest.raises(RuntimeError, match="eval"):
+        model.step(ids[:, 0], model.new_cache())
+
+
 def test_weights_are_tied_and_untied_on_request():
     tied, untied = tiny(), tiny(tie_weights=False)
     assert tied.lm_head.weight is tied.tok_emb.weight

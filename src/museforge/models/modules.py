@@ -35,22 +35,27 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # [Dh/2]
         angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # [Tmax, Dh/2]
-        angles = torch.cat([angles, angles], dim=-1)  # [Tmax, Dh]
-        # Not persistent: derived from the config, so checkpoints only hold learned weights.
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        cos, sin = angles.cos(), angles.sin()
+        # Not persistent: derived from the config, so checkpoints only hold learned weights. The sine's first
+        # half is negated once here, so `rotate` needs no negation per call: (-x2, x1)·sin = (x2, x1)·(-sin, sin).
+        self.register_buffer("cos", torch.cat([cos, cos], dim=-1), persistent=False)  # [Tmax, Dh]
+        self.register_buffer("sin", torch.cat([-sin, sin], dim=-1), persistent=False)  # [Tmax, Dh]
         self.max_seq_len = max_seq_len
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Rotate ``x`` [B, H, T, Dh] as if its first step sat at absolute position ``offset``."""
-        t = x.shape[-2]
+    def tables(self, offset: int, t: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The ``cos`` and signed ``sin`` tables [T, Dh] of positions ``offset``..``offset + t - 1``."""
         if offset + t > self.max_seq_len:
             raise ValueError(f"positions up to {offset + t} exceed max_seq_len={self.max_seq_len}")
-        cos = self.cos[offset : offset + t].to(x.dtype)  # [T, Dh]
-        sin = self.sin[offset : offset + t].to(x.dtype)
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # [B, H, T, Dh]
-        return x * cos + rotated * sin
+        return self.cos[offset : offset + t].to(dtype), self.sin[offset : offset + t].to(dtype)
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotate ``x`` [..., T, Dh] by `tables` [T, Dh]: rolling by half the width swaps the two halves."""
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Rotate ``x`` [..., T, Dh] as if its first step sat at absolute position ``offset``."""
+        return self.rotate(x, *self.tables(offset, x.shape[-2], x.dtype))
 
 
 @dataclass
@@ -103,9 +108,10 @@ class CausalSelfAttention(nn.Module):
     ) -> Tensor:
         b, t, d = x.shape  # x: [B, T, D]
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # [B, T, 3, H, Dh]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, Dh]
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, T, Dh]
         past = cache.length if cache is not None else 0
-        q, k = rope(q, past), rope(k, past)
+        q, k = rope(qkv[:2], past).unbind(0)  # each [B, H, T, Dh]; one rotation for both
+        v = qkv[2]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, L+T, Dh]
         mask: Tensor | None = None
@@ -121,6 +127,20 @@ class CausalSelfAttention(nn.Module):
         )  # [B, H, T, Dh]
         out = out.transpose(1, 2).reshape(b, t, d)  # [B, T, D]
         return self.proj(out)
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+        """`forward` for one new position per row, ``x`` [B, D] -> [B, D], given its rotary tables [1, Dh].
+
+        The same operations on the same values (so the same numbers) with fewer tensor ops and no submodule
+        calls: when sampling at batch 1 the time goes to per-op overhead more than to arithmetic.
+        """
+        b, d = x.shape
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)  # [B, 3D]
+        qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
+        qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
+        k, v = cache.update(layer, qk[:, 1], qkv[:, 2])  # [B, H, L+1, Dh]
+        out = F.scaled_dot_product_attention(qk[:, 0], k, v)  # [B, H, 1, Dh]
+        return F.linear(out.view(b, d), self.proj.weight, self.proj.bias)  # [B, D]
 
 
 class FeedForward(nn.Module):
@@ -161,6 +181,14 @@ class TransformerBlock(nn.Module):
     ) -> Tensor:
         x = x + self.drop(self.attn(self.norm1(x), rope, cache, layer))  # [B, T, D]
         return x + self.ff(self.norm2(x))  # [B, T, D]
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+        """`forward` in eval mode for one new position per row, ``x`` [B, D] -> [B, D] (see
+        `CausalSelfAttention.step`); dropout is the identity there, so it is left out."""
+        x = x + self.attn.step(self.norm1(x), cos, sin, cache, layer)  # [B, D]
+        ff = self.ff
+        h = F.gelu(F.linear(self.norm2(x), ff.up.weight, ff.up.bias))  # [B, F]
+        return x + F.linear(h, ff.down.weight, ff.down.bias)  # [B, D]
 
 
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:

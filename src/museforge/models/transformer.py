@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from museforge.models.config import ModelConfig
@@ -111,3 +112,16 @@ class TransformerLM(nn.Module):
             cache.advance(input_ids.shape[1])
         logits = self.lm_head(self.norm(x))  # [B, T, V]
         return logits, cache
+
+    def step(self, ids: Tensor, cache: KVCache) -> Tensor:
+        """Logits [B, V] of one new token per row, ``ids`` [B], appended to ``cache``: what ``forward`` gives
+        for ``ids[:, None]`` in eval mode, through `TransformerBlock.step` (fewer tensor ops, the same numbers),
+        because the sampling loop calls this once per token."""
+        if self.training:
+            raise RuntimeError("step is for sampling: call model.eval() first (it leaves dropout out)")
+        x = self.tok_emb(ids)  # [B, D]
+        cos, sin = self.rope.tables(cache.length, 1, x.dtype)  # [1, Dh] each
+        for i, block in enumerate(self.blocks):
+            x = block.step(x, cos, sin, cache, i)  # [B, D]
+        cache.advance(1)
+        return F.linear(self.norm(x), self.lm_head.weight)  # [B, V]
