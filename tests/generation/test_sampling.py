@@ -11,6 +11,7 @@ from museforge.generation import (
     top_k_filter,
     top_p_filter,
 )
+from museforge.generation.sampling import draw
 
 NEG_INF = float("-inf")
 
@@ -94,6 +95,15 @@ def test_same_seed_same_sample_and_draws_follow_the_distribution():
     assert torch.equal(a, b) and not torch.equal(a, c)
     freq = torch.bincount(a, minlength=3).float() / 4000
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
+
+
+def test_draw_makes_the_draws_of_torch_multinomial():
+    probs = torch.rand(6, 50).softmax(-1)
+    probs[:, ::3] = 0  # masked tokens
+    ours, theirs = make_generator(3), make_generator(3)
+    for _ in range(20):
+        expected = torch.multinomial(probs, 1, generator=theirs).squeeze(-1)
+        assert torch.equal(draw(probs, ours), expected)
 
 
 def test_greedy_and_single_row_shapes():

@@ -77,10 +77,23 @@ def sample(
     if temperature == 0:
         out = x.argmax(dim=-1)
     else:
-        x = apply_temperature(x, temperature)
+        if temperature != 1.0:  # dividing by 1 changes no value, so skip the op
+            x = apply_temperature(x, temperature)
         if top_k is not None:
             x = top_k_filter(x, top_k)
         if top_p is not None:
             x = top_p_filter(x, top_p)
-        out = torch.multinomial(x.softmax(dim=-1), 1, generator=generator).squeeze(-1)  # [B]
+        out = draw(x.softmax(dim=-1), generator)  # [B]
     return out[0] if squeeze else out
+
+
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row of ``probs`` [B, V] -> [B], by the exponential race: ``argmax(p / E)`` with
+    ``E ~ Exp(1)`` per token picks token i with probability p_i.
+
+    This is what ``torch.multinomial(probs, 1)`` computes (same use of the generator, so the same draws), minus
+    its input checks, which cost two synchronising ``.item()`` calls per sampling step; the rows here come from
+    a softmax, and `apply_mask` already refuses rows with no allowed token.
+    """
+    race = torch.empty_like(probs).exponential_(generator=generator)  # [B, V]
+    return torch.div(probs, race, out=race).argmax(dim=-1)
