@@ -70,11 +70,17 @@ def _check_args(max_new_tokens: int, num_samples: int, pad_id: int, vocab_size: 
 
 
 class _Loop:
-    """Bookkeeping shared by both loops: masking, sampling, finishing and padding."""
+    """Bookkeeping shared by both loops: masking, sampling, finishing and padding.
+
+    Tokens go into a buffer allocated once for the whole budget (a column write per step, not a ``torch.cat``
+    that copies the prefix), and without a ``stop_fn`` no row can finish, so the per-row finishing ops are left
+    out: at batch 1 each tensor op costs about as much as a layer's arithmetic.
+    """
 
     def __init__(
         self,
         ids: Tensor,
+        max_new_tokens: int,
         generator: torch.Generator,
         temperature: float,
         top_k: int | None,
@@ -83,32 +89,46 @@ class _Loop:
         stop_fn: StopFn | None,
         pad_id: int,
     ) -> None:
-        self.ids = ids  # [B, t]
+        b, t = ids.shape  # ids: [B, t]
+        self.tokens = ids.new_empty(b, t + max_new_tokens)  # [B, t + N]; columns from self.t on are unwritten
+        self.tokens[:, :t] = ids
+        self.t = t
         self.gen, self.temperature, self.top_k, self.top_p = generator, temperature, top_k, top_p
         self.mask_fn, self.stop_fn, self.pad_id = mask_fn, stop_fn, pad_id
-        self.finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
-        self.lengths = torch.full_like(self.finished, ids.shape[1], dtype=torch.long)  # [B]
+        self.finished = torch.zeros(b, dtype=torch.bool, device=ids.device)  # [B]
+        self.ends = torch.zeros(b, dtype=torch.long, device=ids.device)  # [B] length of each finished row
+
+    @property
+    def ids(self) -> Tensor:
+        """The tokens so far [B, t]."""
+        return self.tokens[:, : self.t]
 
     def step(self, logits: Tensor) -> Tensor:
         """Sample the next token [B] from ``logits`` [B, V], append it, update which rows are done."""
         mask = None
         if self.mask_fn is not None:
-            allowed = self.mask_fn(self.ids).to(logits.device)
-            mask = allowed.expand_as(logits) | self.finished.unsqueeze(-1)  # finished rows: anything
+            mask = self.mask_fn(self.ids).to(logits.device)
+            if self.stop_fn is not None:
+                mask = mask.expand_as(logits) | self.finished.unsqueeze(-1)  # finished rows: anything
         nxt = sample(logits, self.gen, self.temperature, self.top_k, self.top_p, mask)  # [B]
-        nxt = nxt.masked_fill(self.finished, self.pad_id)
-        self.ids = torch.cat([self.ids, nxt.unsqueeze(1)], dim=1)  # [B, t+1]
-        self.lengths += (~self.finished).long()
         if self.stop_fn is not None:
-            self.finished |= self.stop_fn(self.ids).to(self.finished.device)
+            nxt = nxt.masked_fill(self.finished, self.pad_id)
+        self.tokens[:, self.t] = nxt
+        self.t += 1
+        if self.stop_fn is not None:
+            stopped = self.stop_fn(self.ids).to(self.finished.device) & ~self.finished  # [B] finished now
+            self.ends.masked_fill_(stopped, self.t)
+            self.finished |= stopped
         return nxt
 
     @property
     def done(self) -> bool:
-        return bool(self.finished.all())
+        return self.stop_fn is not None and bool(self.finished.all())
 
     def result(self) -> Generated:
-        return Generated(tokens=self.ids, lengths=self.lengths)
+        # a copy when the budget was not used up, so the result does not keep the whole buffer alive
+        tokens = self.tokens if self.t == self.tokens.shape[1] else self.ids.clone()
+        return Generated(tokens=tokens, lengths=torch.where(self.finished, self.ends, self.t))
 
 
 @torch.no_grad()
@@ -141,20 +161,21 @@ def generate_transformer(
     device = next(model.parameters()).device
     window = model.config.max_seq_len
     gen = generator if generator is not None else make_generator(seed, device)
-    loop = _Loop(
-        _batch_prompt(prompt, num_samples, device), gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id
-    )
+    ids = _batch_prompt(prompt, num_samples, device)  # [B, t]
+    loop = _Loop(ids, max_new_tokens, gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id)
     try:
         if use_cache:
             logits, cache = model(loop.ids[:, -window:], use_cache=True)  # [B, t, V]
+            last = logits[:, -1]  # [B, V]
             for i in range(max_new_tokens):
-                nxt = loop.step(logits[:, -1])
+                nxt = loop.step(last)
                 if loop.done or i == max_new_tokens - 1:
                     break
                 if cache.length + 1 > window:
                     logits, cache = model(loop.ids[:, -(window // 2) :], use_cache=True)
+                    last = logits[:, -1]
                 else:
-                    logits, cache = model(nxt.unsqueeze(1), past_kv=cache)  # [B, 1, V]
+                    last = model.step(nxt, cache)
         else:
             for _ in range(max_new_tokens):
                 logits, _ = model(loop.ids[:, -window:])  # [B, t, V]
@@ -217,9 +238,8 @@ def generate_performance(
     model.eval()
     device = next(model.parameters()).device
     gen = generator if generator is not None else make_generator(seed, device)
-    loop = _Loop(
-        _batch_prompt(prompt, num_samples, device), gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id
-    )
+    ids = _batch_prompt(prompt, num_samples, device)  # [B, t]
+    loop = _Loop(ids, max_new_tokens, gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id)
     batch, t0 = loop.ids.shape
     control_at = _control_source(controls, batch, device)
 
