@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from museforge.models import TransformerConfig, TransformerLM, build_model
-from museforge.models.transformer import PRESETS
+from museforge.models.transformer import PRESETS, IncrementalDecoder
 
 
 def tiny(**overrides) -> TransformerLM:
@@ -45,19 +45,21 @@ def test_kv_cache_decoding_equals_full_forward():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"norm": "layer", "bias": True}])
-def test_step_gives_exactly_the_logits_of_a_cached_forward(overrides):
+def test_incremental_decoder_gives_exactly_the_logits_of_a_cached_forward(overrides):
     model = tiny(**overrides).eval()
     ids = torch.randint(0, 61, (3, 20))
+    step = IncrementalDecoder(model)
     with torch.no_grad():
         _, cache = model(ids[:, :5], use_cache=True)
         _, step_cache = model(ids[:, :5], use_cache=True)
         for t in range(5, 20):
             expected, _ = model(ids[:, t : t + 1], past_kv=cache)
-            assert torch.equal(model.step(ids[:, t], step_cache), expected[:, 0])
-    assert step_cache.length == 20
-    model.train()
+            assert torch.equal(step(ids[:, t], step_cache), expected[:, 0])
+        assert step_cache.length == 20
+        fresh = model.new_cache()  # it can also start a cache
+        torch.testing.assert_close(step(ids[:, 0], fresh), model(ids[:, :1])[0][:, 0], rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="eval"):
-        model.step(ids[:, 0], model.new_cache())
+        IncrementalDecoder(model.train())
 
 
 def test_weights_are_tied_and_untied_on_request():

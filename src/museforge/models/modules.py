@@ -7,7 +7,9 @@ D model width, F feed-forward width, V vocabulary.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,22 @@ def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
     if kind == "layer":
         return nn.LayerNorm(dim, eps=eps)
     raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+def norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A `make_norm` module as a plain function of its current weights: the same numbers without a module call,
+    for loops that normalise once per sampled token."""
+    if isinstance(norm, nn.RMSNorm):
+        return partial(F.rms_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, eps=norm.eps)
+    if isinstance(norm, nn.LayerNorm):
+        return partial(
+            F.layer_norm,
+            normalized_shape=norm.normalized_shape,
+            weight=norm.weight,
+            bias=norm.bias,
+            eps=norm.eps,
+        )
+    raise ValueError(f"expected an RMSNorm or a LayerNorm, got {type(norm).__name__}")
 
 
 class RotaryEmbedding(nn.Module):
@@ -128,20 +146,6 @@ class CausalSelfAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, t, d)  # [B, T, D]
         return self.proj(out)
 
-    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
-        """`forward` for one new position per row, ``x`` [B, D] -> [B, D], given its rotary tables [1, Dh].
-
-        The same operations on the same values (so the same numbers) with fewer tensor ops and no submodule
-        calls: when sampling at batch 1 the time goes to per-op overhead more than to arithmetic.
-        """
-        b, d = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)  # [B, 3D]
-        qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
-        qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
-        k, v = cache.update(layer, qk[:, 1], qkv[:, 2])  # [B, H, L+1, Dh]
-        out = F.scaled_dot_product_attention(qk[:, 0], k, v)  # [B, H, 1, Dh]
-        return F.linear(out.view(b, d), self.proj.weight, self.proj.bias)  # [B, D]
-
 
 class FeedForward(nn.Module):
     """Position-wise two-layer MLP with GELU."""
@@ -181,14 +185,6 @@ class TransformerBlock(nn.Module):
     ) -> Tensor:
         x = x + self.drop(self.attn(self.norm1(x), rope, cache, layer))  # [B, T, D]
         return x + self.ff(self.norm2(x))  # [B, T, D]
-
-    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
-        """`forward` in eval mode for one new position per row, ``x`` [B, D] -> [B, D] (see
-        `CausalSelfAttention.step`); dropout is the identity there, so it is left out."""
-        x = x + self.attn.step(self.norm1(x), cos, sin, cache, layer)  # [B, D]
-        ff = self.ff
-        h = F.gelu(F.linear(self.norm2(x), ff.up.weight, ff.up.bias))  # [B, F]
-        return x + F.linear(h, ff.down.weight, ff.down.bias)  # [B, D]
 
 
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
