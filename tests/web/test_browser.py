@@ -60,7 +60,7 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
             'input[name="remi-transformer.bars"]',
             "el => { el.value = 4; el.dispatchEvent(new Event('change')); }",
         )
-        page.click("details.barplan summary")
+        page.click('fieldset[data-model="remi-transformer"] details.barplan summary')
         assert page.locator('input[name="remi-transformer.rhythm"]').count() == 4  # one slider pair per bar
         page.click("#generate-button")
         page.wait_for_url("**/songs/*", timeout=60_000)
