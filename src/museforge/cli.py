@@ -248,13 +248,14 @@ def score(
 ) -> None:
     """Held-out likelihood: per-token NLL and perplexity of a Transformer or Performance RNN on a split, overall
     and per style."""
+    from museforge.data.manifest import SPLITS
     from museforge.io import atomic_write_json
     from museforge.lab.model_card import heldout_likelihood
     from museforge.models.zoo import DEFAULT_MODEL, resolve_model
     from museforge.training.distributed import select_device
 
-    if split not in ("train", "valid", "test"):
-        raise _fail(f"--split must be train, valid or test, got {split!r}")
+    if split not in SPLITS:
+        raise _fail(f"--split must be {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, got {split!r}")
     try:
         path = resolve_model(model or DEFAULT_MODEL)
         result = heldout_likelihood(

@@ -2,12 +2,14 @@
 chorale/folk styles and an originality index of its training pieces, a Performance RNN, and a MuseMorphose on
 the same pieces), and an app on a real SQLite store in a temporary var folder."""
 
+import re
 import time
 from pathlib import Path
 
 import music21
 import numpy as np
 import pytest
+import symusic
 import torch
 from fastapi.testclient import TestClient
 
@@ -124,3 +126,32 @@ def wait_job(client: TestClient, job_id: str, timeout: float = 90.0) -> dict:
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
+def finished_job(client: TestClient, headers: dict, body: dict) -> dict:
+    """POST a job and wait for it; it must be accepted and end done."""
+    r = client.post("/api/v1/jobs", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    done = wait_job(client, r.json()["id"])
+    assert done["status"] == "done", done
+    return done
+
+
+def song_midi(client: TestClient, job_json: dict) -> tuple[dict, symusic.Score]:
+    """A finished job's first song and its MIDI as a score."""
+    song = client.get(job_json["song_urls"][0]).json()
+    return song, symusic.Score.from_midi(client.get(song["urls"]["midi"]).content)
+
+
+def upload(client: TestClient, headers: dict, name: str, data: bytes) -> dict:
+    """Upload a file through the API; it must be accepted."""
+    r = client.post(
+        "/api/v1/uploads", files={"file": (name, data, "application/octet-stream")}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def csrf(html: str) -> str:
+    """The CSRF token a page's form carries."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)

@@ -4,7 +4,6 @@ job → song with the model's four tracks and programs, accompaniment of an uplo
 (the kept track note for note), and bad track mappings refused before anything is stored."""
 
 import io
-import re
 from pathlib import Path
 
 import music21
@@ -26,7 +25,7 @@ from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
 from museforge.training.gan import PART_TRACKS, GANTrainer
 from museforge.training.trainer import TrainConfig
 from museforge.web import create_app
-from web.conftest import api_token, make_settings, wait_job
+from web.conftest import api_token, csrf, finished_job, make_settings, song_midi, upload, wait_job
 
 TOK = PianoRollTokenizer(PianoRollConfig(tracks=PART_TRACKS, assign="order"))
 PROGRAMS = [t["program"] for t in PART_TRACKS]
@@ -75,29 +74,8 @@ def client(tmp_path, musegan_folder):
         yield c
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
 def job(client, headers, **body) -> dict:
-    r = client.post("/api/v1/jobs", json={"model": "musegan", **body}, headers=headers)
-    assert r.status_code == 202, r.text
-    done = wait_job(client, r.json()["id"])
-    assert done["status"] == "done", done
-    return done
-
-
-def song_midi(client, job_json: dict) -> tuple[dict, symusic.Score]:
-    song = client.get(job_json["song_urls"][0]).json()
-    return song, symusic.Score.from_midi(client.get(song["urls"]["midi"]).content)
-
-
-def upload(client, headers, name: str, data: bytes) -> dict:
-    r = client.post(
-        "/api/v1/uploads", files={"file": (name, data, "application/octet-stream")}, headers=headers
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return finished_job(client, headers, {"model": "musegan", **body})
 
 
 def notes(track) -> list[tuple[int, int, int, int]]:

@@ -4,8 +4,6 @@ rhythm/polyphony plan, re-style an uploaded chorale (every bar) and an uploaded 
 upload page's form, the others kept note for note), and bad re-style requests refused before anything is
 stored."""
 
-import re
-
 import music21
 import pytest
 import symusic
@@ -14,34 +12,13 @@ from conftest import FIXTURES
 from museforge.data.formats import load_score
 from museforge.tokenizers import build_tokenizer
 from museforge.training.vae import bar_classes_from_tokens
-from web.conftest import api_token, wait_job
+from web.conftest import api_token, csrf, finished_job, song_midi, upload, wait_job
 
 REMI = build_tokenizer("remi")  # the tokenizer the tiny model was trained with
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
 def job(client, headers, **body) -> dict:
-    r = client.post("/api/v1/jobs", json={"model": "musemorphose", **body}, headers=headers)
-    assert r.status_code == 202, r.text
-    done = wait_job(client, r.json()["id"])
-    assert done["status"] == "done", done
-    return done
-
-
-def song_midi(client, job_json: dict) -> tuple[dict, symusic.Score]:
-    song = client.get(job_json["song_urls"][0]).json()
-    return song, symusic.Score.from_midi(client.get(song["urls"]["midi"]).content)
-
-
-def upload(client, headers, name: str, data: bytes) -> dict:
-    r = client.post(
-        "/api/v1/uploads", files={"file": (name, data, "application/octet-stream")}, headers=headers
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return finished_job(client, headers, {"model": "musemorphose", **body})
 
 
 def bars(score: symusic.Score) -> int:

@@ -6,11 +6,7 @@ import re
 from fastapi.testclient import TestClient
 
 from conftest import FIXTURES
-from web.conftest import wait_job
-
-
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+from web.conftest import csrf, wait_job
 
 
 def test_generate_form_to_song_page_and_history(client):
