@@ -65,7 +65,7 @@ def test_generate_writes_midi_and_audio_with_the_default_model(env, tmp_path):
     result = runner.invoke(app, [*args, "--out", str(out), "--audio", str(wav), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and f"wrote {wav}" in result.output
-    assert "seed 1" in result.output and f"model {DEFAULT_MODEL}" in result.output
+    assert "seed 1" in result.output and f"model {DEFAULT_MODEL} (fp16)" in result.output
     score = symusic.Score.from_file(str(out))
     assert sum(len(t.notes) for t in score.tracks) > 0
     audio, rate = soundfile.read(str(wav))
@@ -116,6 +116,7 @@ def test_models_list_shows_the_folder(env):
         (["--rhythm", "2,x"], "--rhythm takes comma-separated classes"),
         (["--seconds", "5"], "not seconds, density or pitch classes"),
         (["--pitch-classes", "H"], "unknown pitch class 'H'"),
+        (["--precision", "int8"], "precision must be one of ('fp32', 'fp16', 'auto'), got 'int8'"),
     ],
 )
 def test_bad_parameters_exit_2_with_a_clear_message(env, tmp_path, extra, message):

@@ -16,6 +16,7 @@ from museforge.generation.api import (
     close_open_notes,
     generate_song,
     get_model,
+    half_precision_kl,
 )
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
@@ -187,6 +188,42 @@ def test_model_cache_loads_once(remi_ckpt):
     generate_song(remi_ckpt, style="folk", bars=1, seed=0)
     assert get_model(remi_ckpt) is first
     assert first.family == "transformer" and "folk" in first.styles
+
+
+def test_auto_precision_samples_small_batches_in_float16(remi_ckpt):
+    loaded = get_model(remi_ckpt, precision="auto")
+    assert loaded is not get_model(remi_ckpt) and loaded.precision == "fp16 up to batch 4"
+    assert half_precision_kl(loaded.checkpoint.model, loaded.half) < 1e-3
+    model, precision = loaded.sampler(1)
+    assert precision == "fp16" and next(model.parameters()).dtype == torch.float16
+    assert loaded.sampler(8) == (loaded.checkpoint.model, "fp32")
+    songs = generate_song(loaded, style="chorale", bars=12, seed=3)  # slides past the window in fp16 too
+    assert songs[0].params["precision"] == "fp16" and reread(songs[0]).tracks
+    assert songs[0].tokens.count(REMI.bar_id) == 12
+    batch = generate_song(loaded, style="folk", bars=2, seed=3, num_samples=5)
+    assert {s.params["precision"] for s in batch} == {"fp32"}
+    assert get_model(remi_ckpt, precision="fp16").precision == "fp16"
+
+
+def test_auto_precision_keeps_float32_where_float16_overflows(remi_ckpt, tmp_path):
+    """Embeddings past float16's range (65504) make its logits inf: `auto` must notice and stay float32."""
+    ckpt = get_model(remi_ckpt).checkpoint
+    model = TransformerLM(ckpt.config)
+    model.load_state_dict(ckpt.model.state_dict())
+    with torch.no_grad():
+        model.tok_emb.weight.mul_(1e6)
+    path = save_checkpoint(tmp_path / "loud", model, tokenizer=REMI.state_dict(), step=1, metrics={})
+    loaded = get_model(path, precision="auto")
+    assert loaded.half is None and loaded.precision == "fp32"
+    assert generate_song(loaded, style="folk", bars=2, seed=0)[0].params["precision"] == "fp32"
+
+
+def test_precision_errors_are_clear(remi_ckpt, perf_ckpt):
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'fp16', 'auto'\), got 'int8'"):
+        get_model(remi_ckpt, precision="int8")
+    with pytest.raises(ValueError, match="fp16 is for REMI Transformers; performance_rnn samples in fp32"):
+        get_model(perf_ckpt, precision="fp16")
+    assert get_model(perf_ckpt, precision="auto").precision == "fp32"
 
 
 def test_sampling_slides_past_the_context_window(remi_ckpt):

@@ -117,3 +117,21 @@ def test_preset_sizes_are_ordered():
     ]
     assert sizes == sorted(sizes)
     assert 2e6 < sizes[1] < 6e6  # small: a few MB in safetensors, samples fast on 2 CPU cores
+
+
+def test_a_half_precision_model_keeps_float32_attention_and_agrees_with_float32():
+    """On a CPU the float16 model's cache (and so its attention) stays float32, prefill and steps alike, and its
+    next-token distributions stay within rounding of the float32 model's."""
+    model = tiny().eval()
+    half = tiny().eval().half()
+    ids = torch.randint(0, 61, (2, 24))
+    with torch.no_grad():
+        full, _ = model(ids)
+        _, cache = half(ids[:, :8], use_cache=True)
+        step = IncrementalDecoder(half)
+        outs = [step(ids[:, t], cache) for t in range(8, 24)]
+    assert cache.keys[0].dtype == cache.values[-1].dtype == torch.float32
+    assert all(o.dtype == torch.float16 for o in outs)
+    ref = full[:, 8:].log_softmax(-1)
+    low = torch.stack(outs, dim=1).float().log_softmax(-1)
+    assert (ref - low).abs().max() < 0.02

@@ -26,6 +26,8 @@ def test_generate_job_song_files_rating_history(client):
     remi = next(m for m in models["models"] if m["name"] == "remi-transformer")
     assert {"style", "bars", "attributes"} <= {c["name"] for c in remi["controls"]}
     assert [o["name"] for o in remi["operations"]] == ["generate", "continue"]
+    precisions = {m["name"]: m["precision"] for m in models["models"]}
+    assert precisions["remi-transformer"] == "fp16 up to batch 4" and precisions["performance-rnn"] == "fp32"
 
     job = generate(
         client, h, style="chorale", bars=2, seed=7, temperature=0.9, rhythm=[3, None], polyphony=[2]
@@ -35,7 +37,7 @@ def test_generate_job_song_files_rating_history(client):
     assert (
         song["params"]["seed"] == 7 and song["params"]["bars"] == 2 and song["params"]["style"] == "chorale"
     )
-    assert song["params"]["attributes"] == [[3, 2], None]
+    assert song["params"]["attributes"] == [[3, 2], None] and song["params"]["precision"] == "fp16"
     assert song["meta"]["notes"] > 0 and song["originality"]["near_copy"] is False
     assert song["originality"]["index_source"].endswith("originality.npz")
 

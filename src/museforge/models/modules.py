@@ -43,6 +43,15 @@ def norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:
     raise ValueError(f"expected an RMSNorm or a LayerNorm, got {type(norm).__name__}")
 
 
+def attention_dtype(weights: Tensor) -> torch.dtype | None:
+    """The KV cache's dtype for a model whose weights are like ``weights``: float32 for half-precision weights
+    on a CPU, where ``scaled_dot_product_attention`` in float16 takes about 2.5x as long as in float32 (the
+    half weights are for the matrix products, which are memory-bound at batch 1); otherwise the weights' own."""
+    if weights.device.type == "cpu" and weights.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return None
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (RoPE): positions enter as rotations of q and k, so attention scores depend
     only on relative distance and a cache written at positions 0..L-1 stays valid for position L."""
@@ -81,11 +90,13 @@ class KVCache:
     """Keys and values of every layer for the steps decoded so far, in buffers allocated once.
 
     Preallocating to the model's ``max_seq_len`` makes each decoding step a slice write instead of a
-    ``torch.cat`` that copies the whole past again.
+    ``torch.cat`` that copies the whole past again. ``dtype`` is the storage type (``None``: the keys' own);
+    attention runs in it, so a half-precision model can keep float32 attention (see `attention_dtype`).
     """
 
     n_layers: int
     max_len: int
+    dtype: torch.dtype | None = None
     keys: list[Tensor] = field(default_factory=list)  # per layer [B, H, max_len, Dh]
     values: list[Tensor] = field(default_factory=list)
     length: int = 0
@@ -96,8 +107,9 @@ class KVCache:
         if self.length + t > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} steps; cannot add {t} to {self.length}")
         if len(self.keys) < self.n_layers:
-            self.keys.append(k.new_zeros(b, h, self.max_len, d))
-            self.values.append(v.new_zeros(b, h, self.max_len, d))
+            dtype = self.dtype or k.dtype
+            self.keys.append(k.new_zeros(b, h, self.max_len, d, dtype=dtype))
+            self.values.append(v.new_zeros(b, h, self.max_len, d, dtype=dtype))
         end = self.length + t
         self.keys[layer][:, :, self.length : end] = k
         self.values[layer][:, :, self.length : end] = v
@@ -141,9 +153,14 @@ class CausalSelfAttention(nn.Module):
             rows = torch.arange(t, device=x.device)[:, None] + past  # [T, 1]
             mask = torch.arange(past + t, device=x.device)[None, :] <= rows  # [T, L+T]
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )  # [B, H, T, Dh]
-        out = out.transpose(1, 2).reshape(b, t, d)  # [B, T, D]
+            q.to(k.dtype),
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # [B, H, T, Dh], in the cache's dtype
+        out = out.transpose(1, 2).reshape(b, t, d).to(x.dtype)  # [B, T, D]
         return self.proj(out)
 
 

@@ -19,6 +19,7 @@ from museforge.models.modules import (
     KVCache,
     RotaryEmbedding,
     TransformerBlock,
+    attention_dtype,
     init_weights,
     make_norm,
     norm_function,
@@ -97,7 +98,11 @@ class TransformerLM(nn.Module):
 
     def new_cache(self) -> KVCache:
         """An empty cache sized for this model; buffers are allocated on first use (batch, dtype, device)."""
-        return KVCache(n_layers=self.config.n_layers, max_len=self.config.max_seq_len)
+        return KVCache(
+            n_layers=self.config.n_layers,
+            max_len=self.config.max_seq_len,
+            dtype=attention_dtype(self.tok_emb.weight),
+        )
 
     def forward(
         self, input_ids: Tensor, past_kv: KVCache | None = None, use_cache: bool = False
@@ -169,9 +174,9 @@ class IncrementalDecoder:
             qkv = F.linear(layer.norm1(x), layer.qkv, layer.qkv_bias)  # [B, 3D]
             qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
             qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
-            k, v = cache.update(i, qk[:, 1], qkv[:, 2])  # [B, H, L+1, Dh]
-            attn = F.scaled_dot_product_attention(qk[:, 0], k, v)  # [B, H, 1, Dh]
-            x = x + F.linear(attn.view(b, d), layer.proj, layer.proj_bias)  # [B, D]
+            k, v = cache.update(i, qk[:, 1], qkv[:, 2])  # [B, H, L+1, Dh], in the cache's dtype
+            attn = F.scaled_dot_product_attention(qk[:, 0].to(k.dtype), k, v)  # [B, H, 1, Dh]
+            x = x + F.linear(attn.view(b, d).to(x.dtype), layer.proj, layer.proj_bias)  # [B, D]
             h = F.gelu(F.linear(layer.norm2(x), layer.up, layer.up_bias))  # [B, F]
             x = x + F.linear(h, layer.down, layer.down_bias)  # [B, D]
         cache.advance(1)

@@ -33,6 +33,7 @@ class ServedModel:
             "family_label": self.family.label,
             "description": self.info.description,
             "parameters": self.info.parameters,
+            "precision": self.loaded.precision,
             "styles": self.info.styles,
             "operations": [
                 {
@@ -50,7 +51,7 @@ class ServedModel:
 class ModelCatalog:
     """Loads every servable checkpoint of a models folder at start-up; skipped ones are logged with a reason."""
 
-    def __init__(self, root: Path | None, device: str) -> None:
+    def __init__(self, root: Path | None, device: str, precision: str = "fp32") -> None:
         self.skipped: dict[str, str] = {}
         self.models: dict[str, ServedModel] = {}
         try:
@@ -70,7 +71,9 @@ class ModelCatalog:
                 family = FAMILIES.get(info.family)
                 if family is None:
                     raise CheckpointError(f"the app has no controls for the {info.family!r} family yet")
-                self.models[info.name] = ServedModel(info, family, get_model(path, device))
+                # fp16 is a REMI-Transformer option: the other families are served in fp32 whatever is set
+                wanted = precision if info.family == "transformer" else "fp32"
+                self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted))
             except (CheckpointError, ValueError, OSError) as exc:
                 self.skipped[path.name] = str(exc)
                 log.warning("model %s not served: %s", path.name, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ class Settings(BaseSettings):
     mongo_uri: str | None = Field(None, description="Use MongoDB at this URI instead of the embedded SQLite.")
     mongo_db: str = "museforge"
     device: str = "cpu"
+    precision: Literal["fp32", "fp16", "auto"] = Field(
+        "auto", description="REMI Transformer weights while sampling (auto: fp16 where it matches fp32)."
+    )
     workers: int = Field(2, ge=1, le=64, description="Generation jobs run at once.")
     torch_threads: int = Field(0, ge=0, description="Torch threads per process (0: cores / workers).")
     max_attempts: int = Field(2, ge=1, description="Runs of a job before a restart gives it up.")
