@@ -6,9 +6,10 @@
    its audio: throughput, p50/p95 latency, errors, and lost jobs (created but neither done nor failed at the
    end; goal 0 and 0).
 
-The server is the real app (uvicorn, the embedded SQLite store in a temporary var folder, the in-process worker
-pool); the per-visitor rate limit is raised for the run so the load is not refused. Everything is bounded by
-``--timeout``.
+The server is the real app as `museforge serve` runs it, in its own process (uvicorn, the embedded SQLite store in
+a temporary var folder, the in-process worker pool), so the clients here do not share its interpreter. Clients
+follow a job as the pages do, with ``GET /api/v1/jobs/{id}?wait=10``, which answers when the job changes. The
+per-visitor rate limit is raised for the run so the load is not refused. Everything is bounded by ``--timeout``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,27 +28,37 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from museforge.store import open_repository
-from museforge.web import Settings, create_app
 
 
-def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
+def start_server(var: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """`museforge serve` on a free loopback port, with this run's settings; returns once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    env = {
+        **os.environ,
+        "MUSEFORGE_RATE_LIMIT_JOBS": "10000",
+        "MUSEFORGE_MAX_BARS": str(max(64, args.bars)),
+    }
+    command = [sys.executable, "-m", "museforge", "serve", "--port", str(port), "--var", str(var)]
+    command += ["--workers", str(args.workers)]
+    if args.models_dir is not None:
+        command += ["--models-dir", str(args.models_dir)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server did not start in 120 s")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{base}/api/v1/models", timeout=5).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"the server did not start: {server.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
 
 
 def one_song(
@@ -60,8 +73,7 @@ def one_song(
     while job["status"] not in ("done", "failed"):
         if time.monotonic() > deadline:
             return time.perf_counter() - start, "timed out", job["id"]
-        time.sleep(0.02)
-        job = client.get(job["url"]).json()
+        job = client.get(job["url"], params={"wait": 10}).json()
     if job["status"] == "failed":
         return time.perf_counter() - start, f"job failed: {job['error']}", job["id"]
     audio = client.get(f"/api/v1/songs/{job['song_ids'][0]}/audio.ogg")
@@ -89,11 +101,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="museforge-bench-") as tmp:
         var = Path(tmp) / "var"
-        settings = Settings(
-            _env_file=None, var_dir=var, models_dir=args.models_dir, workers=args.workers,
-            rate_limit_jobs=10_000, max_bars=max(64, args.bars),
-        )  # fmt: skip
-        server, thread, base = start_server(settings)
+        server, base = start_server(var, args)
         body = {"bars": args.bars, **({"model": args.model} if args.model else {})}
         try:
             client, token = session(base)
@@ -125,8 +133,8 @@ def main() -> None:
                 list(pool.map(visitor, range(args.clients)))
             wall = time.perf_counter() - start
         finally:
-            server.should_exit = True
-            thread.join(60)
+            server.terminate()
+            server.wait(60)
         repo = open_repository(var)
         ids = [job_id for _, _, job_id in results if job_id]
         lost = sum(

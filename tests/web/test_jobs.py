@@ -1,13 +1,16 @@
 """Jobs survive restarts: a job a killed server left running is re-queued and finished (or failed with a reason
-once its attempts are used up), and a server stopping mid-job puts the job back in the queue."""
+once its attempts are used up), and a server stopping mid-job puts the job back in the queue. Following a job
+with ``?wait`` answers when it changes."""
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from museforge.store import open_repository
 from museforge.store.repository import interrupted_reason
 from museforge.web import create_app
+from museforge.web.jobs import song_title
 from web.conftest import api_token, make_settings
 
 
@@ -92,3 +95,40 @@ def test_long_songs_encode_to_ogg():
     data = render_audio(score, ".ogg")
     audio, rate = soundfile.read(io.BytesIO(data))
     assert data.startswith(b"OggS") and len(audio) / rate > 60
+
+
+def test_waiting_on_a_job_answers_each_time_it_changes(client):
+    """With ``?wait`` every answer while the job runs is news (another status or progress than the answer
+    before), and the last one is its end: a client follows a job without polling."""
+    h = api_token(client)
+    job = client.post("/api/v1/jobs", json={"style": "folk", "bars": 4, "seed": 1}, headers=h).json()
+    answers = [job]
+    while answers[-1]["status"] not in ("done", "failed"):
+        answers.append(client.get(f"{job['url']}?wait=30").json())
+    states = [(a["status"], a["progress"]) for a in answers]
+    assert states[-1] == ("done", 1.0) and len(set(states)) == len(states), states
+    assert client.get(f"{job['url']}?wait=30").json()["status"] == "done"  # an ended job answers at once
+
+
+def test_waiting_on_a_job_that_does_not_change_answers_when_the_wait_is_over(tmp_path, models_folder):
+    settings = make_settings(tmp_path / "var", models_folder, max_seconds=3600)  # one worker
+    with TestClient(create_app(settings)) as client:
+        h = api_token(client)
+        client.post("/api/v1/jobs", json={"model": "performance-rnn", "seconds": 3600}, headers=h)
+        queued = client.post("/api/v1/jobs", json={"style": "folk", "bars": 1}, headers=h).json()
+        answer = client.get(f"{queued['url']}?wait=0.5").json()
+        assert (answer["status"], answer["progress"]) == ("queued", 0.0)
+
+
+@pytest.mark.parametrize("wait", ["-1", "31", "soon"])
+def test_a_bad_wait_is_refused(client, wait):
+    h = api_token(client)
+    job = client.post("/api/v1/jobs", json={"style": "folk", "bars": 1}, headers=h).json()
+    r = client.get(f"{job['url']}?wait={wait}")
+    assert r.status_code == 422 and "wait" in r.text
+
+
+def test_song_titles_count_bars_and_seconds():
+    assert song_title({"style": "folk", "bars": 1, "seed": 3}, "transformer") == "Folk, 1 bar, seed 3"
+    assert song_title({"style": "folk", "bars": 16, "seed": 3}, "transformer") == "Folk, 16 bars, seed 3"
+    assert song_title({"seconds": 20.0, "seed": 1}, "performance_rnn") == "Piano, 20 s, seed 1"

@@ -7,12 +7,14 @@ stored."""
 import music21
 import pytest
 import symusic
+from fastapi.testclient import TestClient
 
 from conftest import FIXTURES
 from museforge.data.formats import load_score
 from museforge.tokenizers import build_tokenizer
 from museforge.training.vae import bar_classes_from_tokens
-from web.conftest import api_token, csrf, finished_job, song_midi, upload, wait_job
+from museforge.web import create_app
+from web.conftest import api_token, csrf, finished_job, make_settings, song_midi, upload, wait_job
 
 REMI = build_tokenizer("remi")  # the tokenizer the tiny model was trained with
 
@@ -181,3 +183,26 @@ def test_bad_restyle_requests_are_refused_and_store_nothing(client, body, messag
     assert (
         client.get("/api/v1/jobs").json()["jobs"] == [] and client.get("/api/v1/songs").json()["songs"] == []
     )
+
+
+def test_restyle_is_bounded_by_the_bars_one_job_may_play(tmp_path, models_folder):
+    """Re-styled bars are played again, so a long upload cannot ask for more of them than max_bars."""
+    with TestClient(create_app(make_settings(tmp_path / "var", models_folder, max_bars=2))) as client:
+        h = api_token(client)
+        up = upload(client, h, "melody.mid", (FIXTURES / "single_track.mid").read_bytes())
+        request = {
+            "model": "musemorphose",
+            "operation": "restyle",
+            "source_upload": up["id"],
+            "rhythm_shift": 1,
+        }
+        r = client.post("/api/v1/jobs", json=request, headers=h)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == (
+            "this would re-style 4 bars, more than the 2 one job may play: pick the bars with restyle_bars, "
+            "e.g. '1-16'"
+        )
+        assert client.get("/api/v1/jobs").json()["jobs"] == []
+        r = client.post("/api/v1/jobs", json={**request, "restyle_bars": "3-4"}, headers=h)
+        assert r.status_code == 202, r.text
+        assert wait_job(client, r.json()["id"])["status"] == "done"

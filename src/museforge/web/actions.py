@@ -46,7 +46,7 @@ def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
         try:
             source = source_score(services.repo, services.files, params)
             assert source is not None  # needs_source: one of the two was given and is owned
-            served.family.check_source(params, source, served.loaded)
+            served.family.check_source(params, source, served.loaded, services.limits)
         except RequestError as exc:
             raise HTTPException(422, str(exc)) from exc
     s = services.settings

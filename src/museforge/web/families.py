@@ -146,7 +146,7 @@ class Family:
     check: Callable[[JobRequest, ModelInfo, Limits], dict[str, Any]]  # -> job parameters
     run: Callable[[LoadedModel, dict[str, Any], symusic.Score | None, ProgressFn], list[GeneratedSong]]
     # checks job parameters against the source piece at submission (raises RequestError), where that matters
-    check_source: Callable[[dict[str, Any], symusic.Score, LoadedModel], None] | None = None
+    check_source: Callable[[dict[str, Any], symusic.Score, LoadedModel, Limits], None] | None = None
 
     def operation(self, name: str) -> Operation:
         for op in self.operations:
@@ -372,7 +372,9 @@ def _musegan_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str
     }  # fmt: skip
 
 
-def _musegan_check_source(params: dict[str, Any], source: symusic.Score, loaded: LoadedModel) -> None:
+def _musegan_check_source(
+    params: dict[str, Any], source: symusic.Score, loaded: LoadedModel, limits: Limits
+) -> None:
     """Every kept track must exist in the piece and hold notes the model's roll can show."""
     tok = loaded.tokenizer
     names = [t.name for t in tok.config.tracks]
@@ -544,14 +546,22 @@ def _morph_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, 
     }  # fmt: skip
 
 
-def _morph_check_source(params: dict[str, Any], source: symusic.Score, loaded: LoadedModel) -> None:
-    """A piece to re-style must hold notes and the bars asked for, and no more classes than re-styled bars."""
+def _morph_check_source(
+    params: dict[str, Any], source: symusic.Score, loaded: LoadedModel, limits: Limits
+) -> None:
+    """A piece to re-style must hold notes and the bars asked for, no more of them than a generation may have
+    (`Limits.max_bars`: re-styled bars are re-played one by one), and no more classes than re-styled bars."""
     if params["operation"] != "restyle":
         return
     n_bars = len(loaded.tokenizer.encode(source).bar_starts)
     if n_bars == 0:
         raise RequestError("cannot re-style this piece: it holds no notes")
     selected = len(_restyled(params["restyle_bars"], n_bars))
+    if selected > limits.max_bars:
+        raise RequestError(
+            f"this would re-style {selected} bars, more than the {limits.max_bars} one job may play: "
+            "pick the bars with restyle_bars, e.g. '1-16'"
+        )
     for attr in ("rhythm", "polyphony"):
         if params[attr] is not None and len(params[attr]) > selected:
             raise RequestError(

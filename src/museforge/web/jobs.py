@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from typing import Protocol
 
 import symusic
@@ -30,6 +31,7 @@ from museforge.web.families import PITCH_CLASSES, RequestError
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3  # progress writes per job at most this often
 GENERATION_SHARE = 0.85  # of the progress bar; rendering and storing take the rest
+WATCHED_JOBS = 10_000  # jobs whose change counters a process keeps
 
 
 class JobQueue(Protocol):
@@ -40,7 +42,33 @@ class JobQueue(Protocol):
     def notify(self) -> None:
         """A job was queued: wake a worker."""
 
+    def version(self, job_id: str) -> int:
+        """A number that grows whenever a worker of this process changes the job (progress, done, failed, put
+        back): a request waiting on a job watches it instead of reading the store. A queue whose workers run
+        elsewhere may return 0 always; waiting requests then fall back to reading the store every second."""
+
     def stop(self, timeout: float = 30.0) -> None: ...
+
+
+class JobWatch:
+    """Per-job change counters, bumped by the workers and read by waiting requests (see `JobQueue.version`).
+
+    Only the most recently changed `WATCHED_JOBS` are kept, so a long-running server's map stays small; a job
+    dropped from it reads as 0, which at worst wakes its (by then long-gone) waiters early.
+    """
+
+    def __init__(self) -> None:
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def bump(self, job_id: str) -> None:
+        with self._lock:
+            self._versions[job_id] = self._versions.pop(job_id, 0) + 1
+            if len(self._versions) > WATCHED_JOBS:
+                self._versions.popitem(last=False)
+
+    def version(self, job_id: str) -> int:
+        return self._versions.get(job_id, 0)
 
 
 class Stopping(Exception):
@@ -54,7 +82,8 @@ def song_title(params: dict, family: str) -> str:
         return f"{what} accompaniment, seed {params.get('seed')}"
     if params.get("operation") == "restyle":  # the source's bars, re-played
         return f"{what} re-styled, seed {params.get('seed')}"
-    length = f"{params['bars']} bars" if params.get("bars") else f"{params.get('seconds', 0):g} s"
+    bars = params.get("bars")
+    length = f"{bars} bar{'s' * (bars != 1)}" if bars else f"{params.get('seconds', 0):g} s"
     return f"{what}, {length}, seed {params.get('seed')}"
 
 
@@ -89,6 +118,7 @@ class JobExecutor:
     def __init__(self, repo: Repository, files: FileStore, catalog: ModelCatalog) -> None:
         self.repo, self.files, self.catalog = repo, files, catalog
         self.stopping = threading.Event()
+        self.watch = JobWatch()
 
     def _store(self, job: Job, song: GeneratedSong, family: str) -> Song:
         """Write one song's files (MIDI, OGG, piano roll); the song becomes visible only with its job."""
@@ -121,6 +151,14 @@ class JobExecutor:
 
     def run(self, job: Job) -> None:
         last = [0.0]
+        shown = [job.progress]
+
+        def show(value: float) -> None:
+            """Store a new progress value (an unchanged one is not news: no write, no wake-up)."""
+            if value != shown[0]:
+                shown[0] = value
+                self.repo.set_progress(job_id=job.id, progress=value)
+                self.watch.bump(job.id)
 
         def progress(fraction: float) -> None:
             if self.stopping.is_set():
@@ -128,13 +166,14 @@ class JobExecutor:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY_S:
                 last[0] = now
-                self.repo.set_progress(job_id=job.id, progress=fraction * GENERATION_SHARE)
+                show(fraction * GENERATION_SHARE)
 
+        self.watch.bump(job.id)  # claimed: it is running now
         try:
             served = self.catalog.get(job.model)
             source = source_score(self.repo, self.files, job.params)
             generated = served.family.run(served.loaded, job.params, source, progress)
-            self.repo.set_progress(job_id=job.id, progress=GENERATION_SHARE)
+            show(GENERATION_SHARE)
             songs = [self._store(job, g, served.family.name) for g in generated]
             self.repo.finish_job(job_id=job.id, songs=songs)
         except Stopping:
@@ -145,6 +184,8 @@ class JobExecutor:
         except Exception as exc:  # a bug must fail the job visibly, never leave it running forever
             log.exception("job %s failed", job.id)
             self.repo.fail_job(job_id=job.id, error=f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.watch.bump(job.id)
 
 
 class ThreadJobQueue:
@@ -167,6 +208,9 @@ class ThreadJobQueue:
         with self._wake:
             self._pending += 1
             self._wake.notify()
+
+    def version(self, job_id: str) -> int:
+        return self.executor.watch.version(job_id)
 
     def _loop(self) -> None:
         while not self.executor.stopping.is_set():

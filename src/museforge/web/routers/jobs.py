@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
 from museforge.store import Job
 from museforge.web.actions import own_job, submit_job
@@ -10,6 +15,9 @@ from museforge.web.deps import ApiWriterDep, ServicesDep, VisitorDep
 from museforge.web.families import JobRequest
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+MAX_WAIT_S = 30.0
+WAIT_STEP_S = 0.05  # how often a waiting request looks at the job's change counter (in memory)
+STORE_RECHECK_S = 1.0  # and at the store, for jobs that workers of another process run
 
 
 def job_json(job: Job) -> dict:
@@ -45,5 +53,33 @@ def list_jobs(services: ServicesDep, visitor: VisitorDep, limit: int = 50) -> di
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, services: ServicesDep, visitor: VisitorDep) -> dict:
-    return job_json(own_job(services, visitor, job_id))
+async def get_job(
+    job_id: str,
+    services: ServicesDep,
+    visitor: VisitorDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to hold the answer until the job changes (progress, done, failed); 0 answers "
+            "at once. Following a job with wait=10 hears of its end at once, without polling.",
+        ),
+    ] = 0.0,
+) -> dict:
+    job = await run_in_threadpool(own_job, services, visitor, job_id)
+    if wait > 0 and job.status in ("queued", "running"):
+        seen = services.queue.version(job_id)
+        state = (job.status, job.progress)
+        now = time.monotonic()
+        deadline, next_read = now + wait, now + STORE_RECHECK_S
+        while now < deadline and services.queue.version(job_id) == seen:
+            if now >= next_read:
+                fresh = await run_in_threadpool(own_job, services, visitor, job_id)
+                if (fresh.status, fresh.progress) != state:
+                    break
+                next_read = now + STORE_RECHECK_S
+            await asyncio.sleep(WAIT_STEP_S)
+            now = time.monotonic()
+        job = await run_in_threadpool(own_job, services, visitor, job_id)
+    return job_json(job)

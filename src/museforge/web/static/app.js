@@ -70,15 +70,20 @@ async function followJob() {
   if (!box || !["queued", "running"].includes(box.dataset.status)) return;
   const bar = box.querySelector("#job-progress");
   const status = box.querySelector("#job-status");
+  const pause = () => new Promise((r) => setTimeout(r, 1000));
   for (;;) {
-    await new Promise((r) => setTimeout(r, 400));
     let job;
     try {
-      const res = await fetch(`/api/v1/jobs/${box.dataset.job}`, { credentials: "same-origin" });
-      if (!res.ok) continue;
+      // the server holds the answer until the job changes, so the page hears of the end at once
+      const res = await fetch(`/api/v1/jobs/${box.dataset.job}?wait=10`, { credentials: "same-origin" });
+      if (!res.ok) {
+        await pause();
+        continue;
+      }
       job = await res.json();
     } catch (e) {
-      continue; // the server restarting: keep waiting, the job is kept
+      await pause(); // the server restarting: keep waiting, the job is kept
+      continue;
     }
     bar.value = job.progress;
     status.textContent = job.status === "queued" ? "waiting for a free worker…" : `${Math.round(job.progress * 100)} %`;
