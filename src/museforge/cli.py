@@ -689,16 +689,14 @@ def transfer(
     melody and harmony."""
     import time
 
-    from museforge.generation.api import get_model
-    from museforge.generation.musemorphose import transfer as morph
+    from museforge.generation.api import get_model, restyle_song
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()
     try:
         loaded = get_model(model, select_device(device))
-        result = morph(
-            loaded.checkpoint.model,
-            loaded.tokenizer,
+        (song,) = restyle_song(
+            loaded,
             piece,
             rhythm=_shift_or_classes(rhythm, "rhythm"),
             polyphony=_shift_or_classes(polyphony, "polyphony"),
@@ -711,11 +709,18 @@ def transfer(
         )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
-    path = result.save_midi(out)
+    path = song.save_midi(out)
+    rhythm_classes, polyphony_classes = (list(c) for c in zip(*song.params["attributes"], strict=True))
     console.print(
-        f"[bold green]wrote[/] {path} ({len(result.rhythm)} bars; rhythm {result.rhythm}, "
-        f"polyphony {result.polyphony}) in {time.perf_counter() - start:.1f} s"
+        f"[bold green]wrote[/] {path} ({song.params['source_bars']} bars; rhythm {rhythm_classes}, "
+        f"polyphony {polyphony_classes}; seed {song.params['seed']}) in {time.perf_counter() - start:.1f} s"
     )
+    check = song.originality
+    if check is not None and check.near_copy:
+        console.print(
+            f"[bold yellow]warning:[/] the re-styled bars are a near-copy of the training data (longest copied "
+            f"run {check.result.longest_run} notes)"
+        )
 
 
 @app.command("interpolate")

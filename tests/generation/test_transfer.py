@@ -14,10 +14,13 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
-from museforge.generation.api import generate_song, get_model
+from museforge.generation.api import generate_song, get_model, restyle_song
 from museforge.generation.musemorphose import continue_piece, generate, interpolate, transfer
 from museforge.generation.musemorphose_eval import evaluate_transfer, reconstruction_nll
+from museforge.metrics.originality import OriginalityIndex
 from museforge.metrics.transfer import bar_similarity
+from museforge.models import TransformerConfig, TransformerLM
+from museforge.models.checkpoint import save_checkpoint
 from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.attributes import AttributeBoundaries, bar_bounds
 from museforge.training.recipes import prepare_training
@@ -202,6 +205,34 @@ def test_generate_song_dispatches_musemorphose(trained):
     assert kept == primer.ids[primer.bar_starts[0] : primer.bar_starts[2]].tolist()
     with pytest.raises(ValueError, match="is a MuseMorphose"):
         generate_song(loaded, seconds=5.0)
+
+
+def test_restyle_song_samples_variants_and_judges_only_the_replayed_bars(trained, tmp_path):
+    """Sample i is `transfer` with seed + i; the originality check sees only the re-played bar, so a piece
+    indexed as training data is not called a copy for the bars the user brought."""
+    model, tok, ckpt, pieces = trained
+    piece = pieces[0]
+    index, _ = OriginalityIndex.from_files([piece], source="the piece itself")
+    songs = restyle_song(
+        get_model(ckpt), piece, rhythm=+2, bars=[1], seed=5, num_samples=2, originality_index=index
+    )
+    for i, song in enumerate(songs):
+        same = transfer(model, tok, piece, rhythm=+2, bars=[1], seed=5 + i)
+        assert song.tokens == same.tokens and song.params["attributes"] == [
+            [r, p] for r, p in zip(same.rhythm, same.polyphony, strict=True)
+        ]
+        assert song.params["restyled_bars"] == [1] and song.params["sample"] == i
+        bar_at = [j for j, t in enumerate(song.tokens) if t == tok.bar_id] + [len(song.tokens)]
+        assert song.new_tokens == bar_at[2] - bar_at[1]
+        assert song.originality is not None and song.originality.index_source == "the piece itself"
+    whole = restyle_song(get_model(ckpt), piece, rhythm=+2, keep_other_bars=False, seed=5)[0]
+    assert whole.new_tokens == len(whole.tokens) - whole.tokens.index(tok.bar_id)
+    lm = TransformerLM(TransformerConfig.preset("tiny", vocab_size=tok.vocab_size))
+    other = save_checkpoint(tmp_path / "lm", lm, tokenizer=tok.state_dict(), step=0, metrics={})
+    with pytest.raises(ValueError, match=r"\(transformer\) cannot re-style: use a MuseMorphose"):
+        restyle_song(other, piece)
+    with pytest.raises(ValueError, match=r"piece .*nothing\.mid does not exist"):
+        restyle_song(get_model(ckpt), tmp_path / "nothing.mid")
 
 
 def test_cli_evaluate_transfer(trained, tmp_path):

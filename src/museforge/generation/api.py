@@ -8,7 +8,8 @@ scores. It knows each family's conditioning:
 * Performance RNN: the length is counted in seconds of TIME_SHIFT events (a mask keeps the last shift from
   overshooting), and Magenta's density / pitch-class controls are fed to every step;
 * MuseMorphose: bars from the prior with the per-bar plan as the decoder's attribute classes, led by the style;
-  a primer is encoded and continued (`museforge.generation.musemorphose`).
+  a primer is encoded and continued (`museforge.generation.musemorphose`); ``restyle_song(model, piece, ...)``
+  re-plays a piece's bars with shifted or new attribute classes.
 
 Loaded models are cached (`get_model`), so a server pays the load once. Devices and precision are chosen by the
 caller.
@@ -42,6 +43,7 @@ from museforge.generation.musegan import (
 )
 from museforge.generation.musemorphose import continue_piece, scaled_progress
 from museforge.generation.musemorphose import generate as morph_generate
+from museforge.generation.musemorphose import transfer as morph_transfer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.metrics.originality import OriginalityIndex, OriginalityResult, check_originality, is_near_copy
 from museforge.models.checkpoint import Checkpoint, load_checkpoint
@@ -287,16 +289,16 @@ def attribute_plan(
     return [None if a is None and b is None else (a, b) for a, b in zip(r, p, strict=True)]
 
 
-def _read_primer(primer: str | Path | symusic.Score) -> symusic.Score:
+def _read_primer(primer: str | Path | symusic.Score, what: str = "primer") -> symusic.Score:
     if isinstance(primer, symusic.Score):
         return primer
     path = Path(primer)
     if not path.is_file():
-        raise ValueError(f"primer {path} does not exist")
+        raise ValueError(f"{what} {path} does not exist")
     try:
         return load_score(path)
     except Exception as exc:  # every reader has its own errors; the caller needs to know which file failed
-        raise ValueError(f"cannot read primer {path}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(f"cannot read {what} {path}: {type(exc).__name__}: {exc}") from exc
 
 
 # ---- REMI ------------------------------------------------------------------------------------------------------
@@ -846,3 +848,64 @@ __all__ = [
     "generate_song",
     "get_model",
 ]
+
+
+def restyle_song(
+    model: str | Path | LoadedModel,
+    piece: str | Path | symusic.Score,
+    *,
+    rhythm: int | Sequence[int | None] | None = None,
+    polyphony: int | Sequence[int | None] | None = None,
+    bars: Sequence[int] | None = None,
+    keep_other_bars: bool = True,
+    style: str | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    num_samples: int = 1,
+    progress: ProgressFn | None = None,
+    originality_index: OriginalityIndex | str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> list[GeneratedSong]:
+    """Re-style ``piece`` with a MuseMorphose: sample i re-plays the chosen ``bars`` (0-based, default all) from
+    their own latents with ``rhythm``/``polyphony`` shifted (an int) or set (one class per chosen bar, ``None``
+    keeping a bar's own), seeded ``seed + i`` (see `museforge.generation.musemorphose.transfer`). The originality
+    check judges only the re-played bars when the others are kept: those are the user's own music.
+    """
+    loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
+    net, tok = loaded.checkpoint.model, loaded.tokenizer
+    if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
+        raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    source = _read_primer(piece, "piece")
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    index, index_source = _originality(loaded, originality_index)
+    songs = []
+    for i in range(num_samples):
+        start = time.perf_counter()
+        morphed = morph_transfer(
+            net, tok, source, rhythm=rhythm, polyphony=polyphony, bars=bars, keep_other_bars=keep_other_bars,
+            style=style, seed=seed + i, temperature=temperature, top_p=top_p,
+            progress=None if progress is None else scaled_progress(progress, i / num_samples, 1 / num_samples),
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        n_bars = len(morphed.rhythm)
+        chosen = range(n_bars) if bars is None or not keep_other_bars else sorted(set(bars))
+        bar_at = [j for j, t in enumerate(morphed.tokens) if t == tok.bar_id] + [len(morphed.tokens)]
+        new = [t for b in chosen for t in morphed.tokens[bar_at[b] : bar_at[b + 1]]]
+        check = None
+        if index is not None:
+            result = check_originality(tok.decode(new), index)
+            check = OriginalityCheck(result, is_near_copy(result), index_source)
+        params = {
+            "model": loaded.name, "family": loaded.family, "style": style, "seed": seed, "sample": i,
+            "source_bars": n_bars, "restyled_bars": [int(b) for b in chosen],
+            "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
+        }  # fmt: skip
+        songs.append(
+            GeneratedSong(morphed.score, morphed.tokens, loaded.name, params, elapsed, len(new), check)
+        )
+    if progress is not None:
+        progress(1.0)
+    return songs

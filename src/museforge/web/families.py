@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -24,19 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from museforge.generation.api import (
     GeneratedSong,
     LoadedModel,
-    OriginalityCheck,
     attribute_plan,
     generate_song,
+    restyle_song,
 )
 from museforge.generation.musegan import given_rolls, parse_track_map
-from museforge.generation.musemorphose import scaled_progress, transfer
-from museforge.metrics.originality import check_originality, is_near_copy
 from museforge.models.checkpoint import CONFIG_FILE
-from museforge.models.musemorphose import MuseMorphose, MuseMorphoseConfig
+from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.models.performance_rnn import DENSITY_BINS, N_DENSITY_CLASSES
-from museforge.models.zoo import ORIGINALITY_FILE, ModelInfo
+from museforge.models.zoo import ModelInfo
 from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
-from museforge.tokenizers.remi import RemiTokenizer
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAX_SEED = 2**31 - 1
@@ -573,41 +569,19 @@ def _morph_check_source(
 def _restyle_run(
     loaded: LoadedModel, params: dict[str, Any], source: symusic.Score, progress: ProgressFn
 ) -> list[GeneratedSong]:
-    """Each sample re-generates the chosen bars from their own latents with the new classes (`transfer`); the
-    originality check judges only those bars, the others being the visitor's own music."""
-    model, tok = loaded.checkpoint.model, loaded.tokenizer
-    assert isinstance(model, MuseMorphose) and isinstance(tok, RemiTokenizer)
-    n_bars = len(tok.encode(source).bar_starts)
+    """The request's bars and classes (a shift, or classes for the first re-styled bars) for `restyle_song`."""
+    n_bars = len(loaded.tokenizer.encode(source).bar_starts)
     selected = _restyled(params["restyle_bars"], n_bars)
     changes = {
         attr: params[f"{attr}_shift"] if params[attr] is None
         else [*params[attr], *[None] * (len(selected) - len(params[attr]))]
         for attr in ("rhythm", "polyphony")
     }  # fmt: skip
-    index, k = loaded.originality_index, params["num_samples"]
-    songs = []
-    for i in range(k):
-        start = time.perf_counter()
-        morphed = transfer(
-            model, tok, source, **changes, bars=selected, style=params["style"], seed=params["seed"] + i,
-            temperature=params["temperature"], top_p=params["top_p"],
-            progress=scaled_progress(progress, i / k, 1 / k),
-        )  # fmt: skip
-        elapsed = time.perf_counter() - start
-        bar_at = [j for j, t in enumerate(morphed.tokens) if t == tok.bar_id] + [len(morphed.tokens)]
-        new = [t for b in selected for t in morphed.tokens[bar_at[b] : bar_at[b + 1]]]
-        check = None
-        if index is not None:
-            result = check_originality(tok.decode(new), index)
-            check = OriginalityCheck(result, is_near_copy(result), str(loaded.path / ORIGINALITY_FILE))
-        song_params = {
-            "model": loaded.name, "family": "musemorphose", "source_bars": n_bars, "sample": i,
-            "attributes": [[r, p] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
-        }  # fmt: skip
-        songs.append(
-            GeneratedSong(morphed.score, morphed.tokens, loaded.name, song_params, elapsed, len(new), check)
-        )
-    return songs
+    return restyle_song(
+        loaded, source, **changes, bars=selected, style=params["style"], seed=params["seed"],
+        temperature=params["temperature"], top_p=params["top_p"], num_samples=params["num_samples"],
+        progress=progress,
+    )  # fmt: skip
 
 
 def _morph_run(
