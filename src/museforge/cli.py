@@ -888,6 +888,31 @@ def models_ship(
     console.print(f"[bold green]shipped[/] {dest} (card: {dest / 'MODEL_CARD.md'})")
 
 
+@models_app.command("resample")
+def models_resample(
+    model: Annotated[str, typer.Argument(help="A shipped model name or a shipped model's folder.")],
+    data: Annotated[Path, typer.Option(help="The dataset the model trained on (for its test split).")],
+    samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
+    precision: Annotated[
+        str, typer.Option(help="Sample as the app does (auto), or in fp32 / fp16.")
+    ] = "auto",
+) -> None:
+    """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and
+    evaluation/), keeping the rest: for when sampling changed since the model was shipped."""
+    from museforge.lab.model_card import ShipOptions, resample_card
+    from museforge.models.zoo import resolve_model
+
+    try:
+        folder = resolve_model(model)
+        options = ShipOptions(name=folder.name, description="", hardware="", n_samples=samples)
+        card = resample_card(
+            folder, data, options, precision, log=lambda message: console.print(f"[dim]{message}[/]")
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"[bold green]re-measured[/] {card}")
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine).")] = "127.0.0.1",

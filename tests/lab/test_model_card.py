@@ -92,6 +92,30 @@ def test_ship_writes_a_measured_card_and_a_usable_model(run, tmp_path, monkeypat
     assert song.score.note_num() > 0
 
 
+def test_resample_rewrites_only_the_samples_part_of_a_card(run, tmp_path):
+    data, out = run
+    ship = ["models", "ship", str(out), "--name", "tiny-remi", "--data", str(data), "--description", "Tiny.",
+            "--hardware", "2-core CPU", "--models-root", str(tmp_path), "--samples", "2"]  # fmt: skip
+    assert runner.invoke(app, ship).exit_code == 0
+    shipped = tmp_path / "tiny-remi"
+    before = (shipped / "MODEL_CARD.md").read_text()
+    result = runner.invoke(app, ["models", "resample", str(shipped), "--data", str(data), "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    after = (shipped / "MODEL_CARD.md").read_text()
+    head = "## Samples against held-out music"
+    assert after.split(head)[0] == before.split(head)[0]  # data, training, likelihood: as shipped
+    assert after.split("## Config")[1] == before.split("## Config")[1]
+    report = json.loads((shipped / "evaluation" / "report.json").read_text())
+    assert report["n_generated"] == 3
+    samples = after.split(head)[1].split("## Config")[0]
+    assert "Re-measured" in samples and "3 samples (16 bars each" in samples
+    assert f"overlap {report['overall']['overlap']:.3f}" in samples
+    assert "fp16 weights" in samples.split("## Sampling speed")[1]  # drawn as the app draws them
+    (shipped / "MODEL_CARD.md").write_text("A card without sections.\n")
+    result = runner.invoke(app, ["models", "resample", str(shipped), "--data", str(data), "--samples", "1"])
+    assert result.exit_code == 2 and "no '## Samples against held-out music' section" in result.output
+
+
 def test_score_samples_the_split_evenly_and_breaks_it_down_by_style(run, tmp_path):
     """`museforge score`: a seeded sample past --max-pieces, per-style NLLs that add up to the overall one."""
     data, out = run

@@ -38,7 +38,7 @@ from museforge.models.musegan import MuseGAN
 from museforge.models.musemorphose import MuseMorphose
 from museforge.models.performance_rnn import controls_for_events
 from museforge.models.scoring import ModelScorer
-from museforge.models.zoo import CARD_FILE
+from museforge.models.zoo import CARD_FILE, ORIGINALITY_FILE
 from museforge.tokenizers import PerformanceTokenizer
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.tokenizers.remi import RemiTokenizer
@@ -46,6 +46,8 @@ from museforge.training.gan import musegan_tables
 from museforge.training.recipes import recipe
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+SAMPLES_HEADING = "## Samples against held-out music"
+SPEED_HEADING = "## Sampling speed"
 Log = Callable[[str], None]
 
 
@@ -231,32 +233,7 @@ def ship_model(
             log("scoring the test split")
             likelihood = heldout_likelihood(staging, data_dir, options.max_test_pieces)
 
-        log(f"sampling {options.n_samples} pieces")
-        loaded = get_model(staging)
-        samples_dir = Path(tempfile.mkdtemp(prefix="museforge-samples-"))
-        sampled_tokens, sampled_bars, sample_seconds = 0, 0, 0.0
-        for i, style in enumerate(_styles_for_samples(data_dir, loaded.styles, options.n_samples)):
-            length = (
-                {"bars": options.bars}
-                if ckpt.model_name in ("transformer", "musegan", "musemorphose")
-                else {"seconds": options.seconds}
-            )
-            song = generate_song(
-                loaded, style=style, seed=options.seed + i, originality_index=index, **length
-            )[0]
-            song.save_midi(samples_dir / f"sample-{i:03d}.mid")
-            sampled_tokens += song.new_tokens
-            sampled_bars += options.bars
-            sample_seconds += song.seconds
-
-        log("evaluating the samples against the test split")
-        layout = loaded.tokenizer.config if is_gan else None  # a MuseGAN's table in its own tracks
-        evaluation = evaluate_folder(
-            samples_dir, f"{data_dir}:test", staging / "evaluation", index=index, roll_config=layout
-        )
-        shutil.rmtree(samples_dir, ignore_errors=True)
-        for heavy in (staging / "evaluation").glob("*.png"):  # the HTML embeds the plots already
-            heavy.unlink()
+        evaluation, sampling = sample_and_evaluate(staging, data_dir, index, options, log=log)
 
         if not options.command and (run_dir / "run.json").exists():
             options.command = train_command(json.loads((run_dir / "run.json").read_text()))
@@ -269,12 +246,7 @@ def ship_model(
             training_summary(run_dir),
             likelihood,
             evaluation.report,
-            sampling={
-                # a GAN writes whole phrases, not tokens: its speed is in bars
-                "rate": round((sampled_bars if is_gan else sampled_tokens) / max(sample_seconds, 1e-9), 1),
-                "unit": "bars/s" if is_gan else "tokens/s",
-                "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
-            },
+            sampling=sampling,
             parameters=sum(p.numel() for p in ckpt.model.parameters()),
             musegan=gan_tables,
             musemorphose=morph,
@@ -292,6 +264,87 @@ def ship_model(
         return dest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def sample_and_evaluate(
+    model_dir: Path,
+    data_dir: Path,
+    index: OriginalityIndex,
+    options: ShipOptions,
+    precision: str = "fp32",
+    log: Log = print,
+) -> tuple[Any, dict[str, Any]]:
+    """Sample ``options.n_samples`` pieces from the checkpoint in ``model_dir`` (styles in proportion to the
+    training data, seeds ``options.seed + i``), evaluate them against the test split into
+    ``model_dir/evaluation``, and return the evaluation and the sampling speed for the card."""
+    log(f"sampling {options.n_samples} pieces")
+    loaded = get_model(model_dir, precision=precision)
+    is_gan = loaded.family == "musegan"
+    samples_dir = Path(tempfile.mkdtemp(prefix="museforge-samples-"))
+    try:
+        sampled_tokens, sampled_bars, sample_seconds = 0, 0, 0.0
+        for i, style in enumerate(_styles_for_samples(data_dir, loaded.styles, options.n_samples)):
+            length = (
+                {"bars": options.bars}
+                if loaded.family in ("transformer", "musegan", "musemorphose")
+                else {"seconds": options.seconds}
+            )
+            song = generate_song(
+                loaded, style=style, seed=options.seed + i, originality_index=index, **length
+            )[0]
+            song.save_midi(samples_dir / f"sample-{i:03d}.mid")
+            sampled_tokens += song.new_tokens
+            sampled_bars += options.bars
+            sample_seconds += song.seconds
+        log("evaluating the samples against the test split")
+        layout = loaded.tokenizer.config if is_gan else None  # a MuseGAN's table in its own tracks
+        evaluation = evaluate_folder(
+            samples_dir, f"{data_dir}:test", model_dir / "evaluation", index=index, roll_config=layout
+        )
+    finally:
+        shutil.rmtree(samples_dir, ignore_errors=True)
+    for heavy in (model_dir / "evaluation").glob("*.png"):  # the HTML embeds the plots already
+        heavy.unlink()
+    sampling = {
+        # a GAN writes whole phrases, not tokens: its speed is in bars
+        "rate": round((sampled_bars if is_gan else sampled_tokens) / max(sample_seconds, 1e-9), 1),
+        "unit": "bars/s" if is_gan else "tokens/s",
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
+        "precision": loaded.sampler(1)[1],
+    }
+    return evaluation, sampling
+
+
+def resample_card(
+    model_dir: Path, data_dir: Path, options: ShipOptions, precision: str = "auto", log: Log = print
+) -> Path:
+    """Re-measure a shipped model's samples, as `museforge models ship` does, without its training run: new
+    samples (drawn as the app and CLI draw them, at ``precision``) against the test split of ``data_dir``.
+    The card's "Samples against held-out music" and "Sampling speed" sections and ``evaluation/`` are
+    replaced; everything else in the card stays as written. For a sampling change (e.g. the context a model
+    slides in) whose effect the card should show."""
+    card_path = model_dir / CARD_FILE
+    card = card_path.read_text(encoding="utf-8")
+    for heading in (SAMPLES_HEADING, SPEED_HEADING):
+        if f"\n{heading}\n" not in card:
+            raise ValueError(f"{card_path} has no {heading!r} section to replace")
+    index = OriginalityIndex.load(model_dir / ORIGINALITY_FILE)
+    family = get_model(model_dir).family
+    evaluation, sampling = sample_and_evaluate(model_dir, data_dir, index, options, precision, log)
+    fresh = _samples_lines(options, family, evaluation.report, sampling, gan=family == "musegan")
+    note = (
+        f"Re-measured {time.strftime('%Y-%m-%d')} by `museforge models resample` against the test split of "
+        f"`{data_dir.name}`."
+    )
+    fresh[1:1] = [note, ""]
+    before, rest = card.split(f"\n{SAMPLES_HEADING}\n", 1)
+    after = rest.split(f"\n{SPEED_HEADING}\n", 1)[1].split("\n## ", 1)
+    tail = f"\n## {after[1]}" if len(after) == 2 else ""
+    text = before + "\n" + "\n".join(fresh).rstrip("\n") + "\n" + tail
+    tmp = card_path.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(card_path)
+    return card_path
 
 
 def _musegan_tables(run_dir: Path, ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
@@ -418,6 +471,41 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _samples_lines(
+    options: ShipOptions, family: str, report: dict[str, Any], sampling: dict[str, Any], gan: bool
+) -> list[str]:
+    """The card's "Samples against held-out music" and "Sampling speed" sections."""
+    lines = [
+        SAMPLES_HEADING,
+        f"{options.n_samples} samples ({_sample_settings(family, options)}, styles in proportion to the training "
+        "data) compared with the test split by `museforge evaluate` (full report in `evaluation/report.html`).",
+        "",
+        f"- MGEval overall overlap {_fmt(report['overall']['overlap'])}, KL {_fmt(report['overall']['kl'])}",
+    ]
+    if "originality" in report:
+        gen = report["originality"]["generated"]["summary"]
+        lines.append(
+            f"- Originality: {gen['near_copy_share']:.0%} of samples flagged as near-copies of training pieces; "
+            f"longest copied run {gen['longest_run_max']} notes (mean {_fmt(gen.get('longest_run_mean'), 1)})"
+        )
+    lines += ["", "| metric | samples (mean ± std) | test split (mean ± std) |", "|---|---|---|"]
+    for name, row in sorted(report.get("metrics", {}).items()):
+        g, r = row.get("generated", {}), row.get("reference", {})
+        lines.append(
+            f"| {name} | {_fmt(g.get('mean'))} ± {_fmt(g.get('std'))} | "
+            f"{_fmt(r.get('mean'))} ± {_fmt(r.get('std'))} |"
+        )
+    weights = f", {sampling['precision']} weights" if sampling.get("precision", "fp32") != "fp32" else ""
+    return [
+        *lines,
+        "",
+        SPEED_HEADING,
+        f"{sampling['rate']} {sampling['unit']} while writing the samples ({sampling['machine']}, batch 1"
+        f"{'' if gan else ', KV cache'}{weights}).",
+        "",
+    ]
+
+
 def render_card(
     options: ShipOptions,
     family: str,
@@ -465,31 +553,7 @@ def render_card(
         *(_likelihood_lines(likelihood, training) if likelihood is not None else []),
         *(_musegan_lines(musegan) if musegan is not None else []),
         *(_musemorphose_lines(musemorphose) if musemorphose is not None else []),
-        "## Samples against held-out music",
-        f"{options.n_samples} samples ({_sample_settings(family, options)}, styles in proportion to the training "
-        "data) compared with the test split by `museforge evaluate` (full report in `evaluation/report.html`).",
-        "",
-        f"- MGEval overall overlap {_fmt(report['overall']['overlap'])}, KL {_fmt(report['overall']['kl'])}",
-    ]
-    if "originality" in report:
-        gen = report["originality"]["generated"]["summary"]
-        lines.append(
-            f"- Originality: {gen['near_copy_share']:.0%} of samples flagged as near-copies of training pieces; "
-            f"longest copied run {gen['longest_run_max']} notes (mean {_fmt(gen.get('longest_run_mean'), 1)})"
-        )
-    lines += ["", "| metric | samples (mean ± std) | test split (mean ± std) |", "|---|---|---|"]
-    for name, row in sorted(report.get("metrics", {}).items()):
-        g, r = row.get("generated", {}), row.get("reference", {})
-        lines.append(
-            f"| {name} | {_fmt(g.get('mean'))} ± {_fmt(g.get('std'))} | "
-            f"{_fmt(r.get('mean'))} ± {_fmt(r.get('std'))} |"
-        )
-    lines += [
-        "",
-        "## Sampling speed",
-        f"{sampling['rate']} {sampling['unit']} while writing the samples ({sampling['machine']}, batch 1"
-        f"{'' if musegan else ', KV cache'}).",
-        "",
+        *_samples_lines(options, family, report, sampling, gan=musegan is not None),
         "## Config",
         "```json",
         json.dumps(config, indent=2, sort_keys=True),
