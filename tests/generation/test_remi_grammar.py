@@ -1,5 +1,6 @@
 """The REMI grammar mask: real music passes it, and every sample of a model trained here on Bach chorales
-decodes to a valid MIDI file with the asked-for number of bars and forced attributes."""
+decodes to a valid MIDI file with the asked-for number of bars and forced attributes, and ends where the model
+ends it."""
 
 import itertools
 
@@ -11,8 +12,10 @@ import torch
 
 from museforge.data.formats import load_score
 from museforge.generation import generate_transformer
+from museforge.generation.api import generate_song
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.models import TransformerConfig, TransformerLM
+from museforge.models.checkpoint import save_checkpoint
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer
 
@@ -144,3 +147,40 @@ def test_bad_arguments():
         RemiGrammar(TOK, max_bars=0)
     with pytest.raises(ValueError, match="rhythm"):
         RemiGrammar(TOK, bar_attributes=[(8, 0)])
+
+
+def names(allowed: torch.Tensor) -> set[str]:
+    """The token types a mask row allows."""
+    return {TOK.token_name(i).split("_")[0] for i in torch.nonzero(allowed).flatten().tolist()}
+
+
+@pytest.mark.parametrize("end_with_bar", [False, True])
+def test_the_last_bar_holds_a_note_and_then_may_end(end_with_bar):
+    grammar = RemiGrammar(TOK, max_bars=2, end_with_bar=end_with_bar)
+    ids = {TOK.token_name(i): i for i in range(TOK.vocab_size)}
+    bar, timesig = TOK.bar_id, ids["TimeSig_4/4"]
+    note = [ids["Position_0"], ids["Pitch_60"], ids["Velocity_91"], ids["Duration_1.0.8"]]
+    first = [TOK.style_token("folk"), bar, timesig, *note]
+    assert names(grammar(torch.tensor([first]))[0]) == {"Position", "Pitch", "Bar"}  # bar 1: no end yet
+    last = [*first, bar, timesig]
+    assert names(grammar(torch.tensor([last]))[0]) == {"Position"}  # an empty last bar cannot end
+    ended = {"Position", "Pitch", "EOS"} | ({"Bar"} if end_with_bar else set())
+    assert names(grammar(torch.tensor([[*last, *note]]))[0]) == ended
+
+
+def test_songs_end_where_the_model_ends_them(chorale_model, tmp_path):
+    """The model may close the last bar by starting another one (taken as the end): its last bar is then as
+    full as any other, not a pile of the notes it wrote while every other way out was closed."""
+    path = save_checkpoint(tmp_path / "m", chorale_model, tokenizer=TOK.state_dict(), step=0, metrics={})
+    songs = generate_song(path, style="chorale", bars=3, seed=0, num_samples=8)
+    per_bar = []
+    for song in songs:
+        ids = song.tokens
+        assert ids.count(TOK.bar_id) == 3 and ids[-1] == TOK.eos_id
+        starts = [i for i, t in enumerate(ids) if t == TOK.bar_id] + [len(ids)]
+        per_bar.append([
+            sum(TOK.token_name(t).startswith("Pitch") for t in ids[a:b]) for a, b in itertools.pairwise(starts)
+        ])  # fmt: skip
+    notes = np.array(per_bar)  # [songs, bars]
+    assert (notes > 0).all()
+    assert notes[:, -1].mean() <= 1.5 * notes[:, :-1].mean(), notes

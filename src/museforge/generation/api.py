@@ -338,7 +338,13 @@ def _generate_remi(
     num_samples: int,
     progress: ProgressFn | None,
 ) -> tuple[Generated, int, int]:
-    """Sampled REMI tokens, the prompt length and the primer's bar count."""
+    """Sampled REMI tokens, the prompt length and the primer's bar count.
+
+    The last bar ends where the model ends it, by EOS or by starting another bar (that Bar becomes the EOS,
+    `RemiGrammar`'s ``end_with_bar``). Forbidding the Bar there instead hands its probability to the tokens
+    still allowed, and a model that wants a new bar then piles notes into the last one (repeated pitches, long
+    sustains) until EOS wins: every 8-bar sample of the shipped model did, and lasted 1.5x as long as asked.
+    """
     tok = loaded.tokenizer
     assert isinstance(tok, RemiTokenizer) and isinstance(loaded.checkpoint.model, TransformerLM)
     prompt, primer_n = _remi_prompt(tok, style, primer, primer_bars)
@@ -348,16 +354,17 @@ def _generate_remi(
         max_bars=total_bars,
         bar_attributes=[None] * primer_n + plan,
         max_bar_tokens=MAX_BAR_TOKENS,
+        end_with_bar=True,
     )
     eos = stop_at_eos(tok.eos_id)
     bars_before = sum(t == tok.bar_id for t in prompt)
 
     def stop(seqs: Tensor) -> Tensor:
-        done = eos(seqs)
+        counted = (seqs == tok.bar_id).sum(1)  # [B] Bar tokens, the prompt's included, as the grammar counts
         if progress is not None:
-            written = (seqs == tok.bar_id).sum(1).float().mean().item() - bars_before
+            written = counted.float().mean().item() - bars_before
             progress(min(1.0, max(0.0, written / (bars + 1))))
-        return done
+        return eos(seqs) | (counted > total_bars)
 
     budget = bars * (MAX_BAR_TOKENS + 8) + 8
     out = generate_transformer(
@@ -371,6 +378,10 @@ def _generate_remi(
         pad_id=tok.pad_id,
         **sampling,
     )
+    rows = torch.arange(out.tokens.shape[0])
+    ends = out.lengths - 1  # [B] the last token of each row
+    closed = out.tokens[rows, ends] == tok.bar_id  # rows the model ended by starting another bar
+    out.tokens[rows[closed], ends[closed]] = tok.eos_id
     return out, len(prompt), primer_n
 
 

@@ -181,7 +181,10 @@ def sample_bars(
     bars = [1] * b  # Bar tokens per row so far
     queues = [list(h[0]) for h in heads]
     finished = [False] * b
-    grammar = RemiGrammar(tok, max_bars=n, max_bar_tokens=c.max_bar_tokens)
+    # The last bar ends where the model opens another one (that Bar becomes the EOS): training segments are cut
+    # from longer pieces and never end in EOS, and forbidding the Bar there made the model pile notes into the
+    # last bar up to `max_bar_tokens`.
+    grammar = RemiGrammar(tok, max_bars=n, max_bar_tokens=c.max_bar_tokens, end_with_bar=True)
     rows = torch.arange(b, device=device)
     dec_bar = torch.zeros_like(ids)  # the prompt's tokens all belong to bar 0
     cache = model.new_cache()
@@ -198,7 +201,11 @@ def sample_bars(
             token = int(nxt[r])
             if token == tok.bar_id and not finished[r]:
                 bars[r] += 1
-                queues[r] = list(heads[r][min(bars[r], n) - 1])
+                if bars[r] > n:
+                    nxt[r] = tok.eos_id
+                    finished[r] = True
+                else:
+                    queues[r] = list(heads[r][bars[r] - 1])
             elif token == tok.eos_id:
                 finished[r] = True
         ids = torch.cat([ids, nxt[:, None]], dim=1)

@@ -42,7 +42,10 @@ class RemiGrammar:
     """``mask_fn`` for `generate_transformer`: ``grammar(prefix [B, t]) -> allowed bool [B, V]``.
 
     ``max_bars`` makes EOS the only way out once that many bars exist (and forbids EOS before), which is how a
-    user asks for a length in bars. ``bar_attributes[b] = (rhythm_class, polyphony_class)`` forces the attribute
+    user asks for a length in bars; the last bar must hold a note before it ends (a silent last bar would not
+    even show in the MIDI). With ``end_with_bar`` a Bar token after the last bar is allowed too, and the caller
+    takes it as the end (replacing it by EOS): a model trained on windows cut from longer pieces rarely ends a
+    piece with EOS, and with the Bar forbidden it piles notes into the last bar instead. ``bar_attributes[b] = (rhythm_class, polyphony_class)`` forces the attribute
     tokens of bar ``b`` (``None`` leaves that bar to the model, and so does ``None`` for one of the two classes).
     ``max_bar_tokens`` lets a bar's content end only in a new bar or EOS once it holds that many tokens, so a
     model can never run on inside one bar: with both limits a sampling budget of about
@@ -57,6 +60,7 @@ class RemiGrammar:
         max_bars: int | None = None,
         bar_attributes: Sequence[tuple[int | None, int | None] | None] | None = None,
         max_bar_tokens: int | None = None,
+        end_with_bar: bool = False,
     ) -> None:
         if tokenizer.is_trained:
             raise ValueError(
@@ -69,6 +73,7 @@ class RemiGrammar:
         self.tok = tokenizer
         self.max_bars = max_bars
         self.max_bar_tokens = max_bar_tokens
+        self.end_with_bar = end_with_bar
         self.bar_attributes = [_forced_tokens(tokenizer, a) for a in bar_attributes or []]
         cfg = tokenizer.config
         self.positions_per_beat = max(r for _, _, r in cfg.beat_res)
@@ -130,10 +135,15 @@ class RemiGrammar:
     # ---- the grammar -------------------------------------------------------------------------------------------
 
     def _closers(self, state: _RowState) -> list[str]:
-        """What may end a bar's content: another bar (if bars remain) or the end (if the count is reached)."""
+        """What may end a bar's content: another bar (if bars remain) or the end (if the count is reached, and
+        once the last bar holds a note; with ``end_with_bar`` a Bar is an end too)."""
         if self.max_bars is None:
             return ["Bar", "EOS"]
-        return ["Bar"] if state.bars < self.max_bars else ["EOS"]
+        if state.bars < self.max_bars:
+            return ["Bar"]
+        if state.position < 0:  # nothing in the last bar yet
+            return []
+        return ["EOS", "Bar"] if self.end_with_bar else ["EOS"]
 
     def _note_start(self) -> list[str]:
         return ["Program"] if self.use_programs else ["Pitch"]
