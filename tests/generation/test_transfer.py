@@ -2,6 +2,7 @@
 continuation and the `museforge transfer` / `interpolate` commands."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from museforge.data.manifest import load_manifest
 from museforge.generation.api import generate_song, get_model, restyle_song
 from museforge.generation.musemorphose import continue_piece, generate, interpolate, transfer
 from museforge.generation.musemorphose_eval import evaluate_transfer, reconstruction_nll
+from museforge.lab.model_card import ShipOptions, resample_card, ship_model
 from museforge.metrics.originality import OriginalityIndex
 from museforge.metrics.transfer import bar_similarity
 from museforge.models import TransformerConfig, TransformerLM
@@ -56,7 +58,7 @@ def trained(tmp_path_factory):
     loaded = get_model(out / "best")
     pieces = [r.midi_path(data) for r in load_manifest(data, split="test")]
     assert len(pieces) >= 3
-    return loaded.checkpoint.model, loaded.tokenizer, out / "best", pieces
+    return loaded.checkpoint.model, loaded.tokenizer, out / "best", pieces, data
 
 
 def measured(tok, score, n_bars):
@@ -71,7 +73,7 @@ def bars_of(tok, tokens):
 def test_generation_follows_the_rhythm_plan(trained):
     """Asked for busier bars, the tiny model writes busier bars (in direction: it is trained for seconds). Every
     bar is measured, the last included: it ends like the others, not as a pile of notes."""
-    model, tok, _, _ = trained
+    model, tok, _, _, _ = trained
     low = generate(model, tok, bars=4, plan=[(1, 0)] * 4, style="folk", num_samples=8, seed=1)
     high = generate(model, tok, bars=4, plan=[(6, 0)] * 4, style="folk", num_samples=8, seed=1)
     for song in low + high:
@@ -83,7 +85,7 @@ def test_generation_follows_the_rhythm_plan(trained):
 
 
 def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(trained):
-    model, tok, _, pieces = trained
+    model, tok, _, pieces, _ = trained
     ups, downs = [], []
     for piece in pieces[:3]:
         enc = tok.encode(load_score(piece))
@@ -107,7 +109,7 @@ def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(tra
 
 
 def test_interpolation_and_continuation(trained):
-    model, tok, _, pieces = trained
+    model, tok, _, pieces, _ = trained
     steps = interpolate(model, tok, pieces[0], pieces[1], steps=3, seed=0)
     assert len(steps) == 3
     assert len({bars_of(tok, s.tokens) for s in steps}) == 1
@@ -119,7 +121,7 @@ def test_interpolation_and_continuation(trained):
 
 
 def test_cli_transfer_and_interpolate_end_to_end(trained, tmp_path):
-    _, tok, ckpt, pieces = trained
+    _, tok, ckpt, pieces, _ = trained
     out = tmp_path / "out.mid"
     result = runner.invoke(
         app,
@@ -159,7 +161,7 @@ def dataset_of(piece):
 
 
 def test_bar_similarity_is_one_on_itself_and_drops_only_where_a_bar_changes(trained):
-    _, tok, _, pieces = trained
+    _, tok, _, pieces, _ = trained
     original = tok.decode(tok.encode(load_score(pieces[0])).ids)
     same = bar_similarity(original, original)
     assert np.allclose(same["chroma"], 1.0) and np.allclose(same["groove"], 1.0)
@@ -177,7 +179,7 @@ def test_bar_similarity_is_one_on_itself_and_drops_only_where_a_bar_changes(trai
 
 
 def test_evaluate_transfer_control_fidelity_and_perplexity(trained):
-    model, tok, _, pieces = trained
+    model, tok, _, pieces, _ = trained
     result = evaluate_transfer(model, tok, pieces[:3], seed=0)
     assert result["transfers"] == 3 * 2 * 7 and result["bars"] == model.config.n_bars
     for attr in ("rhythm", "polyphony"):
@@ -196,7 +198,7 @@ def test_evaluate_transfer_control_fidelity_and_perplexity(trained):
 
 
 def test_generate_song_dispatches_musemorphose(trained):
-    _, tok, ckpt, pieces = trained
+    _, tok, ckpt, pieces, _ = trained
     loaded = get_model(ckpt)
     songs = generate_song(loaded, bars=4, style="folk", attributes=[(1, 0), (6, 0)], seed=2, num_samples=2)
     assert len(songs) == 2 and all(bars_of(tok, s.tokens) == 4 for s in songs)
@@ -213,7 +215,7 @@ def test_generate_song_dispatches_musemorphose(trained):
 def test_restyle_song_samples_variants_and_judges_only_the_replayed_bars(trained, tmp_path):
     """Sample i is `transfer` with seed + i; the originality check sees only the re-played bar, so a piece
     indexed as training data is not called a copy for the bars the user brought."""
-    model, tok, ckpt, pieces = trained
+    model, tok, ckpt, pieces, _ = trained
     piece = pieces[0]
     index, _ = OriginalityIndex.from_files([piece], source="the piece itself")
     songs = restyle_song(
@@ -239,7 +241,7 @@ def test_restyle_song_samples_variants_and_judges_only_the_replayed_bars(trained
 
 
 def test_cli_evaluate_transfer(trained, tmp_path):
-    _, _, ckpt, pieces = trained
+    _, _, ckpt, pieces, _ = trained
     out = tmp_path / "eval.json"
     result = runner.invoke(
         app,
@@ -250,3 +252,24 @@ def test_cli_evaluate_transfer(trained, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["pieces"] == 2 and saved["likelihood"]["nll"] > 0
     assert "rhythm" in result.output and "perplexity" in result.output
+
+
+def test_ship_then_resample_a_musemorphose_card(trained, tmp_path):
+    """`models resample` re-measures what sampling decides (control, transfer speed, samples) and keeps the
+    held-out likelihood, which does not sample."""
+    _, _, ckpt, _, data = trained
+    options = ShipOptions(
+        name="tiny-morph", description="Tiny.", hardware="2-core CPU", n_samples=2, bars=4,
+        max_test_pieces=4, transfer_pieces=2,
+    )  # fmt: skip
+    shipped = ship_model(ckpt.parent, data, tmp_path, options, log=lambda _: None)
+    before = json.loads((shipped / "evaluation" / "transfer.json").read_text())
+    resample_card(shipped, data, replace(options, transfer_pieces=3), log=lambda _: None)
+    after = json.loads((shipped / "evaluation" / "transfer.json").read_text())
+    assert after["likelihood"] == before["likelihood"]
+    assert before["control"]["pieces"] == 2 and after["control"]["pieces"] == 3
+    card = (shipped / "MODEL_CARD.md").read_text()
+    control = card.split("## Attribute control and fidelity (style transfer)\n")[1].split("## Samples")[0]
+    assert "Re-measured" in control and "3 test pieces drawn at random" in control
+    assert f"| rhythm | {after['control']['rho']['rhythm']:.3f} |" in control
+    assert "## Transfer speed" in control and card.count("## Config") == 1

@@ -47,6 +47,8 @@ from museforge.training.recipes import recipe
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 SAMPLES_HEADING = "## Samples against held-out music"
+CONTROL_HEADING = "## Attribute control and fidelity (style transfer)"
+CONFIG_HEADING = "## Config"
 SPEED_HEADING = "## Sampling speed"
 Log = Callable[[str], None]
 
@@ -325,26 +327,45 @@ def resample_card(
     slides in) whose effect the card should show."""
     card_path = model_dir / CARD_FILE
     card = card_path.read_text(encoding="utf-8")
-    for heading in (SAMPLES_HEADING, SPEED_HEADING):
+    loaded = get_model(model_dir)
+    morph = isinstance(loaded.checkpoint.model, MuseMorphose)
+    for heading in (SAMPLES_HEADING, SPEED_HEADING, CONFIG_HEADING, *([CONTROL_HEADING] if morph else [])):
         if f"\n{heading}\n" not in card:
             raise ValueError(f"{card_path} has no {heading!r} section to replace")
-    index = OriginalityIndex.load(model_dir / ORIGINALITY_FILE)
-    family = get_model(model_dir).family
-    evaluation, sampling = sample_and_evaluate(model_dir, data_dir, index, options, precision, log)
-    fresh = _samples_lines(options, family, evaluation.report, sampling, gan=family == "musegan")
-    note = (
+    stamp = (
         f"Re-measured {time.strftime('%Y-%m-%d')} by `museforge models resample` against the test split of "
         f"`{data_dir.name}`."
     )
-    fresh[1:1] = [note, ""]
-    before, rest = card.split(f"\n{SAMPLES_HEADING}\n", 1)
-    after = rest.split(f"\n{SPEED_HEADING}\n", 1)[1].split("\n## ", 1)
-    tail = f"\n## {after[1]}" if len(after) == 2 else ""
-    text = before + "\n" + "\n".join(fresh).rstrip("\n") + "\n" + tail
+    if morph:  # its control and transfer speed come from sampling too
+        log(f"MuseMorphose: attribute control and fidelity of {options.transfer_pieces} test pieces")
+        model, tok = loaded.checkpoint.model, loaded.tokenizer
+        assert isinstance(model, MuseMorphose) and isinstance(tok, RemiTokenizer)
+        measured = json.loads((model_dir / "evaluation" / "transfer.json").read_text())
+        measured.update(_musemorphose_control(model, tok, data_dir, options))
+        lines = _musemorphose_lines(measured)
+        lines[1:1] = [stamp, ""]
+        card = _replace_sections(card, CONTROL_HEADING, SAMPLES_HEADING, lines)
+        (model_dir / "evaluation" / "transfer.json").write_text(json.dumps(measured, indent=2) + "\n")
+    index = OriginalityIndex.load(model_dir / ORIGINALITY_FILE)
+    evaluation, sampling = sample_and_evaluate(model_dir, data_dir, index, options, precision, log)
+    fresh = _samples_lines(
+        options, loaded.family, evaluation.report, sampling, gan=loaded.family == "musegan"
+    )
+    fresh[1:1] = [stamp, ""]
+    card = _replace_sections(card, SAMPLES_HEADING, CONFIG_HEADING, fresh)
     tmp = card_path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(card, encoding="utf-8")
     tmp.replace(card_path)
     return card_path
+
+
+def _replace_sections(card: str, first: str, stop: str, lines: list[str]) -> str:
+    """``card`` with everything from heading ``first`` up to heading ``stop`` replaced by ``lines``."""
+    before, rest = card.split(f"\n{first}\n", 1)
+    if f"\n{stop}\n" not in rest:
+        raise ValueError(f"the card has no {stop!r} section after {first!r}")
+    after = rest.split(f"\n{stop}\n", 1)[1]
+    return f"{before}\n" + "\n".join(lines).rstrip("\n") + f"\n\n{stop}\n{after}"
 
 
 def _musegan_tables(run_dir: Path, ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
@@ -357,13 +378,20 @@ def _musegan_tables(run_dir: Path, ckpt: Checkpoint, data_dir: Path, options: Sh
 
 
 def _musemorphose_evaluation(ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
-    """Test-split reconstruction NLL, control ρ / leak / fidelity of ``options.transfer_pieces`` pieces drawn at
-    random, and the seconds a 16-bar transfer takes here (mean of three pieces)."""
+    """Test-split reconstruction NLL and `_musemorphose_control`."""
     model, tok = ckpt.model, RemiTokenizer.from_state_dict(ckpt.tokenizer)
     assert isinstance(model, MuseMorphose)
     nll = reconstruction_nll(model, tok, data_dir, "test", max_segments=options.max_test_pieces)
     unit = f"{model.config.n_bars}-bar segments (reconstruction, z = posterior mean)"
     likelihood = {"n_sequences": nll["n_segments"], "unit": unit, **nll}
+    return {"likelihood": likelihood, **_musemorphose_control(model, tok, data_dir, options)}
+
+
+def _musemorphose_control(
+    model: MuseMorphose, tok: RemiTokenizer, data_dir: Path, options: ShipOptions
+) -> dict[str, Any]:
+    """Control ρ / leak / fidelity of ``options.transfer_pieces`` test pieces drawn at random, and the seconds a
+    16-bar transfer takes here (mean of three pieces)."""
     records = load_manifest(data_dir, "test")
     order = np.random.default_rng(options.seed).permutation(len(records))
     pieces = [records[i].midi_path(data_dir) for i in order[: options.transfer_pieces]]
@@ -379,7 +407,6 @@ def _musemorphose_evaluation(ckpt: Checkpoint, data_dir: Path, options: ShipOpti
         if len(seconds) == 3:
             break
     return {
-        "likelihood": likelihood,
         "control": control,
         "paper": PAPER,
         "transfer_16_bars_seconds": float(np.mean(seconds)) if seconds else None,
@@ -391,7 +418,7 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
     c, p = section["control"], section["paper"]
     fid = c["fidelity"]
     return [
-        "## Attribute control and fidelity (style transfer)",
+        CONTROL_HEADING,
         f"{c['pieces']} test pieces drawn at random, their first {c['bars']} bars transferred with all bars shifted "
         f"by {c['shifts'][0]:+d}..{c['shifts'][-1]:+d} classes of one attribute (the paper's protocol; "
         f"{c['transfers']} transfers, {c['seconds_per_transfer']:.2f} s each in batches of {len(c['shifts'])}). "
@@ -554,7 +581,7 @@ def render_card(
         *(_musegan_lines(musegan) if musegan is not None else []),
         *(_musemorphose_lines(musemorphose) if musemorphose is not None else []),
         *_samples_lines(options, family, report, sampling, gan=musegan is not None),
-        "## Config",
+        CONFIG_HEADING,
         "```json",
         json.dumps(config, indent=2, sort_keys=True),
         "```",
