@@ -45,8 +45,9 @@ class RemiGrammar:
     user asks for a length in bars; the last bar must hold a note before it ends (a silent last bar would not
     even show in the MIDI). With ``end_with_bar`` a Bar token after the last bar is allowed too, and the caller
     takes it as the end (replacing it by EOS): a model trained on windows cut from longer pieces rarely ends a
-    piece with EOS, and with the Bar forbidden it piles notes into the last bar instead. ``bar_attributes[b] = (rhythm_class, polyphony_class)`` forces the attribute
-    tokens of bar ``b`` (``None`` leaves that bar to the model, and so does ``None`` for one of the two classes).
+    piece with EOS, and with the Bar forbidden it piles notes into the last bar instead.
+    ``bar_attributes[b] = (rhythm_class, polyphony_class)`` forces the attribute tokens of bar ``b`` (``None``
+    leaves that bar to the model, and so does ``None`` for one of the two classes).
     ``max_bar_tokens`` lets a bar's content end only in a new bar or EOS once it holds that many tokens, so a
     model can never run on inside one bar: with both limits a sampling budget of about
     ``max_bars * (max_bar_tokens + 8)`` new tokens always reaches EOS. One instance follows one generation; a
