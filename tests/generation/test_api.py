@@ -296,6 +296,18 @@ def test_performance_stops_at_the_requested_seconds_and_reproduces(perf_ckpt):
     assert generate_song(perf_ckpt, seconds=4, seed=3)[0].tokens != songs[0].tokens
 
 
+def test_performance_ends_without_crowding_its_last_second(perf_ckpt):
+    """Near the end the model may still let time pass (the shift is cut at the end) rather than being made to
+    play notes: the last second holds about as many onsets as any other."""
+    songs = generate_song(perf_ckpt, seconds=6, seed=0, num_samples=12)
+    onsets = np.array([
+        np.histogram([n.time for t in s.score.to("second").tracks for n in t.notes], bins=6, range=(0, 6))[0]
+        for s in songs
+    ])  # fmt: skip  # [songs, seconds]
+    assert all(seconds_of(s.tokens) == pytest.approx(6.0) for s in songs)
+    assert onsets[:, -1].mean() <= 1.5 * onsets[:, :-1].mean(), onsets
+
+
 def test_performance_primer_continues_for_the_asked_seconds(perf_ckpt):
     primer = chorales()[0]
     primer_ids = PERF.encode(primer).tolist()
