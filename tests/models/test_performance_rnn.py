@@ -74,6 +74,8 @@ def test_performance_controls_look_ahead_over_their_windows():
 
 
 def test_state_carry_equals_full_forward():
+    """Sampling feeds one step at a time (through `lstm_cell`, not the fused LSTM): the same logits as the whole
+    sequence at once, for both layers' carried state."""
     model = tiny().eval()
     ids = torch.randint(0, 388, (2, 15))
     controls = encode_controls(torch.randint(-1, 8, (2, 15)), torch.rand(2, 15, 12))

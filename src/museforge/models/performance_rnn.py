@@ -202,6 +202,26 @@ class PerformanceRNN(nn.Module):
             x = torch.cat([x, controls.to(x.dtype)], dim=-1)  # [B, T, E + 22]
         elif controls is not None:
             raise ValueError("this model was built with use_controls=False; pass controls=None")
-        out, new_state = self.lstm(x, state)  # [B, T, hidden]
+        if t == 1 and not self.training:  # a sampling step
+            out, new_state = self._step(x[:, 0], state)  # [B, 1, hidden]
+        else:
+            out, new_state = self.lstm(x, state)  # [B, T, hidden]
         logits = self.head(self.drop(out))  # [B, T, V]
         return logits, new_state
+
+    def _step(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        """``self.lstm`` on one time step ``x`` [B, in], layer by layer with ``torch.lstm_cell``: the same numbers
+        (to float rounding) about ten times faster on a CPU, where the fused LSTM sets up a oneDNN primitive on
+        every call, which at one step per call is nearly all of its time."""
+        n, hidden = self.config.n_layers, self.config.hidden_size
+        if state is None:
+            zeros = x.new_zeros(n, x.shape[0], hidden)
+            state = (zeros, zeros)
+        h, c = state  # each [L, B, hidden]
+        hs, cs = [], []
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.lstm.all_weights):
+            hk, ck = torch.lstm_cell(x, (h[k], c[k]), w_ih, w_hh, b_ih, b_hh)  # each [B, hidden]
+            hs.append(hk)
+            cs.append(ck)
+            x = hk
+        return x.unsqueeze(1), (torch.stack(hs), torch.stack(cs))
