@@ -49,6 +49,12 @@ CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 SAMPLES_HEADING = "## Samples against held-out music"
 CONTROL_HEADING = "## Attribute control and fidelity (style transfer)"
 CONFIG_HEADING = "## Config"
+# what a family carries from one sampled token to the next (a GAN writes whole phrases)
+STEP_STATE = {
+    "transformer": ", KV cache",
+    "musemorphose": ", KV cache",
+    "performance_rnn": ", carried LSTM state",
+}
 SPEED_HEADING = "## Sampling speed"
 Log = Callable[[str], None]
 
@@ -348,9 +354,7 @@ def resample_card(
         (model_dir / "evaluation" / "transfer.json").write_text(json.dumps(measured, indent=2) + "\n")
     index = OriginalityIndex.load(model_dir / ORIGINALITY_FILE)
     evaluation, sampling = sample_and_evaluate(model_dir, data_dir, index, options, precision, log)
-    fresh = _samples_lines(
-        options, loaded.family, evaluation.report, sampling, gan=loaded.family == "musegan"
-    )
+    fresh = _samples_lines(options, loaded.family, evaluation.report, sampling)
     fresh[1:1] = [stamp, ""]
     card = _replace_sections(card, SAMPLES_HEADING, CONFIG_HEADING, fresh)
     tmp = card_path.with_suffix(".md.tmp")
@@ -499,7 +503,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _samples_lines(
-    options: ShipOptions, family: str, report: dict[str, Any], sampling: dict[str, Any], gan: bool
+    options: ShipOptions, family: str, report: dict[str, Any], sampling: dict[str, Any]
 ) -> list[str]:
     """The card's "Samples against held-out music" and "Sampling speed" sections."""
     lines = [
@@ -528,7 +532,7 @@ def _samples_lines(
         "",
         SPEED_HEADING,
         f"{sampling['rate']} {sampling['unit']} while writing the samples ({sampling['machine']}, batch 1"
-        f"{'' if gan else ', KV cache'}{weights}).",
+        f"{STEP_STATE.get(family, '')}{weights}).",
         "",
     ]
 
@@ -580,7 +584,7 @@ def render_card(
         *(_likelihood_lines(likelihood, training) if likelihood is not None else []),
         *(_musegan_lines(musegan) if musegan is not None else []),
         *(_musemorphose_lines(musemorphose) if musemorphose is not None else []),
-        *_samples_lines(options, family, report, sampling, gan=musegan is not None),
+        *_samples_lines(options, family, report, sampling),
         CONFIG_HEADING,
         "```json",
         json.dumps(config, indent=2, sort_keys=True),
