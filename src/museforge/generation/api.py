@@ -5,8 +5,8 @@ scores. It knows each family's conditioning:
 
 * REMI Transformer: the prompt is ``[Style_x]`` (or a primer's REMI tokens), the length is counted in bars by
   the REMI grammar mask, and a per-bar plan of rhythm/polyphony classes is forced through the same mask;
-* Performance RNN: the length is counted in seconds of TIME_SHIFT events (a mask keeps the last shift from
-  overshooting), and Magenta's density / pitch-class controls are fed to every step;
+* Performance RNN: the length is counted in seconds of TIME_SHIFT events (the shift that crosses the end is cut
+  to end there), and Magenta's density / pitch-class controls are fed to every step;
 * MuseMorphose: bars from the prior with the per-bar plan as the decoder's attribute classes, led by the style;
   a primer is encoded and continued (`museforge.generation.musemorphose`); ``restyle_song(model, piece, ...)``
   re-plays a piece's bars with shifted or new attribute classes.
@@ -430,12 +430,10 @@ class PerformanceLength:
 
     def mask(self, seqs: Tensor) -> Tensor:
         self._sync(seqs)
-        allowed = torch.ones(seqs.shape[0], self.tok.vocab_size, dtype=torch.bool)  # [B, V]
-        off_ok = torch.zeros_like(allowed)
+        off_ok = torch.zeros(seqs.shape[0], self.tok.vocab_size, dtype=torch.bool)  # [B, V]
         off_ok[:, self.tok.note_off_offset : self.tok.time_shift_offset] = self._sounding
-        allowed &= ~self.is_off | off_ok
         crowded = (self._run >= MAX_EVENTS_PER_STEP).unsqueeze(1)  # [B, 1]
-        allowed &= ~crowded | self.is_shift
+        allowed = (~self.is_off | off_ok) & (~crowded | self.is_shift)  # [B, V]
         return allowed.to(seqs.device)
 
     def stop(self, seqs: Tensor) -> Tensor:
@@ -857,21 +855,6 @@ def generate_song(
     return songs
 
 
-__all__ = [
-    "DEFAULT_BARS",
-    "DEFAULT_SECONDS",
-    "GeneratedSong",
-    "LoadedModel",
-    "OriginalityCheck",
-    "PerformanceLength",
-    "attribute_plan",
-    "clear_model_cache",
-    "close_open_notes",
-    "generate_song",
-    "get_model",
-]
-
-
 def restyle_song(
     model: str | Path | LoadedModel,
     piece: str | Path | symusic.Score,
@@ -931,3 +914,20 @@ def restyle_song(
     if progress is not None:
         progress(1.0)
     return songs
+
+
+__all__ = [
+    "DEFAULT_BARS",
+    "DEFAULT_SECONDS",
+    "GeneratedSong",
+    "LoadedModel",
+    "OriginalityCheck",
+    "PerformanceLength",
+    "attribute_plan",
+    "clear_model_cache",
+    "close_open_notes",
+    "generate_song",
+    "get_model",
+    "half_precision_kl",
+    "restyle_song",
+]

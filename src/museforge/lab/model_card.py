@@ -46,8 +46,10 @@ from museforge.training.gan import musegan_tables
 from museforge.training.recipes import recipe
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
-SAMPLES_HEADING = "## Samples against held-out music"
+# card sections that `resample_card` rewrites in place, found by their headings
 CONTROL_HEADING = "## Attribute control and fidelity (style transfer)"
+SAMPLES_HEADING = "## Samples against held-out music"
+SPEED_HEADING = "## Sampling speed"
 CONFIG_HEADING = "## Config"
 # what a family carries from one sampled token to the next (a GAN writes whole phrases)
 STEP_STATE = {
@@ -55,7 +57,6 @@ STEP_STATE = {
     "musemorphose": ", KV cache",
     "performance_rnn": ", carried LSTM state",
 }
-SPEED_HEADING = "## Sampling speed"
 Log = Callable[[str], None]
 
 
