@@ -500,6 +500,14 @@ def generate(
     binarize: Annotated[
         str, typer.Option(help="MuseGAN: 'threshold' (at 0) or 'bernoulli' (sample each cell).")
     ] = "threshold",
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="MuseMorphose: samples per bar; the one nearest the asked rhythm/polyphony is kept.",
+        ),
+    ] = 1,
     seconds: Annotated[
         float | None, typer.Option(help="Seconds of new music (Performance RNN; default 30).")
     ] = None,
@@ -593,6 +601,7 @@ def generate(
             attributes=plan,
             density=density,
             pitch_histogram=histogram,
+            candidates=candidates,
             **musegan,
         )
     except (ValueError, OSError) as exc:  # bad options, unknown model/style, unreadable checkpoint/primer
@@ -682,6 +691,14 @@ def transfer(
         float | None, typer.Option(help="Sampling temperature (model default 1.2).")
     ] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus mass (model default 0.9).")] = None,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer control).",
+        ),
+    ] = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
@@ -706,6 +723,7 @@ def transfer(
             seed=seed,
             temperature=temperature,
             top_p=top_p,
+            candidates=candidates,
         )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
@@ -734,6 +752,14 @@ def interpolate(
         str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
     ] = MORPH_MODEL,
     style: Annotated[str | None, typer.Option(help="Style token to lead with.")] = None,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer control).",
+        ),
+    ] = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
@@ -753,6 +779,7 @@ def interpolate(
             method=method,
             style=style,
             seed=seed,
+            candidates=candidates,
         )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
@@ -771,6 +798,14 @@ def evaluate_transfer(
         int, typer.Option(min=1, help="Test pieces drawn at random for control/fidelity.")
     ] = 40,
     segments: Annotated[int, typer.Option(min=1, help="Test segments scored for perplexity.")] = 300,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer control).",
+        ),
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed for the draw and the sampling.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -792,7 +827,7 @@ def evaluate_transfer(
         records = load_manifest(data, "test")
         order = np.random.default_rng(seed).permutation(len(records))[:pieces]
         chosen = [records[i].midi_path(data) for i in order]
-        result = evaluate_transfer(net, tok, chosen, seed=seed)
+        result = evaluate_transfer(net, tok, chosen, seed=seed, candidates=candidates)
         result["likelihood"] = reconstruction_nll(net, tok, data, "test", max_segments=segments)
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
@@ -869,6 +904,14 @@ def models_ship(
         Path | None, typer.Option(help="Where to put it (default: the shipped models folder).")
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="MuseMorphose: measure control again with this many tries per bar (1: single samples only).",
+        ),
+    ] = 4,
 ) -> None:
     """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
     from museforge.lab.model_card import ShipOptions, ship_model
@@ -880,7 +923,13 @@ def models_ship(
             run,
             data,
             root,
-            ShipOptions(name=name, description=description, hardware=hardware, n_samples=samples),
+            ShipOptions(
+                name=name,
+                description=description,
+                hardware=hardware,
+                n_samples=samples,
+                candidates=candidates,
+            ),
             log=lambda message: console.print(f"[dim]{message}[/]"),
         )
     except (ValueError, FileNotFoundError) as exc:
@@ -896,6 +945,14 @@ def models_resample(
     precision: Annotated[
         str, typer.Option(help="Sample as the app does (auto), or in fp32 / fp16.")
     ] = "auto",
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="MuseMorphose: measure control again with this many tries per bar (1: single samples only).",
+        ),
+    ] = 4,
 ) -> None:
     """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and
     evaluation/), keeping the rest: for when sampling changed since the model was shipped."""
@@ -904,7 +961,9 @@ def models_resample(
 
     try:
         folder = resolve_model(model)
-        options = ShipOptions(name=folder.name, description="", hardware="", n_samples=samples)
+        options = ShipOptions(
+            name=folder.name, description="", hardware="", n_samples=samples, candidates=candidates
+        )
         card = resample_card(
             folder, data, options, precision, log=lambda message: console.print(f"[dim]{message}[/]")
         )

@@ -241,6 +241,8 @@ def test_remi_errors_are_clear(remi_ckpt):
         generate_song(remi_ckpt, top_p=0.0)
     with pytest.raises(ValueError, match="seconds, density or pitch classes"):
         generate_song(remi_ckpt, seconds=10)
+    with pytest.raises(ValueError, match=r"candidates \(tries per bar\) is for a MuseMorphose"):
+        generate_song(remi_ckpt, candidates=4)
     with pytest.raises(ValueError, match=r"rhythm class must be in 0\.\.7"):
         generate_song(remi_ckpt, bars=2, attributes=[(9, 0)])
     with pytest.raises(ValueError, match="covers 3 bars but only 2"):

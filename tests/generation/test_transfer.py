@@ -84,6 +84,34 @@ def test_generation_follows_the_rhythm_plan(trained):
     assert hi[:, -1].mean() <= hi[:, :-1].mean() + 1.0  # the last bar is no busier than the rest
 
 
+def test_candidates_bring_each_bar_nearer_its_asked_classes(trained):
+    """With 4 tries per bar the kept bars are, on average, nearer the asked classes than single samples are, and
+    every song still has exactly the bars asked for; the same seed gives the same song."""
+    model, tok, _, _, _ = trained
+    plan = [(7, 7), (0, 0), (7, 0), (0, 7)]
+
+    def mean_distance(candidates):
+        songs = generate(
+            model, tok, bars=4, plan=plan, style="folk", num_samples=6, seed=3, candidates=candidates
+        )
+        total = 0
+        for song in songs:
+            assert bars_of(tok, song.tokens) == 4 and song.score.note_num() > 0
+            rhythm, poly = measured(tok, song.score, 4)
+            total += sum(
+                abs(int(r) - a) + abs(int(p) - b) for r, p, (a, b) in zip(rhythm, poly, plan, strict=True)
+            )
+        return total / (len(songs) * len(plan)), songs
+
+    single, _ = mean_distance(1)
+    best, songs = mean_distance(4)
+    assert best < single, (best, single)
+    again = generate(model, tok, bars=4, plan=plan, style="folk", num_samples=1, seed=3, candidates=4)[0]
+    assert again.tokens == songs[0].tokens
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        generate(model, tok, bars=2, candidates=0)
+
+
 def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(trained):
     model, tok, _, pieces, _ = trained
     ups, downs = [], []
@@ -99,10 +127,12 @@ def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(tra
     # bars outside the selection are kept token for token
     piece = pieces[0]
     enc = tok.encode(load_score(piece))
-    part = transfer(model, tok, piece, rhythm=+2, bars=[1], seed=0)
     starts = [*enc.bar_starts.tolist(), len(enc.ids)]
-    out_starts = [i for i, t in enumerate(part.tokens) if t == tok.bar_id] + [len(part.tokens)]
-    assert part.tokens[out_starts[0] : out_starts[1]] == enc.ids[starts[0] : starts[1]].tolist()
+    for candidates in (1, 3):
+        part = transfer(model, tok, piece, rhythm=+2, bars=[1], seed=0, candidates=candidates)
+        out_starts = [i for i, t in enumerate(part.tokens) if t == tok.bar_id] + [len(part.tokens)]
+        assert part.tokens[out_starts[0] : out_starts[1]] == enc.ids[starts[0] : starts[1]].tolist()
+        assert part.tokens[out_starts[2] :] == enc.ids[starts[2] :].tolist()
     assert part.rhythm[1] == min(7, enc.ids[starts[1] + 1] - tok.rhythm_ids[0] + 2)
     with pytest.raises(ValueError, match="outside the piece's bars"):
         transfer(model, tok, piece, rhythm=+1, bars=[500])
@@ -126,7 +156,7 @@ def test_cli_transfer_and_interpolate_end_to_end(trained, tmp_path):
     result = runner.invoke(
         app,
         ["transfer", str(pieces[0]), "--model", str(ckpt), "--rhythm", "+2", "--polyphony", "-1",
-         "--bars", "1-2", "--seed", "3", "--out", str(out), "--device", "cpu"],
+         "--bars", "1-2", "--seed", "3", "--candidates", "2", "--out", str(out), "--device", "cpu"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     score = load_score(out)
@@ -203,7 +233,8 @@ def test_generate_song_dispatches_musemorphose(trained):
     songs = generate_song(loaded, bars=4, style="folk", attributes=[(1, 0), (6, 0)], seed=2, num_samples=2)
     assert len(songs) == 2 and all(bars_of(tok, s.tokens) == 4 for s in songs)
     assert songs[0].params["family"] == "musemorphose" and songs[0].new_tokens == len(songs[0].tokens)
-    cont = generate_song(loaded, bars=2, primer=pieces[0], primer_bars=2, seed=2)[0]
+    cont = generate_song(loaded, bars=2, primer=pieces[0], primer_bars=2, seed=2, candidates=2)[0]
+    assert cont.params["candidates"] == 2
     primer = tok.encode(load_score(pieces[0]))
     assert bars_of(tok, cont.tokens) == 4
     kept = cont.tokens[cont.tokens.index(tok.bar_id) :][: primer.bar_starts[2] - primer.bar_starts[0]]
@@ -264,12 +295,21 @@ def test_ship_then_resample_a_musemorphose_card(trained, tmp_path):
     )  # fmt: skip
     shipped = ship_model(ckpt.parent, data, tmp_path, options, log=lambda _: None)
     before = json.loads((shipped / "evaluation" / "transfer.json").read_text())
-    resample_card(shipped, data, replace(options, transfer_pieces=3), log=lambda _: None)
+    assert before["control_candidates"]["candidates"] == 4  # measured with tries per bar too, by default
+    resample_card(shipped, data, replace(options, transfer_pieces=3, candidates=2), log=lambda _: None)
     after = json.loads((shipped / "evaluation" / "transfer.json").read_text())
     assert after["likelihood"] == before["likelihood"]
     assert before["control"]["pieces"] == 2 and after["control"]["pieces"] == 3
+    assert after["control_candidates"]["candidates"] == 2 and after["control_candidates"]["pieces"] == 3
     card = (shipped / "MODEL_CARD.md").read_text()
     control = card.split("## Attribute control and fidelity (style transfer)\n")[1].split("## Samples")[0]
     assert "Re-measured" in control and "3 test pieces drawn at random" in control
-    assert f"| rhythm | {after['control']['rho']['rhythm']:.3f} |" in control
+    assert f"| rhythm | one sample per bar | {after['control']['rho']['rhythm']:.3f} |" in control
+    best = after["control_candidates"]["rho"]["polyphony"]
+    assert f"| polyphony | best of 2 per bar | {best:.3f} |" in control
+    assert "s with 2 tries per bar" in control
     assert "## Transfer speed" in control and card.count("## Config") == 1
+    resample_card(shipped, data, replace(options, candidates=1), log=lambda _: None)  # single samples only
+    assert "control_candidates" not in json.loads((shipped / "evaluation" / "transfer.json").read_text())
+    card = (shipped / "MODEL_CARD.md").read_text()
+    assert "| one sample per bar |" in card and "best of" not in card

@@ -44,6 +44,25 @@ def test_kv_cache_decoding_equals_full_forward():
     torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+def test_keep_row_continues_every_row_from_one_rows_prefix():
+    """Best-of-N sampling keeps one candidate: after `keep_row(r, L)` every row decodes as if it had been fed row
+    r's first L tokens and nothing else (the steps after L, here 6 of them, are forgotten)."""
+    model = tiny().eval()
+    ids = torch.randint(0, 61, (3, 18))
+    with torch.no_grad():
+        _, cache = model(ids[:, :12], use_cache=True)
+        model(ids[:, 12:], past_kv=cache)
+        cache.keep_row(1, 12)
+        assert cache.length == 12
+        nxt = torch.full((3, 1), 7)
+        got, _ = model(nxt, past_kv=cache)  # [3, 1, V]
+        expected, _ = model(torch.cat([ids[1:2, :12], nxt[:1]], dim=1))  # [1, 13, V]
+    for row in range(3):
+        torch.testing.assert_close(got[row, 0], expected[0, -1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot keep 14 steps"):
+        cache.keep_row(0, 14)
+
+
 @pytest.mark.parametrize("overrides", [{}, {"norm": "layer", "bias": True}])
 def test_incremental_decoder_gives_exactly_the_logits_of_a_cached_forward(overrides):
     model = tiny(**overrides).eval()

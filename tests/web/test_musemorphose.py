@@ -47,10 +47,12 @@ def test_models_list_musemorphose_with_its_operations_and_controls(client):
         assert controls[name]["kind"] == "shift"
         assert (controls[name]["minimum"], controls[name]["maximum"]) == (-7, 7)
     assert controls["restyle_bars"]["kind"] == "bar_range"
+    assert (controls["candidates"]["default"], controls["candidates"]["maximum"]) == (1, 8)
     assert {"chorale", "folk"} <= set(morph["styles"])
 
     home = client.get("/").text
     assert 'data-model="musemorphose"' in home and 'name="musemorphose.temperature"' in home
+    assert 'name="musemorphose.candidates"' in home
     assert 'name="musemorphose.rhythm_shift"' not in home  # re-style controls belong to a source's page
 
 
@@ -128,7 +130,7 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
     form = {
         "csrf_token": csrf(detail), "model": "musemorphose", "operation": "restyle", "source_upload": upload_id,
         "musemorphose.rhythm_shift": "3", "musemorphose.polyphony_shift": "0",
-        "musemorphose.restyle_bars": " 2-3 ", "musemorphose.seed": "1",
+        "musemorphose.restyle_bars": " 2-3 ", "musemorphose.seed": "1", "musemorphose.candidates": "3",
     }  # fmt: skip
     r = client.post("/generate", data=form, follow_redirects=False)
     assert r.status_code == 303, r.text
@@ -136,6 +138,7 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
     assert done["status"] == "done", done
     song, score = song_midi(client, done)
     assert song["params"]["restyle_bars"] == "2-3" and song["params"]["rhythm_shift"] == 3
+    assert song["params"]["candidates"] == 3  # three tries per re-styled bar, the nearest kept
     given = REMI.decode(REMI.encode(symusic.Score.from_midi(melody)).ids)  # the melody as the model reads it
     assert bars(score) == bars(given) == 4 and score.tpq == given.tpq
     bar = 4 * given.tpq  # 4/4
@@ -172,6 +175,9 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
          "a REMI Transformer model does not take rhythm_shift"),
         ({"model": "performance-rnn", "operation": "continue", "restyle_bars": "1"},
          "a Performance RNN model does not take restyle_bars"),
+        ({"model": "remi-transformer", "operation": "continue", "candidates": 2},
+         "a REMI Transformer model does not take candidates"),
+        ({"rhythm_shift": 1, "candidates": 9}, "less than or equal to 8"),
     ],
 )  # fmt: skip
 def test_bad_restyle_requests_are_refused_and_store_nothing(client, body, message):

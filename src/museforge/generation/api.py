@@ -607,12 +607,13 @@ def _generate_musemorphose(
     top_p: float | None,
     seed: int,
     num_samples: int,
+    candidates: int,
     progress: ProgressFn | None,
 ) -> tuple[list[list[int]], list[symusic.Score], list[int]]:
     """Tokens, scores and where each song's new music starts (token index) for MuseMorphose."""
     model, tok = loaded.checkpoint.model, loaded.tokenizer
     assert isinstance(model, MuseMorphose) and isinstance(tok, RemiTokenizer)
-    sampling = {"temperature": temperature, "top_p": top_p, "style": style}
+    sampling = {"temperature": temperature, "top_p": top_p, "style": style, "candidates": candidates}
     if primer is None:
         songs = morph_generate(
             model, tok, bars=bars, plan=plan, num_samples=num_samples, seed=seed, progress=progress,
@@ -687,6 +688,7 @@ def generate_song(
     accompany: str | Path | symusic.Score | None = None,
     tracks: str | Mapping[str, int] | None = None,
     binarize: str = "threshold",
+    candidates: int = 1,
 ) -> list[GeneratedSong]:
     """Sample ``num_samples`` songs from ``model`` (a shipped name, a checkpoint directory, or `get_model`'s
     result); see the module docstring for what each family accepts. ``bars`` (REMI, default 16) and
@@ -700,9 +702,16 @@ def generate_song(
     A MuseGAN takes ``style`` as its genre, ``bars`` (chained 4-bar phrases), ``binarize`` ('threshold' or
     'bernoulli'), or ``accompany`` (a music file or score) with ``tracks`` ('piano:0': model track name : the
     file's track index): the named tracks are kept exactly and the model plays the others.
+    A MuseMorphose takes ``candidates``: tries per bar, the one nearest the bar's asked classes kept.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
     _check_sampling(temperature, top_k, top_p, num_samples)
+    if candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    if candidates != 1 and loaded.family != "musemorphose":
+        raise ValueError(
+            f"candidates (tries per bar) is for a MuseMorphose; model {loaded.name} is a {loaded.family}"
+        )
     if primer_bars is not None and primer_bars < 1:
         raise ValueError(f"primer_bars must be >= 1, got {primer_bars}")
     if primer_bars is not None and primer is None:
@@ -737,14 +746,14 @@ def generate_song(
         tokens, scores, new_at = _generate_musemorphose(
             loaded, style=style, bars=bars, primer=None if primer is None else _read_primer(primer),
             primer_bars=primer_bars, plan=plan, temperature=temperature, top_p=top_p, seed=seed,
-            num_samples=num_samples, progress=progress,
+            num_samples=num_samples, candidates=candidates, progress=progress,
         )  # fmt: skip
         elapsed = time.perf_counter() - start
         if progress is not None:
             progress(1.0)
         params = {
             "model": loaded.name, "family": family, "style": style, "bars": bars, "temperature": temperature,
-            "top_p": top_p, "seed": seed, "num_samples": num_samples,
+            "top_p": top_p, "seed": seed, "num_samples": num_samples, "candidates": candidates,
             "primer": None if primer is None else (str(primer) if not isinstance(primer, symusic.Score) else "score"),
             "primer_bars": primer_bars, "attributes": [None if a is None else list(a) for a in plan] or None,
         }  # fmt: skip
@@ -866,6 +875,7 @@ def restyle_song(
     style: str | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
+    candidates: int = 1,
     seed: int | None = None,
     num_samples: int = 1,
     progress: ProgressFn | None = None,
@@ -874,7 +884,8 @@ def restyle_song(
 ) -> list[GeneratedSong]:
     """Re-style ``piece`` with a MuseMorphose: sample i re-plays the chosen ``bars`` (0-based, default all) from
     their own latents with ``rhythm``/``polyphony`` shifted (an int) or set (one class per chosen bar, ``None``
-    keeping a bar's own), seeded ``seed + i`` (see `museforge.generation.musemorphose.transfer`). The originality
+    keeping a bar's own), each bar the nearest to its asked classes of ``candidates`` tries, seeded ``seed + i``
+    (see `museforge.generation.musemorphose.transfer`). The originality
     check judges only the re-played bars when the others are kept: those are the user's own music.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
@@ -891,7 +902,7 @@ def restyle_song(
         start = time.perf_counter()
         morphed = morph_transfer(
             net, tok, source, rhythm=rhythm, polyphony=polyphony, bars=bars, keep_other_bars=keep_other_bars,
-            style=style, seed=seed + i, temperature=temperature, top_p=top_p,
+            style=style, seed=seed + i, temperature=temperature, top_p=top_p, candidates=candidates,
             progress=None if progress is None else scaled_progress(progress, i / num_samples, 1 / num_samples),
         )  # fmt: skip
         elapsed = time.perf_counter() - start
@@ -905,7 +916,7 @@ def restyle_song(
             check = OriginalityCheck(result, is_near_copy(result), index_source)
         params = {
             "model": loaded.name, "family": loaded.family, "style": style, "seed": seed, "sample": i,
-            "source_bars": n_bars, "restyled_bars": [int(b) for b in chosen],
+            "candidates": candidates, "source_bars": n_bars, "restyled_bars": [int(b) for b in chosen],
             "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
         }  # fmt: skip
         songs.append(

@@ -55,6 +55,7 @@ def evaluate_transfer(
     bars: int | None = None,
     shifts: Sequence[int] = SHIFTS,
     seed: int = 0,
+    candidates: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Control ρ, leak and fidelity of transfers of the first ``bars`` bars (default: one model window) of each
@@ -85,7 +86,7 @@ def evaluate_transfer(
                 p = shifted_classes(encoded.polyphony, s if attr == "polyphony" else None, every, n_cls)
                 rows.append((r, p))
             start = time.perf_counter()
-            outs = transfer_rows(model, tok, encoded, rows, every, generator=gen)
+            outs = transfer_rows(model, tok, encoded, rows, every, generator=gen, candidates=candidates)
             elapsed += time.perf_counter() - start
             transfers += len(rows)
             for (r, p), tokens in zip(rows, outs, strict=True):
@@ -115,6 +116,7 @@ def evaluate_transfer(
         "pieces": len(pieces),
         "bars": bars,
         "shifts": list(shifts),
+        "candidates": candidates,
         "transfers": transfers,
         "seconds_per_transfer": elapsed / max(transfers, 1),
     }

@@ -122,6 +122,11 @@ class RemiGrammar:
             state.drum = self.values[token] == "-1"
         state.last = kind
 
+    def restart(self) -> None:
+        """Forget the prefixes seen, so the next call reads its prefix from the start: for a caller that replaced
+        its sequences (best-of-N sampling keeping one candidate), which may by chance be one token longer."""
+        self._rows, self._seen = [], 0
+
     def _sync(self, prefix: Tensor) -> None:
         b, t = prefix.shape
         if len(self._rows) != b or t != self._seen + 1:

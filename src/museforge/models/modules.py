@@ -119,6 +119,15 @@ class KVCache:
         """Mark ``t`` more steps as stored; called once after all layers saw them."""
         self.length += t
 
+    def keep_row(self, row: int, length: int) -> None:
+        """Make every row a copy of row ``row``'s first ``length`` steps and forget the steps after them: how
+        best-of-N sampling carries on from the candidate it chose."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot keep {length} steps of a cache holding {self.length}")
+        for buf in (*self.keys, *self.values):
+            buf[:, :, :length] = buf[row : row + 1, :, :length].clone()  # [B, H, length, Dh]
+        self.length = length
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with RoPE through ``scaled_dot_product_attention``."""

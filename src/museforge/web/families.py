@@ -84,6 +84,13 @@ class JobRequest(BaseModel):
     polyphony_shift: int | None = Field(
         None, description="Re-style: classes (-7 to +7) added to each re-styled bar's polyphony."
     )
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="MuseMorphose: tries per bar; the one nearest the bar's asked rhythm/polyphony is kept "
+        "(default 1; each try costs about a single sample's time again).",
+    )
     restyle_bars: str | list[int] | None = Field(
         None,
         description="Re-style: the bars to change, counted from 1, e.g. '5-8', '1,3,5-8' or [5, 6]; "
@@ -215,7 +222,7 @@ def _check_classes(values: list[int | None] | None, label: str, bars: int) -> li
 
 
 def _remi_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
-    _refuse(req, ("seconds", "density", "pitch_classes", "tracks", "binarize", *RESTYLE_FIELDS),
+    _refuse(req, ("seconds", "density", "pitch_classes", "tracks", "binarize", "candidates", *RESTYLE_FIELDS),
             "REMI Transformer", "style, bars, per-bar rhythm/polyphony and the sampling settings")  # fmt: skip
     bars = 16 if req.bars is None else req.bars
     if not 1 <= bars <= limits.max_bars:
@@ -266,7 +273,8 @@ def _perf_controls(info: ModelInfo, limits: Limits) -> list[Control]:
 
 
 def _perf_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, Any]:
-    _refuse(req, ("bars", "style", "rhythm", "polyphony", "primer_bars", "tracks", "binarize", *RESTYLE_FIELDS),
+    _refuse(req, ("bars", "style", "rhythm", "polyphony", "primer_bars", "tracks", "binarize", "candidates",
+                  *RESTYLE_FIELDS),
             "Performance RNN", "seconds, note density, pitch classes and the sampling settings")  # fmt: skip
     seconds = 20.0 if req.seconds is None else float(req.seconds)
     if not 1.0 <= seconds <= limits.max_seconds:
@@ -304,7 +312,7 @@ ACCOMPANY = Operation(
 )
 MUSEGAN_DEFAULT_BARS = 8  # two of its 4-bar phrases
 MUSEGAN_FIXED = ("seconds", "density", "pitch_classes", "rhythm", "polyphony", "primer_bars", "temperature",
-                 "top_k", "top_p", *RESTYLE_FIELDS)  # fmt: skip
+                 "top_k", "top_p", "candidates", *RESTYLE_FIELDS)  # fmt: skip
 
 
 def _musegan_controls(info: ModelInfo, limits: Limits) -> list[Control]:
@@ -402,7 +410,7 @@ MAX_SHIFT = N_ATTRIBUTE_CLASSES - 1
 BAR_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)  # "5" or "5-8"
 MORPH_FIXED = ("seconds", "density", "pitch_classes", "tracks", "binarize", "top_k")
 MORPH_TAKES = (
-    "style, bars, per-bar rhythm/polyphony, temperature, top_p and seed; to re-style, rhythm_shift, "
+    "style, bars, per-bar rhythm/polyphony, temperature, top_p, candidates and seed; to re-style, rhythm_shift, "
     "polyphony_shift, restyle_bars and per-bar rhythm/polyphony"
 )
 
@@ -431,6 +439,9 @@ def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
                 help=shift_help.format("rhythmic intensity (+ busier, - calmer)", MAX_SHIFT, MAX_SHIFT)),
         Control("polyphony_shift", "Polyphony shift", "shift", 0, -MAX_SHIFT, MAX_SHIFT, 1,
                 help=shift_help.format("polyphony (+ fuller, - thinner)", MAX_SHIFT, MAX_SHIFT)),
+        Control("candidates", "Tries per bar", "int", 1, 1, 8, 1,
+                help="Each bar is sampled this many times and the one nearest its asked rhythm and polyphony is "
+                "kept: truer control, about that many times slower."),
         Control("restyle_bars", "Bars to re-style", "bar_range", "",
                 help="Re-style: bar numbers such as 5-8 or 1,3,5-8; empty: every bar. The others stay note for note."),
     ]  # fmt: skip
@@ -524,6 +535,7 @@ def _morph_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, 
         "style": style, "seed": common["seed"], "num_samples": common["num_samples"],
         "temperature": req.temperature if "temperature" in req.model_fields_set else temperature,
         "top_p": req.top_p if "top_p" in req.model_fields_set and req.top_p is not None else top_p,
+        "candidates": req.candidates or 1,
     }  # fmt: skip
     if req.operation == "restyle":
         return {**params, **_restyle_check(req)}
@@ -580,7 +592,7 @@ def _restyle_run(
     return restyle_song(
         loaded, source, **changes, bars=selected, style=params["style"], seed=params["seed"],
         temperature=params["temperature"], top_p=params["top_p"], num_samples=params["num_samples"],
-        progress=progress,
+        candidates=params["candidates"], progress=progress,
     )  # fmt: skip
 
 
@@ -595,7 +607,7 @@ def _morph_run(
         loaded, style=params["style"], bars=params["bars"], temperature=params["temperature"],
         top_p=params["top_p"], seed=params["seed"], num_samples=params["num_samples"], primer=source,
         primer_bars=params["primer_bars"] if source is not None else None, attributes=plan or None,
-        progress=progress,
+        candidates=params["candidates"], progress=progress,
     )  # fmt: skip
 
 
