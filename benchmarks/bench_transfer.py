@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--candidates", type=int, default=1, help="tries per bar (best of N)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import music21
@@ -46,12 +47,13 @@ def main() -> None:
     times, tokens = [], 0
     for seed in range(args.repeats):
         start = time.perf_counter()
-        result = transfer(model, tok, piece, rhythm=+2, polyphony=-1, seed=seed)
+        result = transfer(model, tok, piece, rhythm=+2, polyphony=-1, seed=seed, candidates=args.candidates)
         times.append(time.perf_counter() - start)
         tokens = len(result.tokens)
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "bench": "transfer", "piece": args.piece, "bars": bars, "threads": args.threads, "params": params,
+        "candidates": args.candidates,
         "tokens": tokens, "seconds_median": sorted(times)[len(times) // 2], "seconds": [round(t, 3) for t in times],
     }))  # fmt: skip
 

@@ -97,6 +97,30 @@ def test_in_attention_adds_a_bars_condition_to_exactly_that_bars_tokens(tok, seg
     assert not torch.allclose(l1[0, first], l2[0, first])  # bar 2's first token does, at every layer
 
 
+def test_incremental_decoder_gives_the_logits_of_decode_with_each_tokens_condition(tok, segments):
+    """Sampling's flat step (one token per row, its bar's condition added before every layer) computes what the
+    modules' `decode` computes for the same token, cache and condition."""
+    model = tiny(tok).eval()
+    batch = collate_segments(segments[:2], tok.pad_id)
+    with torch.no_grad():
+        mu, _ = model.encode(batch["bar_ids"], batch["bar_mask"])
+        cond = model.token_conditions(
+            model.conditions(mu, batch["rhythm"], batch["polyphony"]), batch["dec_bar"]
+        )  # [B, T, D]
+        ids = batch["dec_ids"][:, :40]
+        _, cache = model.decode(ids[:, :5], cond[:, :5], model.new_cache())
+        _, step_cache = model.decode(ids[:, :5], cond[:, :5], model.new_cache())
+        step = model.incremental_decoder()
+        for t in range(5, 40):
+            expected, _ = model.decode(ids[:, t : t + 1], cond[:, t : t + 1], cache)
+            torch.testing.assert_close(
+                step(ids[:, t], step_cache, cond[:, t]), expected[:, 0], rtol=0, atol=0
+            )
+    assert step_cache.length == 40
+    with pytest.raises(RuntimeError, match="eval"):
+        model.train().incremental_decoder()
+
+
 def test_encoder_latents_change_with_their_bar_only(tok, segments):
     model = tiny(tok).eval()
     batch = collate_segments(segments, tok.pad_id)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from museforge.models import TransformerConfig, TransformerLM, build_model
-from museforge.models.transformer import PRESETS, IncrementalDecoder
+from museforge.models.transformer import PRESETS
 
 
 def tiny(**overrides) -> TransformerLM:
@@ -67,7 +67,7 @@ def test_keep_row_continues_every_row_from_one_rows_prefix():
 def test_incremental_decoder_gives_exactly_the_logits_of_a_cached_forward(overrides):
     model = tiny(**overrides).eval()
     ids = torch.randint(0, 61, (3, 20))
-    step = IncrementalDecoder(model)
+    step = model.incremental_decoder()
     with torch.no_grad():
         _, cache = model(ids[:, :5], use_cache=True)
         _, step_cache = model(ids[:, :5], use_cache=True)
@@ -78,7 +78,7 @@ def test_incremental_decoder_gives_exactly_the_logits_of_a_cached_forward(overri
         fresh = model.new_cache()  # it can also start a cache
         torch.testing.assert_close(step(ids[:, 0], fresh), model(ids[:, :1])[0][:, 0], rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="eval"):
-        IncrementalDecoder(model.train())
+        model.train().incremental_decoder()
 
 
 def test_weights_are_tied_and_untied_on_request():
@@ -147,7 +147,7 @@ def test_a_half_precision_model_keeps_float32_attention_and_agrees_with_float32(
     with torch.no_grad():
         full, _ = model(ids)
         _, cache = half(ids[:, :8], use_cache=True)
-        step = IncrementalDecoder(half)
+        step = half.incremental_decoder()
         outs = [step(ids[:, t], cache) for t in range(8, 24)]
     assert cache.keys[0].dtype == cache.values[-1].dtype == torch.float32
     assert all(o.dtype == torch.float16 for o in outs)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from museforge.generation.sampling import sample
 from museforge.models.performance_rnn import CONTROL_DIM, LSTMState, PerformanceRNN
-from museforge.models.transformer import IncrementalDecoder, TransformerLM
+from museforge.models.transformer import TransformerLM
 
 MaskFn = Callable[[Tensor], Tensor]
 StopFn = Callable[[Tensor], Tensor]
@@ -165,7 +165,7 @@ def generate_transformer(
     loop = _Loop(ids, max_new_tokens, gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id)
     try:
         if use_cache:
-            step = IncrementalDecoder(model)
+            step = model.incremental_decoder()
             logits, cache = model(loop.ids[:, -window:], use_cache=True)  # [B, t, V]
             last = logits[:, -1]  # [B, V]
             for i in range(max_new_tokens):

@@ -202,11 +202,13 @@ def sample_bars(
     rows = torch.arange(b, device=device)
     dec_bar = torch.zeros_like(ids)  # the prompt's tokens all belong to bar 0
     cache = model.new_cache()
+    step = model.incremental_decoder()
     logits, cache = model.decode(ids, model.token_conditions(cond, dec_bar), cache)
+    last = logits[:, -1]  # [B, V]
     budget = c.max_seq_len - ids.shape[1]
     for _ in range(budget):
         allowed = grammar(ids)  # [B, V]
-        nxt = sample(logits[:, -1], gen, temperature, top_p=top_p, mask=allowed)  # [B]
+        nxt = sample(last, gen, temperature, top_p=top_p, mask=allowed)  # [B]
         for r in range(b):
             if finished[r]:
                 nxt[r] = tok.pad_id
@@ -228,8 +230,7 @@ def sample_bars(
         if all(finished):
             break
         bar_index = torch.tensor([min(k, n) - 1 for k in bars], device=device)
-        step_cond = cond[rows, bar_index][:, None, :]  # [B, 1, D]
-        logits, cache = model.decode(nxt[:, None], step_cond, cache)
+        last = step(nxt, cache, cond[rows, bar_index])  # [B, V]
     else:
         raise RuntimeError("sampling ran out of decoder positions before every row ended")
     out = []
@@ -273,14 +274,16 @@ def _sample_best_of(
     ids = torch.tensor([prompt] * candidates, dtype=torch.long, device=device)  # [C, t]
     grammar = RemiGrammar(tok, max_bars=n, max_bar_tokens=c.max_bar_tokens, end_with_bar=True)
     cache = model.new_cache()
+    step = model.incremental_decoder()
     logits, cache = model.decode(ids, cond[0].expand(candidates, ids.shape[1], -1), cache)
+    last = logits[:, -1]  # [C, V]
     bar = 0
     queues = [list(heads[0]) for _ in range(candidates)]
     closed: dict[int, tuple[int, int]] = {}  # row -> (its tokens before the closer, the closer)
     while True:
         if cache.length >= cache.max_len:
             raise RuntimeError("sampling ran out of decoder positions before the last bar ended")
-        nxt = sample(logits[:, -1], generator, temperature, top_p=top_p, mask=grammar(ids))  # [C]
+        nxt = sample(last, generator, temperature, top_p=top_p, mask=grammar(ids))  # [C]
         for r in range(candidates):
             if r not in closed:
                 if queues[r]:
@@ -310,7 +313,7 @@ def _sample_best_of(
             grammar.restart()
             queues = [list(heads[bar]) for _ in range(candidates)]
             closed = {}
-        logits, cache = model.decode(nxt[:, None], cond[bar].expand(candidates, 1, -1), cache)
+        last = step(nxt, cache, cond[bar].expand(candidates, -1))  # [C, V]
 
 
 def _content(tokens: Sequence[int], tok: RemiTokenizer) -> list[int]:

@@ -24,6 +24,7 @@ from museforge.models.config import ModelConfig
 from museforge.models.modules import (
     NORM_KINDS,
     FeedForward,
+    IncrementalDecoder,
     KVCache,
     RotaryEmbedding,
     TransformerBlock,
@@ -209,6 +210,12 @@ class MuseMorphose(nn.Module):
 
     def new_cache(self) -> KVCache:
         return KVCache(n_layers=self.config.n_dec_layers, max_len=self.dec_rope.max_seq_len)
+
+    def incremental_decoder(self) -> IncrementalDecoder:
+        """`decode` of one token per row with its condition [B, D], as a flat step (see `IncrementalDecoder`)."""
+        return IncrementalDecoder(
+            self.tok_emb, self.decoder, self.dec_norm, self.lm_head, self.dec_rope, self.config.d_model**0.5
+        )
 
     def encode(self, bar_ids: Tensor, bar_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, logvar)`` [B, N, Z] of bars ``bar_ids`` [B, N, Lb] (``bar_mask`` True = token).

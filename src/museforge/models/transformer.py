@@ -6,23 +6,21 @@ cache so sampling costs one new position per step instead of a full pass over th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from museforge.models.config import ModelConfig
 from museforge.models.modules import (
     NORM_KINDS,
+    IncrementalDecoder,
     KVCache,
     RotaryEmbedding,
     TransformerBlock,
     attention_dtype,
     init_weights,
     make_norm,
-    norm_function,
 )
 
 # Sizes per preset. tiny: unit tests. small: trains on a few CPU cores and samples fast there.
@@ -104,6 +102,10 @@ class TransformerLM(nn.Module):
             dtype=attention_dtype(self.tok_emb.weight),
         )
 
+    def incremental_decoder(self) -> IncrementalDecoder:
+        """A one-token-per-row decoding step with this model's current weights (see `IncrementalDecoder`)."""
+        return IncrementalDecoder(self.tok_emb, self.blocks, self.norm, self.lm_head, self.rope)
+
     def forward(
         self, input_ids: Tensor, past_kv: KVCache | None = None, use_cache: bool = False
     ) -> tuple[Tensor, KVCache | None]:
@@ -119,65 +121,3 @@ class TransformerLM(nn.Module):
             cache.advance(input_ids.shape[1])
         logits = self.lm_head(self.norm(x))  # [B, T, V]
         return logits, cache
-
-
-class _Layer(NamedTuple):
-    """One block's weights as `IncrementalDecoder` uses them."""
-
-    norm1: Callable[[Tensor], Tensor]
-    qkv: Tensor  # [3D, D]
-    qkv_bias: Tensor | None
-    proj: Tensor  # [D, D]
-    proj_bias: Tensor | None
-    norm2: Callable[[Tensor], Tensor]
-    up: Tensor  # [F, D]
-    up_bias: Tensor | None
-    down: Tensor  # [D, F]
-    down_bias: Tensor | None
-
-    @classmethod
-    def of(cls, block: TransformerBlock) -> _Layer:
-        attn, ff = block.attn, block.ff
-        return cls(
-            norm_function(block.norm1), attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
-            norm_function(block.norm2), ff.up.weight, ff.up.bias, ff.down.weight, ff.down.bias,
-        )  # fmt: skip
-
-
-class IncrementalDecoder:
-    """``decoder(ids [B], cache) -> logits [B, V]``: `TransformerLM.forward` in eval mode for one new token per
-    row appended to ``cache``, with exactly the same numbers.
-
-    Sampling calls the model once per token, and at batch 1 most of that time is call overhead (submodule
-    calls, parameter look-ups, dropout and reshapes that do nothing at T = 1) rather than arithmetic; this
-    reads every weight once and then runs each token as a flat sequence of tensor ops (about a quarter less time
-    per token than the modules' forward, on one CPU core). It holds references to the weights as they are when
-    it is built: build one per generation.
-    """
-
-    def __init__(self, model: TransformerLM) -> None:
-        if model.training:
-            raise RuntimeError("the incremental decoder leaves out dropout: call model.eval() first")
-        c = model.config
-        self.n_heads, self.head_dim = c.n_heads, c.d_model // c.n_heads
-        self.rope = model.rope
-        self.embedding = model.tok_emb.weight  # [V, D]
-        self.layers = [_Layer.of(block) for block in model.blocks]
-        self.norm = norm_function(model.norm)
-        self.head = model.lm_head.weight  # [V, D]
-
-    def __call__(self, ids: Tensor, cache: KVCache) -> Tensor:
-        x = F.embedding(ids, self.embedding)  # [B, D]
-        b, d = x.shape
-        cos, sin = self.rope.tables(cache.length, 1, x.dtype)  # [1, Dh] each
-        for i, layer in enumerate(self.layers):
-            qkv = F.linear(layer.norm1(x), layer.qkv, layer.qkv_bias)  # [B, 3D]
-            qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
-            qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
-            k, v = cache.update(i, qk[:, 1], qkv[:, 2])  # [B, H, L+1, Dh], in the cache's dtype
-            attn = F.scaled_dot_product_attention(qk[:, 0].to(k.dtype), k, v)  # [B, H, 1, Dh]
-            x = x + F.linear(attn.view(b, d).to(x.dtype), layer.proj, layer.proj_bias)  # [B, D]
-            h = F.gelu(F.linear(layer.norm2(x), layer.up, layer.up_bias))  # [B, F]
-            x = x + F.linear(h, layer.down, layer.down_bias)  # [B, D]
-        cache.advance(1)
-        return F.linear(self.norm(x), self.head)  # [B, V]
