@@ -539,8 +539,8 @@ def generate(
     precision: Annotated[
         str,
         typer.Option(
-            help="Weights while sampling: fp32, fp16 (REMI Transformer; faster on a CPU) or auto (fp16 "
-            "where it agrees with fp32 on a probe)."
+            help="Weights while sampling: fp32, fp16 (REMI Transformer, MuseMorphose; faster on a CPU) or auto "
+            "(fp16 where it agrees with fp32 on a probe)."
         ),
     ] = "auto",
     threads: Annotated[
@@ -701,6 +701,9 @@ def transfer(
     ] = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="Weights while sampling: fp32, fp16 or auto (fp16 where it agrees with fp32).")
+    ] = "auto",
 ) -> None:
     """Style transfer (MuseMorphose): re-generate a piece with shifted rhythm/polyphony classes, keeping its
     melody and harmony."""
@@ -711,7 +714,7 @@ def transfer(
 
     start = time.perf_counter()
     try:
-        loaded = get_model(model, select_device(device))
+        loaded = get_model(model, select_device(device), precision)
         (song,) = restyle_song(
             loaded,
             piece,
@@ -731,7 +734,8 @@ def transfer(
     rhythm_classes, polyphony_classes = (list(c) for c in zip(*song.params["attributes"], strict=True))
     console.print(
         f"[bold green]wrote[/] {path} ({song.params['source_bars']} bars; rhythm {rhythm_classes}, "
-        f"polyphony {polyphony_classes}; seed {song.params['seed']}) in {time.perf_counter() - start:.1f} s"
+        f"polyphony {polyphony_classes}; seed {song.params['seed']}; {song.params['precision']}) in "
+        f"{time.perf_counter() - start:.1f} s"
     )
     check = song.originality
     if check is not None and check.near_copy:

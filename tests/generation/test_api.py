@@ -221,7 +221,9 @@ def test_auto_precision_keeps_float32_where_float16_overflows(remi_ckpt, tmp_pat
 def test_precision_errors_are_clear(remi_ckpt, perf_ckpt):
     with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'fp16', 'auto'\), got 'int8'"):
         get_model(remi_ckpt, precision="int8")
-    with pytest.raises(ValueError, match="fp16 is for REMI Transformers; performance_rnn samples in fp32"):
+    with pytest.raises(
+        ValueError, match="fp16 is for REMI Transformers and MuseMorphose; performance_rnn samples in"
+    ):
         get_model(perf_ckpt, precision="fp16")
     assert get_model(perf_ckpt, precision="auto").precision == "fp32"
 

@@ -15,7 +15,7 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
-from museforge.generation.api import generate_song, get_model, restyle_song
+from museforge.generation.api import generate_song, get_model, half_precision_kl, restyle_song
 from museforge.generation.musemorphose import continue_piece, generate, interpolate, transfer
 from museforge.generation.musemorphose_eval import evaluate_transfer, reconstruction_nll
 from museforge.lab.model_card import ShipOptions, resample_card, ship_model
@@ -241,6 +241,22 @@ def test_generate_song_dispatches_musemorphose(trained):
     assert kept == primer.ids[primer.bar_starts[0] : primer.bar_starts[2]].tolist()
     with pytest.raises(ValueError, match="is a MuseMorphose"):
         generate_song(loaded, seconds=5.0)
+
+
+def test_musemorphose_samples_in_float16_where_it_agrees_with_float32(trained):
+    """`auto` precision gives a MuseMorphose a float16 copy when its next-token distributions match float32's on
+    the probe; re-styles and generation from the prior then run in it (attention in float32) and say so."""
+    _, tok, ckpt, pieces, _ = trained
+    loaded = get_model(ckpt, precision="auto")
+    assert loaded.precision == "fp16 up to batch 4"
+    assert half_precision_kl(loaded.checkpoint.model, loaded.half) < 1e-3
+    (song,) = restyle_song(loaded, pieces[0], rhythm=+2, seed=1)
+    assert song.params["precision"] == "fp16" and song.score.note_num() > 0
+    assert bars_of(tok, song.tokens) == bars_of(tok, tok.encode(load_score(pieces[0])).ids)
+    new = generate_song(loaded, bars=3, style="folk", seed=1, candidates=2)[0]
+    assert new.params["precision"] == "fp16" and bars_of(tok, new.tokens) == 3
+    wide = generate_song(loaded, bars=2, style="folk", seed=1, candidates=5)[0]  # a batch of 5 rows
+    assert wide.params["precision"] == "fp32"
 
 
 def test_restyle_song_samples_variants_and_judges_only_the_replayed_bars(trained, tmp_path):

@@ -27,7 +27,8 @@ def test_generate_job_song_files_rating_history(client):
     assert {"style", "bars", "attributes"} <= {c["name"] for c in remi["controls"]}
     assert [o["name"] for o in remi["operations"]] == ["generate", "continue"]
     precisions = {m["name"]: m["precision"] for m in models["models"]}
-    assert precisions["remi-transformer"] == "fp16 up to batch 4" and precisions["performance-rnn"] == "fp32"
+    assert precisions["remi-transformer"] == precisions["musemorphose"] == "fp16 up to batch 4"
+    assert precisions["performance-rnn"] == "fp32"
 
     job = generate(
         client, h, style="chorale", bars=2, seed=7, temperature=0.9, rhythm=[3, None], polyphony=[2]

@@ -88,7 +88,7 @@ class LoadedModel:
     tokenizer: TokenTokenizer | PianoRollTokenizer
     device: torch.device
     originality_index: OriginalityIndex | None
-    half: TransformerLM | None = None  # a float16 copy of a Transformer, for batches up to ``half_up_to``
+    half: TransformerLM | MuseMorphose | None = None  # a float16 copy, for batches up to ``half_up_to``
     half_up_to: int = 0
 
     def sampler(self, batch: int) -> tuple[torch.nn.Module, str]:
@@ -169,10 +169,11 @@ def get_model(
 ) -> LoadedModel:
     """The model of a shipped name or checkpoint directory on ``device``, loaded once and reused.
 
-    ``precision="fp16"`` samples a REMI Transformer with its weights in float16: at batch 1 each token reads
-    every weight once, so halving their bytes gives about 1.8x the tokens/s on a CPU (attention stays float32).
-    ``"auto"`` does that for batches up to `HALF_AUTO_MAX_BATCH`, and only when the float16 model's next-token
-    distributions agree with float32's on a probe (`half_precision_kl`); other families stay float32.
+    ``precision="fp16"`` samples a REMI Transformer or a MuseMorphose with its weights in float16: at batch 1
+    each token reads every weight once, so halving their bytes gives about 1.8x the tokens/s on a CPU (attention
+    stays float32). ``"auto"`` does that for batches up to `HALF_AUTO_MAX_BATCH`, and only when the float16
+    model's next-token distributions agree with float32's on a probe (`half_precision_kl`); other families stay
+    float32.
     ``LoadedModel.precision`` says what was chosen, and each song's params which precision made it. A checkpoint
     rewritten on disk (new weights) is loaded again, so a long-running server picks it up.
     """
@@ -198,7 +199,21 @@ def get_model(
         return loaded
 
 
-def half_precision_kl(model: TransformerLM, half: TransformerLM, tokens: int = HALF_PROBE_TOKENS) -> float:
+def _probe_logits(model: TransformerLM | MuseMorphose, probe: Tensor, gen: torch.Generator) -> Tensor:
+    """Next-token logits [1, T, V] of ``probe`` [1, T]; a MuseMorphose decodes it as one bar whose condition
+    comes from a random latent (drawn from ``gen``) and random classes, so its condition path is probed too."""
+    if isinstance(model, TransformerLM):
+        return model(probe)[0]
+    c = model.config
+    z = torch.randn(1, 1, c.d_latent, generator=gen).to(probe.device)
+    rhythm, poly = torch.randint(c.n_attr_classes, (2, 1, 1), generator=gen).to(probe.device)
+    cond = model.conditions(z.to(model.tok_emb.weight.dtype), rhythm, poly)  # [1, 1, D]
+    return model.decode(probe, cond.expand(1, probe.shape[1], -1))[0]
+
+
+def half_precision_kl(
+    model: TransformerLM | MuseMorphose, half: TransformerLM | MuseMorphose, tokens: int = HALF_PROBE_TOKENS
+) -> float:
     """Mean KL(p_fp32 || p_fp16) in nats over the next-token distributions of a fixed random probe sequence
     (inf when float16 overflows). Random tokens drive the activations harder than music does, so a model that
     passes on them is safe on real prompts."""
@@ -206,21 +221,23 @@ def half_precision_kl(model: TransformerLM, half: TransformerLM, tokens: int = H
     device = next(model.parameters()).device
     probe = torch.randint(model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        ref = model(probe.to(device))[0].float().log_softmax(-1)  # [1, n, V]
-        low = half(probe.to(device))[0].float().log_softmax(-1)
+        ref = _probe_logits(model, probe.to(device), torch.Generator().manual_seed(1)).float().log_softmax(-1)
+        low = _probe_logits(half, probe.to(device), torch.Generator().manual_seed(1)).float().log_softmax(-1)
     if not torch.isfinite(low).all():
         return math.inf
     return float((ref.exp() * (ref - low)).sum(-1).mean())
 
 
-def _half_precision(ckpt: Checkpoint, check: bool) -> TransformerLM | None:
-    """A float16 copy of a Transformer checkpoint's model; ``None`` where ``check`` finds it unfaithful, or, when
-    ``check`` is off (fp16 asked for by name), an error for the families that sample in float32 only."""
+def _half_precision(ckpt: Checkpoint, check: bool) -> TransformerLM | MuseMorphose | None:
+    """A float16 copy of a Transformer's or MuseMorphose's model; ``None`` where ``check`` finds it unfaithful,
+    or, when ``check`` is off (fp16 asked for by name), an error for the families that sample in float32 only."""
     model = ckpt.model
-    if not isinstance(model, TransformerLM):
+    if not isinstance(model, TransformerLM | MuseMorphose):
         if check:
             return None
-        raise ValueError(f"precision fp16 is for REMI Transformers; {ckpt.model_name} samples in fp32")
+        raise ValueError(
+            f"precision fp16 is for REMI Transformers and MuseMorphose; {ckpt.model_name} samples in fp32"
+        )
     half = copy.deepcopy(model).half().eval()
     if check and not half_precision_kl(model, half) < HALF_MAX_KL:
         return None
@@ -610,8 +627,9 @@ def _generate_musemorphose(
     candidates: int,
     progress: ProgressFn | None,
 ) -> tuple[list[list[int]], list[symusic.Score], list[int]]:
-    """Tokens, scores and where each song's new music starts (token index) for MuseMorphose."""
-    model, tok = loaded.checkpoint.model, loaded.tokenizer
+    """Tokens, scores and where each song's new music starts (token index) for MuseMorphose, whose songs are
+    sampled one at a time, each as a batch of ``candidates`` rows."""
+    model, tok = loaded.sampler(candidates)[0], loaded.tokenizer
     assert isinstance(model, MuseMorphose) and isinstance(tok, RemiTokenizer)
     sampling = {"temperature": temperature, "top_p": top_p, "style": style, "candidates": candidates}
     if primer is None:
@@ -754,6 +772,7 @@ def generate_song(
         params = {
             "model": loaded.name, "family": family, "style": style, "bars": bars, "temperature": temperature,
             "top_p": top_p, "seed": seed, "num_samples": num_samples, "candidates": candidates,
+            "precision": loaded.sampler(candidates)[1],
             "primer": None if primer is None else (str(primer) if not isinstance(primer, symusic.Score) else "score"),
             "primer_bars": primer_bars, "attributes": [None if a is None else list(a) for a in plan] or None,
         }  # fmt: skip
@@ -889,7 +908,7 @@ def restyle_song(
     check judges only the re-played bars when the others are kept: those are the user's own music.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
-    net, tok = loaded.checkpoint.model, loaded.tokenizer
+    (net, precision), tok = loaded.sampler(candidates), loaded.tokenizer
     if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
         raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
     if num_samples < 1:
@@ -916,7 +935,8 @@ def restyle_song(
             check = OriginalityCheck(result, is_near_copy(result), index_source)
         params = {
             "model": loaded.name, "family": loaded.family, "style": style, "seed": seed, "sample": i,
-            "candidates": candidates, "source_bars": n_bars, "restyled_bars": [int(b) for b in chosen],
+            "candidates": candidates, "precision": precision, "source_bars": n_bars,
+            "restyled_bars": [int(b) for b in chosen],
             "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
         }  # fmt: skip
         songs.append(

@@ -28,6 +28,7 @@ from museforge.models.modules import (
     KVCache,
     RotaryEmbedding,
     TransformerBlock,
+    attention_dtype,
     init_weights,
     make_norm,
 )
@@ -209,7 +210,12 @@ class MuseMorphose(nn.Module):
         return self.tok_emb(ids) * self.config.d_model**0.5
 
     def new_cache(self) -> KVCache:
-        return KVCache(n_layers=self.config.n_dec_layers, max_len=self.dec_rope.max_seq_len)
+        """An empty decoder cache; float32 for half-precision weights on a CPU (see `attention_dtype`)."""
+        return KVCache(
+            n_layers=self.config.n_dec_layers,
+            max_len=self.dec_rope.max_seq_len,
+            dtype=attention_dtype(self.tok_emb.weight),
+        )
 
     def incremental_decoder(self) -> IncrementalDecoder:
         """`decode` of one token per row with its condition [B, D], as a flat step (see `IncrementalDecoder`)."""
@@ -236,6 +242,7 @@ class MuseMorphose(nn.Module):
 
     def conditions(self, z: Tensor, rhythm: Tensor, polyphony: Tensor) -> Tensor:
         """In-attention condition of each bar [B, N, D] from latents [B, N, Z] and classes [B, N]."""
+        z = z.to(self.cond_proj.weight.dtype)  # float32 latents (noise, interpolations) meet a float16 model
         cond = torch.cat([z, self.rhythm_emb(rhythm), self.polyphony_emb(polyphony)], dim=-1)
         return self.cond_proj(cond)  # [B, N, D]
 

@@ -71,8 +71,8 @@ class ModelCatalog:
                 family = FAMILIES.get(info.family)
                 if family is None:
                     raise CheckpointError(f"the app has no controls for the {info.family!r} family yet")
-                # fp16 is a REMI-Transformer option: the other families are served in fp32 whatever is set
-                wanted = precision if info.family == "transformer" else "fp32"
+                # fp16 is an option of the token Transformers: the other families are served in fp32
+                wanted = precision if info.family in ("transformer", "musemorphose") else "fp32"
                 self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted))
             except (CheckpointError, ValueError, OSError) as exc:
                 self.skipped[path.name] = str(exc)

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     mongo_db: str = "museforge"
     device: str = "cpu"
     precision: Literal["fp32", "fp16", "auto"] = Field(
-        "auto", description="REMI Transformer weights while sampling (auto: fp16 where it matches fp32)."
+        "auto",
+        description="REMI Transformer and MuseMorphose weights while sampling (auto: fp16 where it matches fp32).",
     )
     workers: int = Field(2, ge=1, le=64, description="Generation jobs run at once.")
     torch_threads: int = Field(0, ge=0, description="Torch threads per process (0: cores / workers).")
