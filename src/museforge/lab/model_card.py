@@ -27,7 +27,7 @@ import torch
 from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
-from museforge.generation.api import generate_song, get_model
+from museforge.generation.api import LoadedModel, generate_song, get_model
 from museforge.generation.musemorphose import encode_piece, transfer
 from museforge.generation.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
 from museforge.metrics.evaluate import evaluate_folder
@@ -351,7 +351,8 @@ def resample_card(
         measured = json.loads((model_dir / "evaluation" / "transfer.json").read_text())
         for stale in ("control_candidates", "transfer_16_bars_candidates_seconds"):
             measured.pop(stale, None)
-        measured.update(_musemorphose_control(model, tok, data_dir, options))
+        served = get_model(model_dir, precision=precision)
+        measured.update(_musemorphose_control(model, tok, data_dir, options, served))
         lines = _musemorphose_lines(measured)
         lines[1:1] = [stamp, ""]
         card = _replace_sections(card, CONTROL_HEADING, SAMPLES_HEADING, lines)
@@ -396,11 +397,16 @@ def _musemorphose_evaluation(ckpt: Checkpoint, data_dir: Path, options: ShipOpti
 
 
 def _musemorphose_control(
-    model: MuseMorphose, tok: RemiTokenizer, data_dir: Path, options: ShipOptions
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    data_dir: Path,
+    options: ShipOptions,
+    served: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Control ρ / leak / fidelity of ``options.transfer_pieces`` test pieces drawn at random, and the seconds a
     16-bar transfer takes here (mean of three pieces); both again with ``options.candidates`` tries per bar
-    (``control_candidates``, ``transfer_16_bars_candidates_seconds``) when that is above 1."""
+    (``control_candidates``, ``transfer_16_bars_candidates_seconds``) when that is above 1. The transfers are
+    timed with ``served``'s sampler (the precision the app and CLI use) when given, else with ``model``."""
     records = load_manifest(data_dir, "test")
     order = np.random.default_rng(options.seed).permutation(len(records))
     pieces = [records[i].midi_path(data_dir) for i in order[: options.transfer_pieces]]
@@ -412,11 +418,19 @@ def _musemorphose_control(
         if len(long) == 3:
             break
 
+    def timed_model(candidates: int) -> tuple[MuseMorphose, str]:
+        if served is None:
+            return model, "fp32"
+        sampler, precision = served.sampler(candidates)
+        assert isinstance(sampler, MuseMorphose)
+        return sampler, precision
+
     def transfer_seconds(candidates: int) -> float | None:
         seconds = []
+        timed = timed_model(candidates)[0]
         for piece in long:  # every bar re-generated
             start = time.perf_counter()
-            transfer(model, tok, piece, rhythm=1, seed=options.seed, candidates=candidates)
+            transfer(timed, tok, piece, rhythm=1, seed=options.seed, candidates=candidates)
             seconds.append(time.perf_counter() - start)
         return float(np.mean(seconds)) if seconds else None
 
@@ -424,7 +438,7 @@ def _musemorphose_control(
         "control": evaluate_transfer(model, tok, pieces, seed=options.seed),
         "paper": PAPER,
         "transfer_16_bars_seconds": transfer_seconds(1),
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, {timed_model(1)[1]}",
     }
     if options.candidates > 1:
         out["control_candidates"] = evaluate_transfer(
