@@ -44,6 +44,21 @@ def test_training_summary_and_command_come_from_the_run(run):
     command = train_command(json.loads((out / "run.json").read_text()))
     assert command.startswith("museforge train --model transformer --preset tiny --data ")
     assert "--max-steps 15" in command
+    assert summary["stages"] == [] and "init_without_log" not in summary
+
+
+def test_a_run_started_from_weights_without_a_log_says_so(run, tmp_path):
+    """Fine-tuning a shipped model (``--init models/NAME``) has no earlier log to summarise: the summary names
+    where the weights came from instead of passing the run off as trained from scratch."""
+    import shutil
+
+    _, out = run
+    copy = tmp_path / "tuned"
+    shutil.copytree(out, copy)
+    request = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**request, "init_from": str(tmp_path / "shipped")}))
+    summary = training_summary(copy)
+    assert summary["init_without_log"] == str(tmp_path / "shipped") and summary["stages"] == []
 
 
 def test_ship_writes_a_measured_card_and_a_usable_model(run, tmp_path, monkeypatch):

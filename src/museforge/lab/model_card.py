@@ -109,6 +109,8 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     if init and (Path(init).parent / "log.csv").exists():
         earlier = training_summary(Path(init).parent)
         summary["stages"] = [*earlier["stages"], {k: v for k, v in earlier.items() if k != "stages"}]
+    elif init:  # e.g. a shipped model fine-tuned further: say so, though its own run cannot be summarised
+        summary["init_without_log"] = str(init)
     return summary
 
 
@@ -624,6 +626,14 @@ def render_card(
             f"min; {_stop_line(st)}; the next stage started from its best weights with a fresh optimizer"
             for i, st in enumerate(training["stages"])
         ],
+        *(
+            [
+                f"- Started from the weights of `{training['init_without_log']}`, whose training log is not "
+                "beside it: the steps and minutes below are this run's only"
+            ]
+            if training.get("init_without_log")
+            else []
+        ),
         f"- {'Final stage' if training['stages'] else 'Run'}: {training['steps']} optimizer steps, "
         f"{training['epochs']} epochs, {training['wall_seconds'] / 60:.1f} min, median "
         f"{_fmt(training['train_tokens_per_s'])} training tokens/s; {_stop_line(training)}",
