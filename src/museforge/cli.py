@@ -20,6 +20,24 @@ data_app = typer.Typer(help="Build, tokenize and inspect datasets.", no_args_is_
 app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)  # messages stay on one line: greppable, copyable paths
 
+Candidates = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=16,
+        help="MuseMorphose: samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer "
+        "control).",
+    ),
+]
+CardCandidates = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=16,
+        help="MuseMorphose: measure control again with this many tries per bar (1: single samples).",
+    ),
+]
+
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
@@ -500,14 +518,7 @@ def generate(
     binarize: Annotated[
         str, typer.Option(help="MuseGAN: 'threshold' (at 0) or 'bernoulli' (sample each cell).")
     ] = "threshold",
-    candidates: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=16,
-            help="MuseMorphose: samples per bar; the one nearest the asked rhythm/polyphony is kept.",
-        ),
-    ] = 1,
+    candidates: Candidates = 1,
     seconds: Annotated[
         float | None, typer.Option(help="Seconds of new music (Performance RNN; default 30).")
     ] = None,
@@ -691,14 +702,7 @@ def transfer(
         float | None, typer.Option(help="Sampling temperature (model default 1.2).")
     ] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus mass (model default 0.9).")] = None,
-    candidates: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=16,
-            help="Samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer control).",
-        ),
-    ] = 1,
+    candidates: Candidates = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[
@@ -756,14 +760,7 @@ def interpolate(
         str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
     ] = MORPH_MODEL,
     style: Annotated[str | None, typer.Option(help="Style token to lead with.")] = None,
-    candidates: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=16,
-            help="Samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer control).",
-        ),
-    ] = 1,
+    candidates: Candidates = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
@@ -802,14 +799,7 @@ def evaluate_transfer(
         int, typer.Option(min=1, help="Test pieces drawn at random for control/fidelity.")
     ] = 40,
     segments: Annotated[int, typer.Option(min=1, help="Test segments scored for perplexity.")] = 300,
-    candidates: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=16,
-            help="Samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer control).",
-        ),
-    ] = 1,
+    candidates: Candidates = 1,
     seed: Annotated[int, typer.Option(help="Seed for the draw and the sampling.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -908,14 +898,7 @@ def models_ship(
         Path | None, typer.Option(help="Where to put it (default: the shipped models folder).")
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
-    candidates: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=16,
-            help="MuseMorphose: measure control again with this many tries per bar (1: single samples only).",
-        ),
-    ] = 4,
+    candidates: CardCandidates = 4,
 ) -> None:
     """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
     from museforge.lab.model_card import ShipOptions, ship_model
@@ -949,14 +932,7 @@ def models_resample(
     precision: Annotated[
         str, typer.Option(help="Sample as the app does (auto), or in fp32 / fp16.")
     ] = "auto",
-    candidates: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=16,
-            help="MuseMorphose: measure control again with this many tries per bar (1: single samples only).",
-        ),
-    ] = 4,
+    candidates: CardCandidates = 4,
 ) -> None:
     """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and
     evaluation/), keeping the rest: for when sampling changed since the model was shipped."""
