@@ -143,6 +143,42 @@ def test_resume_reproduces_the_uninterrupted_loss_trajectory(tmp_path, bwv66):
         assert torch.equal(p, q)
 
 
+class FailsAfter(torch.utils.data.Dataset):
+    """A dataset whose reads fail after ``reads`` of them, as a run dies (a full disk, a killed job)."""
+
+    def __init__(self, inner: torch.utils.data.Dataset, reads: int) -> None:
+        self.inner, self.reads = inner, reads
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        self.reads -= 1
+        if self.reads < 0:
+            raise RuntimeError("the run died")
+        return self.inner[i]
+
+
+def test_a_run_that_dies_mid_epoch_resumes_from_the_last_epoch_boundary(tmp_path, bwv66):
+    """Each finished epoch rewrites last/ (not only every ``checkpoint_every`` steps), so a run that dies in
+    epoch 2 resumes from the end of epoch 1 and still ends with the uninterrupted run's weights."""
+    data, held_out = Windows(bwv66[:300], 20), Windows(bwv66[300:], 20)
+    cfg = dict(batch_size=2, grad_accum=2, epochs=3, lr=2e-3)
+    straight = Trainer(tiny_transformer(), data, quiet(tmp_path / "a", **cfg), eval_data=held_out)
+    straight.fit()
+    per_epoch = straight.batches_per_epoch * 2  # reads of one epoch
+    dying = Trainer(
+        tiny_transformer(), FailsAfter(data, per_epoch + 5), quiet(tmp_path / "b", **cfg), eval_data=held_out
+    )
+    with pytest.raises(RuntimeError, match="the run died"):
+        dying.fit()
+    assert load_checkpoint(tmp_path / "b" / "last").step == straight.step // 3  # the end of epoch 1
+    resumed = Trainer(tiny_transformer(seed=5), data, quiet(tmp_path / "b", **cfg), eval_data=held_out)
+    assert resumed.fit(resume=True).step == straight.step
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 def test_best_checkpoint_and_early_stopping(tmp_path, bwv66):
     # train on one chorale, evaluate on another: the held-out loss falls, then rises as the model memorises
     train, held_out = Windows(bwv66, 32), Windows(chorale_tokens("bach/bwv7.7"), 32)

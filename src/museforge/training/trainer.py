@@ -483,6 +483,8 @@ class Trainer:
                     stopped_early = self._end_epoch(start)
                     if stopped_early:
                         break
+                    if self.step < stop_at and self.step % c.checkpoint_every:
+                        self.save("last")  # a run that dies in the next epoch loses that epoch at most
                     window_start = time.perf_counter()  # evaluation time is not training throughput
             if self.step == self.total_steps and self.batch_in_epoch > 0:
                 # max_steps ended the run inside an epoch: evaluate these final weights too, so the run's
