@@ -294,6 +294,8 @@ def _sample_best_of(
                 nxt[r] = tok.pad_id
         if len(closed) < candidates:
             ids = torch.cat([ids, nxt[:, None]], dim=1)
+            if progress is not None:  # every token, as `sample_bars` promises, so a caller can stop it
+                progress(bar / n)
         else:
             rows = [ids[r, : closed[r][0]].tolist() for r in range(candidates)]
             choice = 0
