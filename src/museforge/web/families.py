@@ -89,7 +89,7 @@ class JobRequest(BaseModel):
         ge=1,
         le=8,
         description="MuseMorphose: tries per bar; the one nearest the bar's asked rhythm/polyphony is kept "
-        "(default 1; each try costs about a single sample's time again).",
+        "(default 1; 4 tries take about 2.5 times as long as 1).",
     )
     restyle_bars: str | list[int] | None = Field(
         None,
@@ -441,7 +441,7 @@ def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
                 help=shift_help.format("polyphony (+ fuller, - thinner)", MAX_SHIFT, MAX_SHIFT)),
         Control("candidates", "Tries per bar", "int", 1, 1, 8, 1,
                 help="Each bar is sampled this many times and the one nearest its asked rhythm and polyphony is "
-                "kept: truer control, about that many times slower."),
+                "kept: truer control, slower (4 tries take about 2.5 times as long as 1)."),
         Control("restyle_bars", "Bars to re-style", "bar_range", "",
                 help="Re-style: bar numbers such as 5-8 or 1,3,5-8; empty: every bar. The others stay note for note."),
     ]  # fmt: skip
