@@ -29,7 +29,7 @@ from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.generation.api import LoadedModel, generate_song, get_model
 from museforge.generation.musemorphose import encode_piece, transfer
-from museforge.generation.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
+from museforge.generation.musemorphose_eval import PAPER, SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.metrics.evaluate import evaluate_folder
 from museforge.metrics.likelihood import evaluate_likelihood
 from museforge.metrics.originality import OriginalityIndex
@@ -234,7 +234,7 @@ def ship_model(
         likelihood, gan_tables, morph = None, None, None
         if isinstance(ckpt.model, MuseMorphose):  # a VAE: reconstruction NLL, and its transfer measures
             log("MuseMorphose: reconstruction NLL, attribute control and fidelity on the test split")
-            morph = _musemorphose_evaluation(ckpt, data_dir, options)
+            morph = _musemorphose_evaluation(ckpt, data_dir, options, log)
             likelihood = morph["likelihood"]
             (staging / "evaluation").mkdir(exist_ok=True)
             (staging / "evaluation" / "transfer.json").write_text(json.dumps(morph, indent=2) + "\n")
@@ -354,7 +354,7 @@ def resample_card(
         for stale in ("control_candidates", "transfer_16_bars_candidates_seconds"):
             measured.pop(stale, None)
         served = get_model(model_dir, precision=precision)
-        measured.update(_musemorphose_control(model, tok, data_dir, options, served))
+        measured.update(_musemorphose_control(model, tok, data_dir, options, log, served))
         lines = _musemorphose_lines(measured)
         lines[1:1] = [stamp, ""]
         card = _replace_sections(card, CONTROL_HEADING, SAMPLES_HEADING, lines)
@@ -388,14 +388,16 @@ def _musegan_tables(run_dir: Path, ckpt: Checkpoint, data_dir: Path, options: Sh
     return musegan_tables(ckpt.model, tokenizer, data_dir, filters, bars=options.gan_bars, seed=options.seed)
 
 
-def _musemorphose_evaluation(ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
+def _musemorphose_evaluation(
+    ckpt: Checkpoint, data_dir: Path, options: ShipOptions, log: Log
+) -> dict[str, Any]:
     """Test-split reconstruction NLL and `_musemorphose_control`."""
     model, tok = ckpt.model, RemiTokenizer.from_state_dict(ckpt.tokenizer)
     assert isinstance(model, MuseMorphose)
     nll = reconstruction_nll(model, tok, data_dir, "test", max_segments=options.max_test_pieces)
     unit = f"{model.config.n_bars}-bar segments (reconstruction, z = posterior mean)"
     likelihood = {"n_sequences": nll["n_segments"], "unit": unit, **nll}
-    return {"likelihood": likelihood, **_musemorphose_control(model, tok, data_dir, options)}
+    return {"likelihood": likelihood, **_musemorphose_control(model, tok, data_dir, options, log)}
 
 
 def _musemorphose_control(
@@ -403,6 +405,7 @@ def _musemorphose_control(
     tok: RemiTokenizer,
     data_dir: Path,
     options: ShipOptions,
+    log: Log,
     served: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Control ρ / leak / fidelity of ``options.transfer_pieces`` test pieces drawn at random, and the seconds a
@@ -436,16 +439,28 @@ def _musemorphose_control(
             seconds.append(time.perf_counter() - start)
         return float(np.mean(seconds)) if seconds else None
 
+    def control(candidates: int) -> dict[str, Any]:
+        log(
+            f"control: {len(pieces)} pieces x {len(SHIFTS)} shifts x 2 attributes, {candidates} tries per bar"
+        )
+        every = max(1, len(pieces) // 10)
+
+        def progress(done: int, total: int) -> None:
+            if done % every == 0 or done == total:
+                log(f"  {done}/{total} pieces")
+
+        return evaluate_transfer(
+            model, tok, pieces, seed=options.seed, candidates=candidates, progress=progress
+        )
+
     out = {
-        "control": evaluate_transfer(model, tok, pieces, seed=options.seed),
+        "control": control(1),
         "paper": PAPER,
         "transfer_16_bars_seconds": transfer_seconds(1),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, {timed_model(1)[1]}",
     }
     if options.candidates > 1:
-        out["control_candidates"] = evaluate_transfer(
-            model, tok, pieces, seed=options.seed, candidates=options.candidates
-        )
+        out["control_candidates"] = control(options.candidates)
         out["transfer_16_bars_candidates_seconds"] = transfer_seconds(options.candidates)
     return out
 
