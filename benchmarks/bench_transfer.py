@@ -29,18 +29,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=1, help="tries per bar (best of N)")
+    parser.add_argument(
+        "--precision", default="auto", help="with --model: fp32, fp16 or auto (as the app serves)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import music21
 
     score = load_score(music21.corpus.getWork(args.piece))
     if args.model:
-        loaded = get_model(args.model)
-        model, tok = loaded.checkpoint.model, loaded.tokenizer
+        loaded = get_model(args.model, precision=args.precision)
+        (model, precision), tok = loaded.sampler(args.candidates), loaded.tokenizer
     else:
         tok = RemiTokenizer()
         torch.manual_seed(0)
         model = build_model(MuseMorphoseConfig.preset(args.preset, tok.vocab_size, n_bars=8)).eval()
+        precision = "fp32"
     enc = tok.encode(score)
     bars = min(args.bars, len(enc.bar_starts))
     piece = tok.decode(enc.ids[: enc.bar_starts[bars]] if bars < len(enc.bar_starts) else enc.ids)
@@ -53,7 +57,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "bench": "transfer", "piece": args.piece, "bars": bars, "threads": args.threads, "params": params,
-        "candidates": args.candidates,
+        "candidates": args.candidates, "precision": precision,
         "tokens": tokens, "seconds_median": sorted(times)[len(times) // 2], "seconds": [round(t, 3) for t in times],
     }))  # fmt: skip
 
