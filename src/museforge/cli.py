@@ -393,6 +393,13 @@ def train(
     patience: Annotated[
         int | None, typer.Option(min=1, help="Stop after N epochs without a better validation loss.")
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Optimizer steps between rewrites of OUT/last (default 500; it is rewritten each epoch too).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, data order and augmentation.")] = 0,
     transpose: Annotated[
         int,
@@ -431,6 +438,7 @@ def train(
                     "batch_size": batch_size,
                     "lr": lr,
                     "patience": patience,
+                    "checkpoint_every": checkpoint_every,
                     "seed": seed,
                     "num_workers": loader_workers,
                 }.items()

@@ -52,11 +52,14 @@ def test_train_cli_writes_checkpoints_that_load_and_resume(dataset, tmp_path):
         str(out),
         "--max-steps",
         "12",
+        "--checkpoint-every",
+        "5",
         "--device",
         "cpu",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["train_overrides"]["checkpoint_every"] == 5
     ckpt = load_checkpoint(out / "best")
     assert ckpt.model_name == "transformer" and ckpt.step == 12
     tokenizer = TOKENIZERS[ckpt.tokenizer["name"]].from_state_dict(ckpt.tokenizer)
