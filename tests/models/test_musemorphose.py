@@ -60,6 +60,19 @@ def test_cyclical_beta_schedule():
     assert beta_at(150, c) == 0.0  # the next cycle starts over
 
 
+def test_a_fine_tuning_step_goes_on_with_the_beta_cycle_of_its_source(tok, segments):
+    """Started from a checkpoint trained 2,500 steps, a run's step 0 uses that checkpoint's β (mid-cycle), not
+    the β = 0 warm-up a VAE trained from scratch begins with."""
+    config = MuseMorphoseConfig.preset("tiny", tok.vocab_size, beta_warmup_steps=2000, beta_cycle_steps=2000)
+    model = build_model(config).train()
+    batch = collate_segments(segments[:1], tok.pad_id)
+    fresh, tuned = VAEStep(config), VAEStep(config, step_offset=2500)
+    fresh.on_step(0)
+    tuned.on_step(0)
+    assert fresh(model, batch)[1]["beta"] == 0.0
+    assert tuned(model, batch)[1]["beta"] == beta_at(2500, config) == pytest.approx(0.5)
+
+
 def test_kl_is_non_negative_and_free_bits_apply_per_dimension():
     g = torch.Generator().manual_seed(0)
     mu, logvar = torch.randn(3, 4, 6, generator=g) * 2, torch.randn(3, 4, 6, generator=g)

@@ -151,6 +151,9 @@ def test_a_run_can_start_from_another_runs_weights(dataset, tmp_path):
     source, continued = load_checkpoint(first / "best").model, load_checkpoint(second / "last").model
     for (name, a), (_, b) in zip(source.state_dict().items(), continued.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+    assert (
+        json.loads((second / "run.json").read_text())["init_step"] == 3
+    )  # a VAE's beta cycle goes on from it
     with pytest.raises(ValueError, match="holds a different model"):
         start_run(
             "transformer",

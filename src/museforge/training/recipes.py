@@ -363,7 +363,8 @@ def start_run(
     """Train a new run, recording the request in ``out_dir/run.json`` so `resume_run` can rebuild it.
 
     ``init_from`` starts from a checkpoint's weights (same model config) instead of a random init: fine-tuning,
-    or continuing a run whose optimizer state is gone, with a fresh optimizer and schedule.
+    or continuing a run whose optimizer state is gone, with a fresh optimizer and schedule (a MuseMorphose's β
+    cycle goes on from the checkpoint's step, recorded as ``init_step``).
     """
     if (out_dir / "last").exists():
         raise ValueError(f"{out_dir} already holds a run: resume it, or choose another --out")
@@ -376,6 +377,7 @@ def start_run(
         "train_overrides": train_overrides or {},
         "model_overrides": model_overrides or {},
         "init_from": str(init_from) if init_from is not None else None,
+        "init_step": load_checkpoint(init_from).step if init_from is not None else 0,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / RUN_FILE, request)
@@ -415,4 +417,6 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
                 f"builds ({run.model_config})"
             )
         run.trainer.model.load_state_dict(source.model.state_dict())
+    if isinstance(run.trainer.step_fn, VAEStep):
+        run.trainer.step_fn.step_offset = request.get("init_step", 0)
     return run.trainer.fit(resume=resume)

@@ -169,14 +169,17 @@ class VAEStep:
     """The trainer's ``step_fn`` for MuseMorphose.
 
     Training loss: mean next-token NLL + β·(mean KL per dimension with free bits), β from `beta_at` at the
-    trainer's optimizer step (passed through `on_step`). Evaluation (model in eval mode, z = mean) returns the
-    reconstruction NLL per token, so the trainer's validation loss and perplexity compare across epochs
-    whatever β was, and are the perplexity the paper reports.
+    trainer's optimizer step (passed through `on_step`) plus ``step_offset``: the steps the weights had already
+    trained when a run starts from a checkpoint, so fine-tuning a trained VAE goes on with its β cycle instead
+    of restarting the β = 0 warm-up. Evaluation (model in eval mode, z = mean) returns the reconstruction NLL
+    per token, so the trainer's validation loss and perplexity compare across epochs whatever β was, and are
+    the perplexity the paper reports.
     """
 
-    def __init__(self, config: MuseMorphoseConfig) -> None:
+    def __init__(self, config: MuseMorphoseConfig, step_offset: int = 0) -> None:
         self.config = config
         self.step = 0
+        self.step_offset = step_offset
 
     def on_step(self, step: int) -> None:
         self.step = step
@@ -193,6 +196,6 @@ class VAEStep:
         metrics = {"tokens": float((targets != IGNORE_INDEX).sum()), "nll": nll.item(), "kl": kl_raw.item()}
         if not model.training:
             return nll, metrics
-        beta = beta_at(self.step, self.config)
+        beta = beta_at(self.step + self.step_offset, self.config)
         metrics["beta"] = beta
         return nll + beta * free_bits_kl(kl, self.config.free_bits, valid), metrics
