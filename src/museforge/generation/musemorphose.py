@@ -25,6 +25,7 @@ from museforge.data.formats import load_score
 from museforge.generation.decode import make_generator
 from museforge.generation.remi_grammar import RemiGrammar
 from museforge.generation.sampling import sample
+from museforge.models.modules import IncrementalDecoder, KVCache
 from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.remi import RemiTokenizer
 from museforge.training.vae import collate_segments, make_segment
@@ -180,31 +181,23 @@ def sample_bars(
     temperature = c.temperature if temperature is None else temperature
     top_p = c.top_p if top_p is None else top_p
     gen = generator if generator is not None else make_generator(None, device)
+    cond = model.conditions(z.to(device), rhythm.to(device), polyphony.to(device))  # [B, N, D]
+    prompt = ([tok.style_token(style)] if style is not None else []) + [tok.bar_id]
     if candidates > 1:
         return [
             _sample_best_of(
-                model, tok, z[r : r + 1].to(device), rhythm[r].tolist(), polyphony[r].tolist(), heads[r],
-                candidates, style=style, generator=gen, temperature=temperature, top_p=top_p,
+                model, tok, cond[r], prompt, rhythm[r].tolist(), polyphony[r].tolist(), heads[r], candidates,
+                generator=gen, temperature=temperature, top_p=top_p,
                 progress=scaled_progress(progress, r / b, 1 / b),
             )
             for r in range(b)
         ]  # fmt: skip
-    cond = model.conditions(z.to(device), rhythm.to(device), polyphony.to(device))  # [B, N, D]
-    prompt = ([tok.style_token(style)] if style is not None else []) + [tok.bar_id]
     ids = torch.tensor([prompt] * b, dtype=torch.long, device=device)  # [B, t]
     bars = [1] * b  # Bar tokens per row so far
     queues = [list(h[0]) for h in heads]
     finished = [False] * b
-    # The last bar ends where the model opens another one (that Bar becomes the EOS): training segments are cut
-    # from longer pieces and never end in EOS, and forbidding the Bar there made the model pile notes into the
-    # last bar up to `max_bar_tokens`.
-    grammar = RemiGrammar(tok, max_bars=n, max_bar_tokens=c.max_bar_tokens, end_with_bar=True)
     rows = torch.arange(b, device=device)
-    dec_bar = torch.zeros_like(ids)  # the prompt's tokens all belong to bar 0
-    cache = model.new_cache()
-    step = model.incremental_decoder()
-    logits, cache = model.decode(ids, model.token_conditions(cond, dec_bar), cache)
-    last = logits[:, -1]  # [B, V]
+    grammar, cache, step, last = _start(model, tok, ids, cond[:, 0], n)
     budget = c.max_seq_len - ids.shape[1]
     for _ in range(budget):
         allowed = grammar(ids)  # [B, V]
@@ -240,23 +233,39 @@ def sample_bars(
     return out
 
 
-@torch.no_grad()
+def _start(
+    model: MuseMorphose, tok: RemiTokenizer, ids: Tensor, first_cond: Tensor, n_bars: int
+) -> tuple[RemiGrammar, KVCache, IncrementalDecoder, Tensor]:
+    """What a decoding loop over ``n_bars`` bars starts from: the REMI grammar, the KV cache filled with the
+    prompt ``ids`` [B, t] (all of it in bar 0, condition ``first_cond`` [B, D]), the one-token step, and the
+    next-token logits [B, V].
+
+    The last bar ends where the model opens another one (that Bar becomes the EOS): training segments are cut
+    from longer pieces and never end in EOS, and forbidding the Bar there made the model pile notes into the
+    last bar up to `max_bar_tokens`.
+    """
+    grammar = RemiGrammar(tok, max_bars=n_bars, max_bar_tokens=model.config.max_bar_tokens, end_with_bar=True)
+    cache = model.new_cache()
+    logits, cache = model.decode(ids, first_cond[:, None].expand(-1, ids.shape[1], -1), cache)
+    return grammar, cache, model.incremental_decoder(), logits[:, -1]
+
+
 def _sample_best_of(
     model: MuseMorphose,
     tok: RemiTokenizer,
-    z: Tensor,
+    cond: Tensor,
+    prompt: list[int],
     rhythm: Sequence[int],
     polyphony: Sequence[int],
     heads: Sequence[Sequence[int]],
     candidates: int,
     *,
-    style: str | None,
     generator: torch.Generator,
     temperature: float,
     top_p: float,
     progress: ProgressFn | None,
 ) -> list[int]:
-    """One row of `sample_bars` (``z`` [1, N, Z], classes per bar), each bar sampled ``candidates`` times as one
+    """One row of `sample_bars` (``cond`` [N, D], classes per bar), each bar sampled ``candidates`` times as one
     batch: a candidate that closes the bar (a Bar or EOS) waits, fed padding, until all have; then the one whose
     measured classes (`RemiTokenizer.bar_classes`) are nearest the bar's asked ones (L1 over the two classes, the
     first on a tie) is kept, every row of the KV cache becomes a copy of it, and the next bar starts from there.
@@ -264,19 +273,10 @@ def _sample_best_of(
     Why: a small model moves the measured classes in the asked direction but often not far enough (the paper's
     protocol scores exactly that); choosing among a few samples of a bar buys control with compute, not data.
     """
-    c = model.config
-    n = z.shape[1]
-    device = z.device
-    cond = model.conditions(
-        z, torch.as_tensor([list(rhythm)], device=device), torch.as_tensor([list(polyphony)], device=device)
-    )[0]  # [N, D]
-    prompt = ([tok.style_token(style)] if style is not None else []) + [tok.bar_id]
+    n = cond.shape[0]
+    device = cond.device
     ids = torch.tensor([prompt] * candidates, dtype=torch.long, device=device)  # [C, t]
-    grammar = RemiGrammar(tok, max_bars=n, max_bar_tokens=c.max_bar_tokens, end_with_bar=True)
-    cache = model.new_cache()
-    step = model.incremental_decoder()
-    logits, cache = model.decode(ids, cond[0].expand(candidates, ids.shape[1], -1), cache)
-    last = logits[:, -1]  # [C, V]
+    grammar, cache, step, last = _start(model, tok, ids, cond[0].expand(candidates, -1), n)
     bar = 0
     queues = [list(heads[0]) for _ in range(candidates)]
     closed: dict[int, tuple[int, int]] = {}  # row -> (its tokens before the closer, the closer)
