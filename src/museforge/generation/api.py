@@ -207,7 +207,7 @@ def _probe_logits(model: TransformerLM | MuseMorphose, probe: Tensor, gen: torch
     c = model.config
     z = torch.randn(1, 1, c.d_latent, generator=gen).to(probe.device)
     rhythm, poly = torch.randint(c.n_attr_classes, (2, 1, 1), generator=gen).to(probe.device)
-    cond = model.conditions(z.to(model.tok_emb.weight.dtype), rhythm, poly)  # [1, 1, D]
+    cond = model.conditions(z, rhythm, poly)  # [1, 1, D], in the model's dtype
     return model.decode(probe, cond.expand(1, probe.shape[1], -1))[0]
 
 
@@ -904,8 +904,8 @@ def restyle_song(
     """Re-style ``piece`` with a MuseMorphose: sample i re-plays the chosen ``bars`` (0-based, default all) from
     their own latents with ``rhythm``/``polyphony`` shifted (an int) or set (one class per chosen bar, ``None``
     keeping a bar's own), each bar the nearest to its asked classes of ``candidates`` tries, seeded ``seed + i``
-    (see `museforge.generation.musemorphose.transfer`). The originality
-    check judges only the re-played bars when the others are kept: those are the user's own music.
+    (see `museforge.generation.musemorphose.transfer`). The originality check judges only the re-played bars
+    when the others are kept: those are the user's own music.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
     (net, precision), tok = loaded.sampler(candidates), loaded.tokenizer
