@@ -72,6 +72,7 @@ HALF_MAX_KL = 1e-3  # mean KL(fp32 || fp16) per next-token distribution, nats; t
 # float16 halves it (1.8x the tokens/s on a 2-core EPYC); by batch 4 the products are compute-bound, and CPUs
 # without float16 arithmetic convert every element, so float32 catches up (and is 1.25x faster at batch 8).
 HALF_AUTO_MAX_BATCH = 4
+HALF_FAMILIES = ("transformer", "musemorphose")  # the families that can sample with float16 weights
 HALF_ALWAYS = 1 << 30
 
 AttributePlan = Sequence[tuple[int | None, int | None] | None] | Mapping[int, tuple[int | None, int | None]]
@@ -232,12 +233,13 @@ def _half_precision(ckpt: Checkpoint, check: bool) -> TransformerLM | MuseMorpho
     """A float16 copy of a Transformer's or MuseMorphose's model; ``None`` where ``check`` finds it unfaithful,
     or, when ``check`` is off (fp16 asked for by name), an error for the families that sample in float32 only."""
     model = ckpt.model
-    if not isinstance(model, TransformerLM | MuseMorphose):
+    if ckpt.model_name not in HALF_FAMILIES:
         if check:
             return None
         raise ValueError(
             f"precision fp16 is for REMI Transformers and MuseMorphose; {ckpt.model_name} samples in fp32"
         )
+    assert isinstance(model, TransformerLM | MuseMorphose)
     half = copy.deepcopy(model).half().eval()
     if check and not half_precision_kl(model, half) < HALF_MAX_KL:
         return None
@@ -950,6 +952,7 @@ def restyle_song(
 __all__ = [
     "DEFAULT_BARS",
     "DEFAULT_SECONDS",
+    "HALF_FAMILIES",
     "GeneratedSong",
     "LoadedModel",
     "OriginalityCheck",

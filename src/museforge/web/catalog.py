@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from museforge.generation.api import LoadedModel, get_model
+from museforge.generation.api import HALF_FAMILIES, LoadedModel, get_model
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.zoo import DEFAULT_MODEL, ModelInfo, ModelNotFoundError, model_info, models_dir
 from museforge.web.families import FAMILIES, Family, Limits
@@ -71,8 +71,8 @@ class ModelCatalog:
                 family = FAMILIES.get(info.family)
                 if family is None:
                     raise CheckpointError(f"the app has no controls for the {info.family!r} family yet")
-                # fp16 is an option of the token Transformers: the other families are served in fp32
-                wanted = precision if info.family in ("transformer", "musemorphose") else "fp32"
+                # fp16 is an option of some families only: the others are served in fp32 whatever is set
+                wanted = precision if info.family in HALF_FAMILIES else "fp32"
                 self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted))
             except (CheckpointError, ValueError, OSError) as exc:
                 self.skipped[path.name] = str(exc)
