@@ -36,6 +36,7 @@ from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAX_SEED = 2**31 - 1
+MAX_CANDIDATES = 8  # MuseMorphose tries per bar one request may ask for (4 take about 2.5x as long as 1)
 ProgressFn = Callable[[float], None]
 
 
@@ -87,7 +88,7 @@ class JobRequest(BaseModel):
     candidates: int | None = Field(
         None,
         ge=1,
-        le=8,
+        le=MAX_CANDIDATES,
         description="MuseMorphose: tries per bar; the one nearest the bar's asked rhythm/polyphony is kept "
         "(default 1; 4 tries take about 2.5 times as long as 1).",
     )
@@ -439,7 +440,7 @@ def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
                 help=shift_help.format("rhythmic intensity (+ busier, - calmer)", MAX_SHIFT, MAX_SHIFT)),
         Control("polyphony_shift", "Polyphony shift", "shift", 0, -MAX_SHIFT, MAX_SHIFT, 1,
                 help=shift_help.format("polyphony (+ fuller, - thinner)", MAX_SHIFT, MAX_SHIFT)),
-        Control("candidates", "Tries per bar", "int", 1, 1, 8, 1,
+        Control("candidates", "Tries per bar", "int", 1, 1, MAX_CANDIDATES, 1,
                 help="Each bar is sampled this many times and the one nearest its asked rhythm and polyphony is "
                 "kept: truer control, slower (4 tries take about 2.5 times as long as 1)."),
         Control("restyle_bars", "Bars to re-style", "bar_range", "",
