@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,6 +42,17 @@ CardCandidates = Annotated[
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=2)
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """An option's JSON object (config overrides); anything else is a ValueError naming the option."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{option} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object like '{{\"key\": value}}', got {text!r}")
+    return value
 
 
 @data_app.command("build")
@@ -157,7 +168,7 @@ def data_tokenize(
     from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 
     try:
-        overrides = json.loads(config) if config else None
+        overrides = _json_object(config, "--config") if config else None
         shifts = tuple(int(s) for s in transpose.split(",") if s.strip()) if transpose else ()
     except ValueError as exc:
         raise _fail(f"bad --config or --transpose: {exc}") from exc
@@ -412,6 +423,12 @@ def train(
         Path | None,
         typer.Option(help="Start from this checkpoint's weights (fine-tuning) instead of random ones."),
     ] = None,
+    model_config: Annotated[
+        str | None,
+        typer.Option(
+            help="Model config overrides of the preset as JSON, e.g. '{\"binary_neurons\": true}' for MuseGAN."
+        ),
+    ] = None,
 ) -> None:
     """Train a model family on a dataset; checkpoints go to OUT/best and OUT/last, the log to OUT/log.csv.
 
@@ -430,6 +447,7 @@ def train(
             if data is None:
                 raise _fail("--data is required (or --resume RUN_DIR)")
             out = out or Path("runs") / f"{model}-{preset}"
+            model_overrides = _json_object(model_config, "--model-config") if model_config else None
             overrides = {
                 k: v
                 for k, v in {
@@ -453,6 +471,7 @@ def train(
                 train_overrides=overrides,
                 max_shift=transpose,
                 init_from=init,
+                model_overrides=model_overrides,
             )
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc

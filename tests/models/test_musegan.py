@@ -14,7 +14,14 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.generation.musegan import generate_piece
 from museforge.models.checkpoint import load_checkpoint, save_checkpoint
-from museforge.models.musegan import MuseGAN, MuseGANConfig, binarize, gradient_penalty, to_model_range
+from museforge.models.musegan import (
+    MuseGAN,
+    MuseGANConfig,
+    binarize,
+    binary_straight_through,
+    gradient_penalty,
+    to_model_range,
+)
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
 from museforge.training.gan import PART_TRACKS, GANTrainer, PhraseDataset, pianoroll_config_for, table_gap
 from museforge.training.trainer import TrainConfig
@@ -97,6 +104,26 @@ def test_binarization():
     roll = torch.tensor([0, 1, 2, 0], dtype=torch.uint8)
     assert to_model_range(roll).tolist() == [-1.0, 1.0, 1.0, -1.0]
     assert binarize(to_model_range(roll)).tolist() == [False, True, True, False]
+
+
+def test_binary_neurons_emit_the_played_roll_and_pass_the_gradient_through():
+    x = torch.tensor([-0.9, -0.1, 0.0, 0.05, 0.8], requires_grad=True)
+    y = binary_straight_through(x)
+    assert y.tolist() == [-1.0, -1.0, -1.0, 1.0, 1.0]
+    (y * torch.arange(5.0)).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # the identity's gradient
+
+    torch.manual_seed(0)
+    soft = MuseGAN(MuseGANConfig(n_tracks=3, **TINY))
+    hard = MuseGAN(MuseGANConfig(n_tracks=3, binary_neurons=True, **TINY))
+    hard.load_state_dict(soft.state_dict())  # no extra weights: a trained model can be fine-tuned with them
+    z = soft.sample_latents(2, torch.Generator().manual_seed(1))
+    out = hard(z)
+    assert set(out.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(binarize(out), binarize(soft(z)))  # the same notes as thresholding afterwards
+    hard.critic(out).sum().backward()  # the critic's judgement of the played roll reaches the generator
+    grads = [p.grad for p in hard.generator.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
 def test_checkpoint_round_trip_keeps_genres(tmp_path):
@@ -246,3 +273,26 @@ def test_evaluate_cli_reports_the_musegan_table_in_a_given_layout(chorale_data, 
     assert section["generated"]["EB"].keys() == section["reference"]["EB"].keys()
     bad = CliRunner().invoke(app, [*args, "--roll-config", '{"assign": "sideways"}'])
     assert bad.exit_code == 2 and "bad --roll-config" in bad.output
+
+
+def test_fine_tuning_with_binary_neurons_starts_from_the_given_weights(chorale_data, tmp_path):
+    runner = CliRunner()
+    base = ["train", "--model", "musegan", "--data", str(chorale_data), "--preset", "tiny", "--device", "cpu"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "soft"), "--max-steps", "1"])
+    assert result.exit_code == 0, result.output
+    tuned = [*base, "--init", str(tmp_path / "soft" / "last"), "--max-steps", "1"]
+    for bad, message in (("[1]", "must be a JSON object"), ("{oops", "not valid JSON")):
+        result = runner.invoke(app, [*tuned, "--out", str(tmp_path / "bad"), "--model-config", bad])
+        assert result.exit_code == 2 and message in result.output
+    result = runner.invoke(app, [*tuned, "--out", str(tmp_path / "w"), "--model-config", '{"g_width": 8}'])
+    assert result.exit_code == 2 and "holds a different model" in result.output  # new weights: no fine-tuning
+    out = tmp_path / "hard"
+    result = runner.invoke(app, [*tuned, "--out", str(out), "--model-config", '{"binary_neurons": true}'])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["model_overrides"] == {"binary_neurons": True}
+    hard = load_checkpoint(out / "last")
+    assert (
+        hard.config.binary_neurons and not load_checkpoint(tmp_path / "soft" / "last").config.binary_neurons
+    )
+    phrase = hard.model.eval()(hard.model.sample_latents(1), torch.tensor([0]))
+    assert set(phrase.unique().tolist()) <= {-1.0, 1.0}

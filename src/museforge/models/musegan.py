@@ -15,6 +15,12 @@ Critic: private per-track convolution blocks (pitch classes, then sub-beat steps
 concatenated tracks down to one feature vector; blocks use layer norm, never batch norm (a per-sample gradient
 penalty needs per-sample outputs). Genre enters projection-discriminator style (Miyato & Koyama 2018): the
 score is ``linear(h) + <embed(genre), h>``.
+
+``binary_neurons`` makes the generator's last layer deterministic binary neurons (Dong & Yang 2018, "Convolutional
+Generative Adversarial Networks with Binary Neurons for Polyphonic Music Generation"): the output is the
+thresholded roll itself (exactly ±1), with the tanh's gradient passed straight through. The critic then judges
+what will be played, rather than a real-valued roll whose values near 0 flicker across the threshold and
+break sustained notes into fragments once binarized.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class MuseGANConfig(ModelConfig):
 
     ``latent_dim`` is the width of the four latent parts together; ``genres`` names the conditioning classes
     (empty: unconditional). ``g_width`` / ``d_width`` scale every generator / critic channel count.
+    ``binary_neurons`` binarizes the generator's output in its forward pass (see the module docstring); it
+    adds no weights, so a model trained without it can be fine-tuned with it.
     """
 
     model_name: ClassVar[str] = "musegan"
@@ -52,6 +60,7 @@ class MuseGANConfig(ModelConfig):
     genre_dim: int = 32
     g_width: int = 32
     d_width: int = 32
+    binary_neurons: bool = False
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
@@ -196,7 +205,10 @@ class Generator(nn.Module):
         x = torch.cat(parts, 2).flatten(0, 1)[..., None, None]  # [B·K, c_in, N, 1, 1]
         x = self.shared(x).unflatten(0, (b, k))  # [B, K, 2w, N, beats·sub1, octaves]
         out = torch.cat([head(x[:, i]) for i, head in enumerate(self.private)], 1)  # [B, K, N, S, P]
-        return torch.tanh(out)
+        out = torch.tanh(out)
+        if c.binary_neurons:
+            return binary_straight_through(out)
+        return out
 
 
 class Critic(nn.Module):
@@ -268,6 +280,13 @@ class MuseGAN(nn.Module):
     def forward(self, latents: Latents, genre: Tensor | None = None) -> Tensor:
         """The generator: phrases [B, K, N, S, P] in [-1, 1]."""
         return self.generator(latents, genre)
+
+
+def binary_straight_through(x: Tensor) -> Tensor:
+    """``x`` in [-1, 1] thresholded at 0 to exactly -1/+1 in the forward pass, with the identity as its gradient
+    (the straight-through estimator; after a tanh this is the paper's sigmoid-adjusted estimator)."""
+    hard = torch.where(x > 0, 1.0, -1.0).to(x.dtype)
+    return x + (hard - x).detach()
 
 
 def to_model_range(roll: Tensor) -> Tensor:

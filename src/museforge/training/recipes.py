@@ -362,7 +362,8 @@ def start_run(
 ) -> TrainResult:
     """Train a new run, recording the request in ``out_dir/run.json`` so `resume_run` can rebuild it.
 
-    ``init_from`` starts from a checkpoint's weights (same model config) instead of a random init: fine-tuning,
+    ``init_from`` starts from a checkpoint's weights instead of a random init (its model config, changed only by
+    ``model_overrides``, must be the run's, e.g. a MuseGAN given binary neurons): fine-tuning,
     or continuing a run whose optimizer state is gone, with a fresh optimizer and schedule (a MuseMorphose's β
     cycle goes on from the checkpoint's step, recorded as ``init_step``).
     """
@@ -411,12 +412,19 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
     )
     if request.get("init_from") and not resume:
         source = load_checkpoint(request["init_from"])
-        if source.config.to_dict() != run.model_config:
+        expected = {**source.config.to_dict(), **request["model_overrides"]}
+        if expected != run.model_config:
             raise ValueError(
                 f"{request['init_from']} holds a different model ({source.config.to_dict()}) than this run "
-                f"builds ({run.model_config})"
+                f"builds ({run.model_config}); only the model overrides given may differ"
             )
-        run.trainer.model.load_state_dict(source.model.state_dict())
+        try:
+            run.trainer.model.load_state_dict(source.model.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{request['init_from']} holds a different model: its weights do not fit the shapes that the "
+                f"model overrides {request['model_overrides']} make ({str(exc).splitlines()[-1].strip()})"
+            ) from exc
     if isinstance(run.trainer.step_fn, VAEStep):
         run.trainer.step_fn.step_offset = request.get("init_step", 0)
     return run.trainer.fit(resume=resume)
