@@ -17,9 +17,11 @@ from museforge.models.checkpoint import load_checkpoint, save_checkpoint
 from museforge.models.musegan import (
     MuseGAN,
     MuseGANConfig,
+    beat_chroma,
     binarize,
     binary_straight_through,
     gradient_penalty,
+    note_switches,
     to_model_range,
 )
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
@@ -124,6 +126,33 @@ def test_binary_neurons_emit_the_played_roll_and_pass_the_gradient_through():
     hard.critic(out).sum().backward()  # the critic's judgement of the played roll reaches the generator
     grads = [p.grad for p in hard.generator.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_feature_streams_count_note_switches_and_pitch_classes():
+    on = torch.zeros(1, 2, 4, 48, 84)  # [B, K, N, S, P]: two tracks, four bars
+    on[0, 0, 0, 3:9, 40] = 1  # a note of track 0 from step 3 to 8
+    on[0, 0, 0, 6:7, 52] = 1  # a one-step blip an octave up, inside it
+    on[0, 1, 0, 40:, 7] = on[0, 1, 1, :12, 7] = 1  # track 1: a note held across the bar line to step 48 + 11
+    switches = note_switches(on)  # [1, 4, 192]: onsets of tracks 0, 1, then offsets of tracks 0, 1
+    assert torch.nonzero(switches[0, 0]).flatten().tolist() == [3, 6]
+    assert torch.nonzero(switches[0, 2]).flatten().tolist() == [7, 9]
+    assert torch.nonzero(switches[0, 1]).flatten().tolist() == [40]  # no new onset at the bar line
+    assert torch.nonzero(switches[0, 3]).flatten().tolist() == [60]
+    chroma = beat_chroma(on, 4)  # [1, 2, 4, 4, 12]
+    assert chroma[0, 0, 0, 0, 4].item() == pytest.approx(
+        7 / 12
+    )  # pitch class 4: 6 steps of 12, plus the blip
+    assert chroma[0, 0, 0, 1:].sum().item() == 0
+    assert chroma[0, 1, 1, 0, 7].item() == 1 and chroma[0, 1, 1, 1:].sum().item() == 0
+
+    torch.manual_seed(0)
+    plain = MuseGAN(MuseGANConfig(n_tracks=2, genres=("a",), **TINY))
+    streams = MuseGAN(MuseGANConfig(n_tracks=2, genres=("a",), feature_streams=True, **TINY))
+    missing, unexpected = streams.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("critic.streams.") for k in missing)
+    x, g = on * 2 - 1, torch.tensor([0])
+    added = streams.critic.streams(x)
+    assert torch.allclose(streams.critic(x, g), plain.critic(x, g) + added)  # one more score, added
 
 
 def test_checkpoint_round_trip_keeps_genres(tmp_path):
@@ -290,9 +319,32 @@ def test_fine_tuning_with_binary_neurons_starts_from_the_given_weights(chorale_d
     result = runner.invoke(app, [*tuned, "--out", str(out), "--model-config", '{"binary_neurons": true}'])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run.json").read_text())["model_overrides"] == {"binary_neurons": True}
+    assert "init_fresh" not in json.loads((out / "run.json").read_text())  # binary neurons add no weights
     hard = load_checkpoint(out / "last")
     assert (
         hard.config.binary_neurons and not load_checkpoint(tmp_path / "soft" / "last").config.binary_neurons
     )
     phrase = hard.model.eval()(hard.model.sample_latents(1), torch.tensor([0]))
     assert set(phrase.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_fine_tuning_with_feature_streams_keeps_the_critic_and_starts_the_streams_fresh(
+    chorale_data, tmp_path
+):
+    runner = CliRunner()
+    base = ["train", "--model", "musegan", "--data", str(chorale_data), "--preset", "tiny", "--device", "cpu"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "plain"), "--max-steps", "1"])
+    assert result.exit_code == 0, result.output
+    source = load_checkpoint(tmp_path / "plain" / "last")
+    out = tmp_path / "streams"
+    tuned = ["--init", str(tmp_path / "plain" / "last"), "--out", str(out), "--max-steps", "1"]
+    result = runner.invoke(
+        app, [*base, *tuned, "--model-config", '{"feature_streams": true}', "--lr", "1e-12"]
+    )
+    assert result.exit_code == 0, result.output
+    fresh = json.loads((out / "run.json").read_text())["init_fresh"]
+    assert fresh and all(k.startswith("critic.streams.") for k in fresh)
+    tuned_state = load_checkpoint(out / "last").model.state_dict()
+    for name, value in source.model.state_dict().items():  # lr 1e-12: every source weight arrived and stayed
+        if "running_" not in name and "num_batches" not in name:  # batch-norm statistics move without lr
+            assert torch.allclose(tuned_state[name], value, atol=1e-9), name

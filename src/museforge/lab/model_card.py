@@ -111,6 +111,8 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
         summary["stages"] = [*earlier["stages"], {k: v for k, v in earlier.items() if k != "stages"}]
     elif init:  # e.g. a shipped model fine-tuned further: say so, though its own run cannot be summarised
         summary["init_without_log"] = str(init)
+    if request.get("init_fresh"):
+        summary["init_fresh"] = {"from": str(init), "tensors": list(request["init_fresh"])}
     return summary
 
 
@@ -140,6 +142,8 @@ def train_command(request: dict[str, Any]) -> str:
         flags[names.get(key, key.replace("_", "-"))] = value
     if request.get("init_from"):
         flags["init"] = request["init_from"]
+    if request.get("model_overrides"):
+        flags["model-config"] = f"'{json.dumps(request['model_overrides'])}'"
     return "museforge train " + " ".join(f"--{k} {v}" for k, v in flags.items())
 
 
@@ -647,6 +651,15 @@ def render_card(
                 "beside it: the steps and minutes below are this run's only"
             ]
             if training.get("init_without_log")
+            else []
+        ),
+        *(
+            [
+                f"- The weights that the model overrides add ({len(training['init_fresh']['tensors'])} tensors, "
+                f"e.g. `{training['init_fresh']['tensors'][0]}`) started fresh; all others came from "
+                f"`{training['init_fresh']['from']}`"
+            ]
+            if training.get("init_fresh")
             else []
         ),
         f"- {'Final stage' if training['stages'] else 'Run'}: {training['steps']} optimizer steps, "

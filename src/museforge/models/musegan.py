@@ -16,6 +16,12 @@ concatenated tracks down to one feature vector; blocks use layer norm, never bat
 penalty needs per-sample outputs). Genre enters projection-discriminator style (Miyato & Koyama 2018): the
 score is ``linear(h) + <embed(genre), h>``.
 
+``feature_streams`` adds the two extra critic streams of the same paper, each with its own score added to the
+main one: a chroma stream (pitch classes per beat, octaves summed), and an onset/offset stream (how many pitches
+switch on and off at each step), which shows the critic at once the short fragments a generator strews between
+the sixteenth-note steps where real notes start and end. The critic's other weights are unchanged, so a
+trained model can be fine-tuned with the streams added (they start from fresh weights).
+
 ``binary_neurons`` makes the generator's last layer deterministic binary neurons (Dong & Yang 2018, "Convolutional
 Generative Adversarial Networks with Binary Neurons for Polyphonic Music Generation"): the output is the
 thresholded roll itself (exactly ±1), with the tanh's gradient passed straight through. The critic then judges
@@ -44,8 +50,9 @@ class MuseGANConfig(ModelConfig):
 
     ``latent_dim`` is the width of the four latent parts together; ``genres`` names the conditioning classes
     (empty: unconditional). ``g_width`` / ``d_width`` scale every generator / critic channel count.
-    ``binary_neurons`` binarizes the generator's output in its forward pass (see the module docstring); it
-    adds no weights, so a model trained without it can be fine-tuned with it.
+    ``binary_neurons`` binarizes the generator's output in its forward pass and ``feature_streams`` adds the
+    critic's chroma and onset/offset streams (see the module docstring); neither changes the other weights, so
+    a model trained without them can be fine-tuned with them.
     """
 
     model_name: ClassVar[str] = "musegan"
@@ -61,6 +68,7 @@ class MuseGANConfig(ModelConfig):
     g_width: int = 32
     d_width: int = 32
     binary_neurons: bool = False
+    feature_streams: bool = False
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
@@ -211,6 +219,55 @@ class Generator(nn.Module):
         return out
 
 
+class FeatureStreams(nn.Module):
+    """The critic's chroma and onset/offset streams: ``forward(phrase [B, K, N, S, P]) -> score [B]``."""
+
+    def __init__(self, config: MuseGANConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        w, k = c.d_width, c.n_tracks
+        beats, sub1, sub2 = c.time_factors
+        self.chroma = nn.Sequential(  # [B, K, N, beats, 12] -> [B, 2w, N, 1, 1]
+            DiscriminatorBlock(k, w, (1, 1, 12), (1, 1, 12)),
+            DiscriminatorBlock(w, 2 * w, (1, beats, 1), (1, beats, 1)),
+        )
+        self.onsets = nn.Sequential(  # [B, 2K, N, S, 1] -> [B, 2w, N, 1, 1]
+            DiscriminatorBlock(2 * k, w, (1, sub2, 1), (1, sub2, 1)),
+            DiscriminatorBlock(w, w, (1, sub1, 1), (1, sub1, 1)),
+            DiscriminatorBlock(w, 2 * w, (1, beats, 1), (1, beats, 1)),
+        )
+        self.out = nn.Linear(4 * w * c.n_bars, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, k, n, s, _ = x.shape
+        on = (x + 1.0) / 2.0  # [B, K, N, S, P] in [0, 1]
+        switches = note_switches(on).view(b, 2 * k, n, s, 1)  # [B, 2K, N, S, 1]
+        h = torch.cat(
+            [
+                self.chroma(beat_chroma(on, self.config.time_factors[0])).flatten(1),
+                self.onsets(switches).flatten(1),
+            ],
+            1,
+        )  # [B, 4w·N]
+        return self.out(h).squeeze(1)  # [B]
+
+
+def beat_chroma(on: Tensor, beats: int) -> Tensor:
+    """Pitch classes per beat: ``on`` [B, K, N, S, P] in [0, 1] (P whole octaves) -> [B, K, N, beats, 12], the
+    mean over each beat's steps of the sum over octaves."""
+    b, k, n, s, p = on.shape
+    return on.view(b, k, n, beats, s // beats, p // 12, 12).mean(4).sum(4)
+
+
+def note_switches(on: Tensor) -> Tensor:
+    """Pitches switching on and off at each step of a phrase: ``on`` [B, K, N, S, P] in [0, 1] -> [B, 2K, N·S],
+    onsets of the K tracks then their offsets (a note sounding at step t and not at t - 1 starts at t; one
+    sounding at t - 1 and not at t ends at t; the phrase starts from silence)."""
+    steps = on.flatten(2, 3)  # [B, K, N·S, P]
+    change = steps.diff(dim=2, prepend=torch.zeros_like(steps[:, :, :1]))  # [B, K, N·S, P]
+    return torch.cat([change.clamp(min=0).sum(-1), (-change).clamp(min=0).sum(-1)], 1)
+
+
 class Critic(nn.Module):
     """``forward(phrase [B, K, N, S, P], genre [B] | None) -> score [B]`` (unbounded: a WGAN critic)."""
 
@@ -235,6 +292,7 @@ class Critic(nn.Module):
         )
         self.out = nn.Linear(8 * w, 1)
         self.genre = nn.Embedding(c.n_genres, 8 * w) if c.n_genres else None
+        self.streams = FeatureStreams(c) if c.feature_streams else None
 
     def forward(self, x: Tensor, genre: Tensor | None = None) -> Tensor:
         c = self.config
@@ -248,6 +306,8 @@ class Critic(nn.Module):
             if genre is None:
                 raise ValueError(f"this critic is conditioned on genres {c.genres}: pass genre indices [B]")
             score = score + (self.genre(genre) * h).sum(1)  # projection discriminator
+        if self.streams is not None:
+            score = score + self.streams(x)
         return score
 
 

@@ -363,7 +363,8 @@ def start_run(
     """Train a new run, recording the request in ``out_dir/run.json`` so `resume_run` can rebuild it.
 
     ``init_from`` starts from a checkpoint's weights instead of a random init (its model config, changed only by
-    ``model_overrides``, must be the run's, e.g. a MuseGAN given binary neurons): fine-tuning,
+    ``model_overrides``, must be the run's, e.g. a MuseGAN given binary neurons; weights the overrides add
+    start fresh and are listed in run.json as ``init_fresh``): fine-tuning,
     or continuing a run whose optimizer state is gone, with a fresh optimizer and schedule (a MuseMorphose's β
     cycle goes on from the checkpoint's step, recorded as ``init_step``).
     """
@@ -419,12 +420,19 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
                 f"builds ({run.model_config}); only the model overrides given may differ"
             )
         try:
-            run.trainer.model.load_state_dict(source.model.state_dict())
+            missing, unexpected = run.trainer.model.load_state_dict(source.model.state_dict(), strict=False)
         except RuntimeError as exc:
             raise ValueError(
                 f"{request['init_from']} holds a different model: its weights do not fit the shapes that the "
                 f"model overrides {request['model_overrides']} make ({str(exc).splitlines()[-1].strip()})"
             ) from exc
+        if unexpected:
+            raise ValueError(
+                f"{request['init_from']} holds weights this run's model has no place for: {', '.join(unexpected)}"
+            )
+        if missing:  # modules the overrides add (e.g. a MuseGAN critic's feature streams) start fresh
+            request["init_fresh"] = sorted(missing)
+            atomic_write_json(out_dir / RUN_FILE, request)
     if isinstance(run.trainer.step_fn, VAEStep):
         run.trainer.step_fn.step_offset = request.get("init_step", 0)
     return run.trainer.fit(resume=resume)
