@@ -16,9 +16,17 @@ from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
 from museforge.generation.api import generate_song, get_model, half_precision_kl, restyle_song
-from museforge.generation.musemorphose import continue_piece, generate, interpolate, transfer
-from museforge.generation.musemorphose_eval import evaluate_transfer, reconstruction_nll
+from museforge.generation.musemorphose import (
+    continue_piece,
+    encode_piece,
+    generate,
+    interpolate,
+    shifted_classes,
+    transfer,
+)
+from museforge.generation.musemorphose_eval import SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.lab.model_card import ShipOptions, resample_card, ship_model
+from museforge.metrics.controls import spearman
 from museforge.metrics.originality import OriginalityIndex
 from museforge.metrics.transfer import bar_similarity
 from museforge.models import TransformerConfig, TransformerLM
@@ -138,6 +146,39 @@ def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(tra
         transfer(model, tok, piece, rhythm=+1, bars=[500])
 
 
+def test_guidance_moves_rhythm_further_and_changes_nothing_where_the_classes_stay(trained):
+    """Guidance amplifies what the asked classes change against the piece's own: with +3/-3 shifts the guided
+    transfers spread the measured rhythm further apart than unguided ones. Where nothing was asked to change
+    (shift 0) the reference is the asked condition itself, so greedy guided decoding gives the unguided tokens;
+    with tries per bar (each try with its own reference row) likewise."""
+    model, tok, _, pieces, _ = trained
+
+    def spread(guidance):
+        ups, downs = [], []
+        for piece in pieces[:3]:
+            n = len(tok.encode(load_score(piece)).bar_starts)
+            for seed in (0, 1):
+                up = transfer(model, tok, piece, rhythm=+3, seed=seed, guidance=guidance)
+                down = transfer(model, tok, piece, rhythm=-3, seed=seed, guidance=guidance)
+                ups.append(measured(tok, up.score, n)[0])
+                downs.append(measured(tok, down.score, n)[0])
+        return np.concatenate(ups).mean() - np.concatenate(downs).mean()
+
+    assert spread(2.0) > spread(0.0) > 0
+    greedy = {"rhythm": 0, "bars": [1, 2], "seed": 0, "temperature": 1e-6}
+    plain = transfer(model, tok, pieces[0], guidance=0.0, **greedy).tokens
+    assert transfer(model, tok, pieces[0], guidance=3.0, **greedy).tokens == plain
+    assert transfer(model, tok, pieces[0], guidance=3.0, candidates=3, **greedy).tokens == plain
+    moved = {
+        **greedy,
+        "rhythm": 3,
+    }  # greedy tries are all alike, so the first is kept: the single sample's bars
+    single = transfer(model, tok, pieces[0], guidance=2.0, **moved).tokens
+    assert transfer(model, tok, pieces[0], guidance=2.0, candidates=3, **moved).tokens == single
+    with pytest.raises(ValueError, match=r"guidance must be in 0\.\.4\.0, got 5"):
+        transfer(model, tok, pieces[0], rhythm=1, guidance=5)
+
+
 def test_interpolation_and_continuation(trained):
     model, tok, _, pieces, _ = trained
     steps = interpolate(model, tok, pieces[0], pieces[1], steps=3, seed=0)
@@ -156,7 +197,8 @@ def test_cli_transfer_and_interpolate_end_to_end(trained, tmp_path):
     result = runner.invoke(
         app,
         ["transfer", str(pieces[0]), "--model", str(ckpt), "--rhythm", "+2", "--polyphony", "-1",
-         "--bars", "1-2", "--seed", "3", "--candidates", "2", "--out", str(out), "--device", "cpu"],
+         "--bars", "1-2", "--seed", "3", "--candidates", "2", "--guidance", "1.5", "--out", str(out),
+         "--device", "cpu"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     score = load_score(out)
@@ -167,6 +209,10 @@ def test_cli_transfer_and_interpolate_end_to_end(trained, tmp_path):
         app, ["transfer", str(pieces[0]), "--model", str(ckpt), "--bars", "x", "--out", str(out)]
     )
     assert bad.exit_code == 2 and "--bars" in bad.output
+    bad = runner.invoke(
+        app, ["transfer", str(pieces[0]), "--model", str(ckpt), "--guidance", "9", "--out", str(out)]
+    )
+    assert bad.exit_code == 2 and "--guidance" in bad.output
     folder = tmp_path / "interp"
     result = runner.invoke(
         app,
@@ -217,6 +263,18 @@ def test_evaluate_transfer_control_fidelity_and_perplexity(trained):
         assert 0.0 <= result["fidelity"][attr]["chroma"] <= 1.0
         assert 0.0 <= result["fidelity"][attr]["groove"] <= 1.0
         assert -1.0 <= result["leak"][attr] <= 1.0
+        # the leak exact control would show: that of the requested classes themselves, by hand
+        other = "polyphony" if attr == "rhythm" else "rhythm"
+        asked = {"rhythm": [], "polyphony": []}
+        for piece in pieces[:3]:
+            encoded = encode_piece(model, tok, piece).head(model.config.n_bars)
+            every = list(range(encoded.n_bars))
+            for shift in SHIFTS:
+                asked[attr].append(shifted_classes(getattr(encoded, attr), shift, every))
+                asked[other].append(np.asarray(getattr(encoded, other)))
+        inherent = spearman(np.concatenate(asked[attr]), np.concatenate(asked[other]))
+        assert result["leak_inherent"][attr] == pytest.approx(inherent)
+        assert result["leak_excess"][attr] == pytest.approx(result["leak"][attr] - inherent)
     data = dataset_of(pieces[0])
     trained_nll = reconstruction_nll(model, tok, data, "test")
     assert trained_nll["perplexity"] == pytest.approx(np.exp(trained_nll["nll"]))
@@ -311,21 +369,29 @@ def test_ship_then_resample_a_musemorphose_card(trained, tmp_path):
     )  # fmt: skip
     shipped = ship_model(ckpt.parent, data, tmp_path, options, log=lambda _: None)
     before = json.loads((shipped / "evaluation" / "transfer.json").read_text())
-    assert before["control_candidates"]["candidates"] == 4  # measured with tries per bar too, by default
-    resample_card(shipped, data, replace(options, transfer_pieces=3, candidates=2), log=lambda _: None)
+    # by default measured three ways: the model alone, with guidance, with guidance and 4 tries per bar
+    assert [(a["candidates"], a["guidance"]) for a in before["assisted"]] == [(1, 1.0), (4, 1.0)]
+    resample_card(
+        shipped, data, replace(options, transfer_pieces=3, candidates=2, guidance=2.0), log=lambda _: None
+    )
     after = json.loads((shipped / "evaluation" / "transfer.json").read_text())
     assert after["likelihood"] == before["likelihood"]
     assert before["control"]["pieces"] == 2 and after["control"]["pieces"] == 3
-    assert after["control_candidates"]["candidates"] == 2 and after["control_candidates"]["pieces"] == 3
+    assert before["control"]["guidance"] == 0.0 and before["control"]["candidates"] == 1
+    assert [(a["candidates"], a["guidance"]) for a in after["assisted"]] == [(1, 2.0), (2, 2.0)]
+    assert all(a["control"]["pieces"] == 3 and a["control"]["guidance"] == 2.0 for a in after["assisted"])
     card = (shipped / "MODEL_CARD.md").read_text()
     control = card.split("## Attribute control and fidelity (style transfer)\n")[1].split("## Samples")[0]
     assert "Re-measured" in control and "3 test pieces drawn at random" in control
     assert f"| rhythm | one sample per bar | {after['control']['rho']['rhythm']:.3f} |" in control
-    best = after["control_candidates"]["rho"]["polyphony"]
-    assert f"| polyphony | best of 2 per bar | {best:.3f} |" in control
-    assert "s with 2 tries per bar" in control
+    best = after["assisted"][1]["control"]["rho"]["polyphony"]
+    assert f"| polyphony | guidance 2 + best of 2 per bar | {best:.3f} |" in control
+    leak, excess = after["control"]["leak"]["rhythm"], after["control"]["leak_excess"]["rhythm"]
+    shown = "n/a" if np.isnan(excess) else f"{excess:.3f}"  # undefined where the asked classes do not vary
+    assert f"| {leak:.3f} | {shown} |" in control
+    assert "s with guidance 2 + best of 2 per bar" in control and "s with guidance 2," in control
     assert "## Transfer speed" in control and card.count("## Config") == 1
-    resample_card(shipped, data, replace(options, candidates=1), log=lambda _: None)  # single samples only
-    assert "control_candidates" not in json.loads((shipped / "evaluation" / "transfer.json").read_text())
+    resample_card(shipped, data, replace(options, candidates=1, guidance=0.0), log=lambda _: None)
+    assert json.loads((shipped / "evaluation" / "transfer.json").read_text())["assisted"] == []
     card = (shipped / "MODEL_CARD.md").read_text()
     assert "| one sample per bar |" in card and "best of" not in card

@@ -44,23 +44,26 @@ def test_kv_cache_decoding_equals_full_forward():
     torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_keep_row_continues_every_row_from_one_rows_prefix():
-    """Best-of-N sampling keeps one candidate: after `keep_row(r, L)` every row decodes as if it had been fed row
-    r's first L tokens and nothing else (the steps after L, here 6 of them, are forgotten)."""
+def test_keep_rows_continues_each_row_from_its_sources_prefix():
+    """Best-of-N sampling keeps one candidate: after `keep_rows(sources, L)` row i decodes as if it had been fed
+    row sources[i]'s first L tokens and nothing else (the steps after L, here 6 of them, are forgotten)."""
     model = tiny().eval()
-    ids = torch.randint(0, 61, (3, 18))
+    ids = torch.randint(0, 61, (4, 18))
+    sources = [1, 1, 3, 3]  # e.g. two candidates and their guidance references, the second pair kept
     with torch.no_grad():
         _, cache = model(ids[:, :12], use_cache=True)
         model(ids[:, 12:], past_kv=cache)
-        cache.keep_row(1, 12)
+        cache.keep_rows(sources, 12)
         assert cache.length == 12
-        nxt = torch.full((3, 1), 7)
-        got, _ = model(nxt, past_kv=cache)  # [3, 1, V]
-        expected, _ = model(torch.cat([ids[1:2, :12], nxt[:1]], dim=1))  # [1, 13, V]
-    for row in range(3):
-        torch.testing.assert_close(got[row, 0], expected[0, -1], rtol=1e-5, atol=1e-5)
+        nxt = torch.full((4, 1), 7)
+        got, _ = model(nxt, past_kv=cache)  # [4, 1, V]
+        expected, _ = model(torch.cat([ids[:, :12], nxt], dim=1))  # [4, 13, V]
+    for row, source in enumerate(sources):
+        torch.testing.assert_close(got[row, 0], expected[source, -1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cannot keep 14 steps"):
-        cache.keep_row(0, 14)
+        cache.keep_rows(sources, 14)
+    with pytest.raises(ValueError, match="a row for each of the cache's 4 rows"):
+        cache.keep_rows([0, 1], 10)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"norm": "layer", "bias": True}])

@@ -48,12 +48,14 @@ def test_models_list_musemorphose_with_its_operations_and_controls(client):
         assert (controls[name]["minimum"], controls[name]["maximum"]) == (-7, 7)
     assert controls["restyle_bars"]["kind"] == "bar_range"
     assert (controls["candidates"]["default"], controls["candidates"]["maximum"]) == (1, 8)
+    assert controls["guidance"]["kind"] == "strength" and controls["guidance"]["default"] == 1.0
     assert {"chorale", "folk"} <= set(morph["styles"])
 
     home = client.get("/").text
     assert 'data-model="musemorphose"' in home and 'name="musemorphose.temperature"' in home
     assert 'name="musemorphose.candidates"' in home
     assert 'name="musemorphose.rhythm_shift"' not in home  # re-style controls belong to a source's page
+    assert 'name="musemorphose.guidance"' not in home
 
 
 def test_generate_with_a_bar_plan_then_restyle_the_song_from_its_page(client):
@@ -115,6 +117,7 @@ def test_restyle_an_uploaded_chorale_keeps_its_bars(client, tmp_path):
     ]
     assert song["title"] == "Song re-styled, seed 4" and score.note_num() > 0
     assert song["originality"] is not None
+    assert params["guidance"] == 1.0  # the default: the asked change amplified against the piece's own
 
 
 def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client):
@@ -127,10 +130,12 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
     detail = client.get(r.headers["location"]).text
     assert "Re-style it" in detail and "Re-style with musemorphose" in detail
     assert 'name="operation" value="restyle"' in detail and 'name="musemorphose.polyphony_shift"' in detail
+    assert 'name="musemorphose.guidance"' in detail and 'name="musemorphose.candidates"' in detail
     form = {
         "csrf_token": csrf(detail), "model": "musemorphose", "operation": "restyle", "source_upload": upload_id,
         "musemorphose.rhythm_shift": "3", "musemorphose.polyphony_shift": "0",
         "musemorphose.restyle_bars": " 2-3 ", "musemorphose.seed": "1", "musemorphose.candidates": "3",
+        "musemorphose.guidance": "2.5",
     }  # fmt: skip
     r = client.post("/generate", data=form, follow_redirects=False)
     assert r.status_code == 303, r.text
@@ -139,6 +144,7 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
     song, score = song_midi(client, done)
     assert song["params"]["restyle_bars"] == "2-3" and song["params"]["rhythm_shift"] == 3
     assert song["params"]["candidates"] == 3  # three tries per re-styled bar, the nearest kept
+    assert song["params"]["guidance"] == 2.5
     given = REMI.decode(REMI.encode(symusic.Score.from_midi(melody)).ids)  # the melody as the model reads it
     assert bars(score) == bars(given) == 4 and score.tpq == given.tpq
     bar = 4 * given.tpq  # 4/4
@@ -178,6 +184,9 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
         ({"model": "remi-transformer", "operation": "continue", "candidates": 2},
          "a REMI Transformer model does not take candidates"),
         ({"rhythm_shift": 1, "candidates": 9}, "less than or equal to 8"),
+        ({"rhythm_shift": 1, "guidance": 4.5}, "less than or equal to 4"),
+        ({"rhythm_shift": 1, "guidance": -1}, "greater than or equal to 0"),
+        ({"operation": "continue", "guidance": 1, "bars": 2}, "guidance is for the restyle operation"),
     ],
 )  # fmt: skip
 def test_bad_restyle_requests_are_refused_and_store_nothing(client, body, message):

@@ -41,7 +41,7 @@ from museforge.generation.musegan import (
     given_rolls,
     parse_track_map,
 )
-from museforge.generation.musemorphose import continue_piece, scaled_progress
+from museforge.generation.musemorphose import DEFAULT_GUIDANCE, continue_piece, scaled_progress
 from museforge.generation.musemorphose import generate as morph_generate
 from museforge.generation.musemorphose import transfer as morph_transfer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
@@ -897,6 +897,7 @@ def restyle_song(
     temperature: float | None = None,
     top_p: float | None = None,
     candidates: int = 1,
+    guidance: float = DEFAULT_GUIDANCE,
     seed: int | None = None,
     num_samples: int = 1,
     progress: ProgressFn | None = None,
@@ -905,12 +906,14 @@ def restyle_song(
 ) -> list[GeneratedSong]:
     """Re-style ``piece`` with a MuseMorphose: sample i re-plays the chosen ``bars`` (0-based, default all) from
     their own latents with ``rhythm``/``polyphony`` shifted (an int) or set (one class per chosen bar, ``None``
-    keeping a bar's own), each bar the nearest to its asked classes of ``candidates`` tries, seeded ``seed + i``
-    (see `museforge.generation.musemorphose.transfer`). The originality check judges only the re-played bars
-    when the others are kept: those are the user's own music.
+    keeping a bar's own), each bar the nearest to its asked classes of ``candidates`` tries, the change of
+    classes amplified by ``guidance``, seeded ``seed + i`` (see `museforge.generation.musemorphose.transfer`).
+    The originality check judges only the re-played bars when the others are kept: those are the user's own
+    music.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
-    (net, precision), tok = loaded.sampler(candidates), loaded.tokenizer
+    rows = candidates * (2 if guidance else 1)  # decoded at once: guidance adds a reference row per try
+    (net, precision), tok = loaded.sampler(rows), loaded.tokenizer
     if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
         raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
     if num_samples < 1:
@@ -924,6 +927,7 @@ def restyle_song(
         morphed = morph_transfer(
             net, tok, source, rhythm=rhythm, polyphony=polyphony, bars=bars, keep_other_bars=keep_other_bars,
             style=style, seed=seed + i, temperature=temperature, top_p=top_p, candidates=candidates,
+            guidance=guidance,
             progress=None if progress is None else scaled_progress(progress, i / num_samples, 1 / num_samples),
         )  # fmt: skip
         elapsed = time.perf_counter() - start
@@ -937,7 +941,7 @@ def restyle_song(
             check = OriginalityCheck(result, is_near_copy(result), index_source)
         params = {
             "model": loaded.name, "family": loaded.family, "style": style, "seed": seed, "sample": i,
-            "candidates": candidates, "precision": precision, "source_bars": n_bars,
+            "candidates": candidates, "guidance": guidance, "precision": precision, "source_bars": n_bars,
             "restyled_bars": [int(b) for b in chosen],
             "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
         }  # fmt: skip

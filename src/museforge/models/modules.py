@@ -120,13 +120,17 @@ class KVCache:
         """Mark ``t`` more steps as stored; called once after all layers saw them."""
         self.length += t
 
-    def keep_row(self, row: int, length: int) -> None:
-        """Make every row a copy of row ``row``'s first ``length`` steps and forget the steps after them: how
-        best-of-N sampling carries on from the candidate it chose."""
+    def keep_rows(self, sources: Sequence[int], length: int) -> None:
+        """Make row ``i`` a copy of row ``sources[i]``'s first ``length`` steps, and forget the steps after them:
+        how best-of-N sampling carries on from the candidate it chose (every row from one; with guidance, the
+        asked rows from the chosen one and the reference rows from its reference)."""
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot keep {length} steps of a cache holding {self.length}")
+        index = list(sources)
         for buf in (*self.keys, *self.values):
-            buf[:, :, :length] = buf[row : row + 1, :, :length].clone()  # [B, H, length, Dh]
+            if len(index) != buf.shape[0]:
+                raise ValueError(f"sources must name a row for each of the cache's {buf.shape[0]} rows")
+            buf[:, :, :length] = buf[index, :, :length]  # [B, H, length, Dh]; advanced indexing copies first
         self.length = length
 
 

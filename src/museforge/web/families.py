@@ -28,6 +28,7 @@ from museforge.generation.api import (
     restyle_song,
 )
 from museforge.generation.musegan import given_rolls, parse_track_map
+from museforge.generation.musemorphose import DEFAULT_GUIDANCE, MAX_GUIDANCE
 from museforge.models.checkpoint import CONFIG_FILE
 from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.models.performance_rnn import DENSITY_BINS, N_DENSITY_CLASSES
@@ -92,6 +93,13 @@ class JobRequest(BaseModel):
         description="MuseMorphose: tries per bar; the one nearest the bar's asked rhythm/polyphony is kept "
         "(default 1; 4 tries take about 2.5 times as long as 1).",
     )
+    guidance: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_GUIDANCE,
+        description="Re-style (MuseMorphose): how much to amplify the asked change against the piece's own "
+        f"classes (0: the model alone; default {DEFAULT_GUIDANCE:g}; truer control, twice the time).",
+    )
     restyle_bars: str | list[int] | None = Field(
         None,
         description="Re-style: the bars to change, counted from 1, e.g. '5-8', '1,3,5-8' or [5, 6]; "
@@ -110,7 +118,7 @@ class Control:
 
     name: str
     label: str
-    kind: str  # select | int | float | seed | bar_plan | pitch_classes | track_map | shift | bar_range
+    kind: str  # select | int | float | seed | bar_plan | pitch_classes | track_map | shift | bar_range | strength
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -187,7 +195,7 @@ def _common(req: JobRequest, limits: Limits) -> dict[str, Any]:
     }  # fmt: skip
 
 
-RESTYLE_FIELDS = ("rhythm_shift", "polyphony_shift", "restyle_bars")
+RESTYLE_FIELDS = ("rhythm_shift", "polyphony_shift", "restyle_bars", "guidance")
 
 
 def _refuse(req: JobRequest, fields: tuple[str, ...], label: str, takes: str) -> None:
@@ -412,7 +420,7 @@ BAR_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)  # "5" or "5-8"
 MORPH_FIXED = ("seconds", "density", "pitch_classes", "tracks", "binarize", "top_k")
 MORPH_TAKES = (
     "style, bars, per-bar rhythm/polyphony, temperature, top_p, candidates and seed; to re-style, rhythm_shift, "
-    "polyphony_shift, restyle_bars and per-bar rhythm/polyphony"
+    "polyphony_shift, restyle_bars, guidance and per-bar rhythm/polyphony"
 )
 
 
@@ -443,6 +451,9 @@ def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
         Control("candidates", "Tries per bar", "int", 1, 1, MAX_CANDIDATES, 1,
                 help="Each bar is sampled this many times and the one nearest its asked rhythm and polyphony is "
                 "kept: truer control, slower (4 tries take about 2.5 times as long as 1)."),
+        Control("guidance", "Guidance", "strength", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE, 0.5,
+                help="Re-style: how much to amplify the asked change (0: the model alone). Truer rhythm and "
+                "polyphony, a little less like the piece, twice the time."),
         Control("restyle_bars", "Bars to re-style", "bar_range", "",
                 help="Re-style: bar numbers such as 5-8 or 1,3,5-8; empty: every bar. The others stay note for note."),
     ]  # fmt: skip
@@ -539,7 +550,8 @@ def _morph_check(req: JobRequest, info: ModelInfo, limits: Limits) -> dict[str, 
         "candidates": req.candidates or 1,
     }  # fmt: skip
     if req.operation == "restyle":
-        return {**params, **_restyle_check(req)}
+        guidance = DEFAULT_GUIDANCE if req.guidance is None else req.guidance
+        return {**params, **_restyle_check(req), "guidance": guidance}
     given = [f for f in RESTYLE_FIELDS if getattr(req, f) is not None]
     if given:
         raise RequestError(
@@ -593,7 +605,7 @@ def _restyle_run(
     return restyle_song(
         loaded, source, **changes, bars=selected, style=params["style"], seed=params["seed"],
         temperature=params["temperature"], top_p=params["top_p"], num_samples=params["num_samples"],
-        candidates=params["candidates"], progress=progress,
+        candidates=params["candidates"], guidance=params["guidance"], progress=progress,
     )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
                  "density": int, "primer_bars": int, "rhythm_shift": int, "polyphony_shift": int,
-                 "candidates": int}  # fmt: skip
+                 "candidates": int, "guidance": float}  # fmt: skip
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
