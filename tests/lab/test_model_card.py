@@ -59,6 +59,28 @@ def test_a_run_started_from_weights_without_a_log_says_so(run, tmp_path):
     (copy / "run.json").write_text(json.dumps({**request, "init_from": str(tmp_path / "shipped")}))
     summary = training_summary(copy)
     assert summary["init_without_log"] == str(tmp_path / "shipped") and summary["stages"] == []
+    assert "init_fresh" not in summary
+
+
+def test_a_run_that_added_weights_to_its_source_says_which_and_how_it_was_started(run, tmp_path):
+    """A fine-tune whose model overrides add weights (e.g. MuseGAN's critic streams) records them as
+    ``init_fresh``; the card's command line repeats the overrides, so the run can be started again."""
+    import shutil
+
+    _, out = run
+    copy = tmp_path / "tuned"
+    shutil.copytree(out, copy)
+    request = json.loads((copy / "run.json").read_text())
+    added = {
+        "init_from": "models/x",
+        "model_overrides": {"feature_streams": True},
+        "init_fresh": ["a.w", "a.b"],
+    }
+    (copy / "run.json").write_text(json.dumps({**request, **added}))
+    summary = training_summary(copy)
+    assert summary["init_fresh"] == {"from": "models/x", "tensors": ["a.w", "a.b"]}
+    command = train_command({**request, **added})
+    assert command.endswith("""--init models/x --model-config '{"feature_streams": true}'""")
 
 
 def test_ship_writes_a_measured_card_and_a_usable_model(run, tmp_path, monkeypatch):
