@@ -389,7 +389,8 @@ def test_ship_then_resample_a_musemorphose_card(trained, tmp_path):
     leak, excess = after["control"]["leak"]["rhythm"], after["control"]["leak_excess"]["rhythm"]
     shown = "n/a" if np.isnan(excess) else f"{excess:.3f}"  # undefined where the asked classes do not vary
     assert f"| {leak:.3f} | {shown} |" in control
-    assert "s with guidance 2 + best of 2 per bar" in control and "s with guidance 2," in control
+    assert "s with guidance 2 + best of 2 per bar (" in control and "s with guidance 2 (" in control
+    assert all(a["precision"] in ("fp16", "fp32") for a in after["assisted"])  # what timed each setting
     assert "## Transfer speed" in control and card.count("## Config") == 1
     resample_card(shipped, data, replace(options, candidates=1, guidance=0.0), log=lambda _: None)
     assert json.loads((shipped / "evaluation" / "transfer.json").read_text())["assisted"] == []

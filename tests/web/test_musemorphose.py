@@ -150,7 +150,9 @@ def test_restyle_some_bars_of_an_upload_through_its_page_keeps_the_others(client
     bar = 4 * given.tpq  # 4/4
     assert notes_in(score, 0, bar) == notes_in(given, 0, bar)  # bar 1, note for note
     assert notes_in(score, 3 * bar, 4 * bar) == notes_in(given, 3 * bar, 4 * bar)  # bar 4
-    assert "re-styled bars 2-3, rhythm +3, polyphony +0, guidance 2.5" in client.get(f"/songs/{song['id']}").text
+    assert (
+        "re-styled bars 2-3, rhythm +3, polyphony +0, guidance 2.5" in client.get(f"/songs/{song['id']}").text
+    )
 
 
 @pytest.mark.parametrize(

@@ -438,7 +438,7 @@ def _musemorphose_control(
 
     def transfer_seconds(candidates: int, guidance: float) -> float | None:
         seconds = []
-        timed = timed_model(candidates * (2 if guidance else 1))[0]
+        timed = timed_model(rows(candidates, guidance))[0]
         for piece in long:  # every bar re-generated
             start = time.perf_counter()
             transfer(timed, tok, piece, rhythm=1, seed=options.seed, candidates=candidates, guidance=guidance)
@@ -460,6 +460,9 @@ def _musemorphose_control(
             model, tok, pieces, seed=options.seed, candidates=candidates, guidance=guidance, progress=progress
         )
 
+    def rows(candidates: int, guidance: float) -> int:  # decoded at once: guidance adds a row per try
+        return candidates * (2 if guidance else 1)
+
     settings = []
     if options.guidance > 0:
         settings.append((1, options.guidance))
@@ -469,12 +472,16 @@ def _musemorphose_control(
         "control": control(1, 0.0),
         "paper": PAPER,
         "transfer_16_bars_seconds": transfer_seconds(1, 0.0),
+        "precision": timed_model(1)[1],
         "assisted": [
-            {"candidates": c, "guidance": g, "control": control(c, g), "seconds": transfer_seconds(c, g)}
+            {
+                "candidates": c, "guidance": g, "control": control(c, g), "seconds": transfer_seconds(c, g),
+                "precision": timed_model(rows(c, g))[1],
+            }
             for c, g in settings
         ],
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, {timed_model(1)[1]}",
-    }
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
+    }  # fmt: skip
 
 
 def _setting_label(candidates: int, guidance: float) -> str:
@@ -537,12 +544,15 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
         "classes are hard to move. Full numbers: `evaluation/transfer.json`.",
         "",
         "## Transfer speed",
-        "Style transfer of a 16-bar piece (all bars re-generated): "
+        "Style transfer of a 16-bar piece (all bars re-generated), at the precision the app samples that many "
+        "rows in: "
         + ", ".join(
             [
-                f"{_fmt(section['transfer_16_bars_seconds'], 1)} s with one sample per bar",
+                f"{_fmt(section['transfer_16_bars_seconds'], 1)} s with one sample per bar "
+                f"({section.get('precision', 'fp32')})",
                 *[
-                    f"{_fmt(a['seconds'], 1)} s with {_setting_label(a['candidates'], a['guidance'])}"
+                    f"{_fmt(a['seconds'], 1)} s with {_setting_label(a['candidates'], a['guidance'])} "
+                    f"({a.get('precision', 'fp32')})"
                     for a in assisted
                 ],
             ]
