@@ -14,7 +14,7 @@ import torch
 
 from museforge.data.formats import load_score
 from museforge.generation.api import get_model
-from museforge.generation.musemorphose import transfer
+from museforge.generation.musemorphose import DEFAULT_GUIDANCE, transfer
 from museforge.models import build_model
 from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.tokenizers.remi import RemiTokenizer
@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=1, help="tries per bar (best of N)")
     parser.add_argument(
+        "--guidance", type=float, default=DEFAULT_GUIDANCE, help="guidance weight (0: the model alone)"
+    )
+    parser.add_argument(
         "--precision", default="auto", help="with --model: fp32, fp16 or auto (as the app serves)"
     )
     args = parser.parse_args()
@@ -39,7 +42,8 @@ def main() -> None:
     score = load_score(music21.corpus.getWork(args.piece))
     if args.model:
         loaded = get_model(args.model, precision=args.precision)
-        (model, precision), tok = loaded.sampler(args.candidates), loaded.tokenizer
+        rows = args.candidates * (2 if args.guidance else 1)  # decoded at once, as `restyle_song` counts them
+        (model, precision), tok = loaded.sampler(rows), loaded.tokenizer
     else:
         tok = RemiTokenizer()
         torch.manual_seed(0)
@@ -51,13 +55,16 @@ def main() -> None:
     times, tokens = [], 0
     for seed in range(args.repeats):
         start = time.perf_counter()
-        result = transfer(model, tok, piece, rhythm=+2, polyphony=-1, seed=seed, candidates=args.candidates)
+        result = transfer(
+            model, tok, piece, rhythm=+2, polyphony=-1, seed=seed, candidates=args.candidates,
+            guidance=args.guidance,
+        )  # fmt: skip
         times.append(time.perf_counter() - start)
         tokens = len(result.tokens)
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "bench": "transfer", "piece": args.piece, "bars": bars, "threads": args.threads, "params": params,
-        "candidates": args.candidates, "precision": precision,
+        "candidates": args.candidates, "guidance": args.guidance, "precision": precision,
         "tokens": tokens, "seconds_median": sorted(times)[len(times) // 2], "seconds": [round(t, 3) for t in times],
     }))  # fmt: skip
 
