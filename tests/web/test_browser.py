@@ -1,6 +1,7 @@
 """A real browser: Debian's Chromium, driven by Playwright (launched by executable path; Playwright's own browser
 download cannot work here), against the app served by uvicorn on loopback. It generates a song through the
-form, waits for the player, plays it, rates it and saves a screenshot."""
+form, waits for the player, plays it, rates it, re-styles it from its page (guidance and tries per bar) and saves
+screenshots of both songs."""
 
 import shutil
 import socket
@@ -74,6 +75,20 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
         page.wait_for_selector("#rating-summary:has-text('yours: 4')")
         shot = tmp_path / "song-page.png"
         page.screenshot(path=str(shot), full_page=True)
+        # re-style the song from its page: busier, with guidance and two tries per bar
+        first = page.url
+        form = page.locator("form.restyle-form")
+        form.locator('input[name="musemorphose.rhythm_shift"]').fill("2")
+        form.locator('input[name="musemorphose.guidance"]').fill("2")
+        form.locator('input[name="musemorphose.candidates"]').fill("2")
+        form.locator("button").click()
+        page.wait_for_function(
+            f"location.href !== {first!r} && location.pathname.startsWith('/songs/')", timeout=120_000
+        )
+        assert page.locator("text=re-styled every bar, rhythm +2, polyphony +0, guidance 2").count() == 1
+        page.wait_for_function("document.querySelector('#player').readyState >= 3", timeout=30_000)
+        restyled = tmp_path / "restyled-page.png"
+        page.screenshot(path=str(restyled), full_page=True)
         browser.close()
-    assert shot.stat().st_size > 20_000
+    assert shot.stat().st_size > 20_000 and restyled.stat().st_size > 20_000
     assert errors == []
