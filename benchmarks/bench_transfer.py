@@ -14,7 +14,7 @@ import torch
 
 from museforge.data.formats import load_score
 from museforge.generation.api import get_model
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, transfer
+from museforge.generation.musemorphose import DEFAULT_GUIDANCE, decoded_rows, transfer
 from museforge.models import build_model
 from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.tokenizers.remi import RemiTokenizer
@@ -42,8 +42,10 @@ def main() -> None:
     score = load_score(music21.corpus.getWork(args.piece))
     if args.model:
         loaded = get_model(args.model, precision=args.precision)
-        rows = args.candidates * (2 if args.guidance else 1)  # decoded at once, as `restyle_song` counts them
-        (model, precision), tok = loaded.sampler(rows), loaded.tokenizer
+        (model, precision), tok = (
+            loaded.sampler(decoded_rows(args.candidates, args.guidance)),
+            loaded.tokenizer,
+        )
     else:
         tok = RemiTokenizer()
         torch.manual_seed(0)

@@ -41,7 +41,7 @@ from museforge.generation.musegan import (
     given_rolls,
     parse_track_map,
 )
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, continue_piece, scaled_progress
+from museforge.generation.musemorphose import DEFAULT_GUIDANCE, continue_piece, decoded_rows, scaled_progress
 from museforge.generation.musemorphose import generate as morph_generate
 from museforge.generation.musemorphose import transfer as morph_transfer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
@@ -912,8 +912,7 @@ def restyle_song(
     music.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
-    rows = candidates * (2 if guidance else 1)  # decoded at once: guidance adds a reference row per try
-    (net, precision), tok = loaded.sampler(rows), loaded.tokenizer
+    (net, precision), tok = loaded.sampler(decoded_rows(candidates, guidance)), loaded.tokenizer
     if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
         raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
     if num_samples < 1:

@@ -55,6 +55,12 @@ class Guidance:
     heads: Sequence[Sequence[Sequence[int]]]
 
 
+def decoded_rows(candidates: int, guidance: float) -> int:
+    """Decoder rows one transfer row samples at once: its tries per bar, each with a reference row when guided
+    (what a caller sizes its precision for, as `LoadedModel.sampler` does by batch)."""
+    return candidates * (2 if guidance else 1)
+
+
 @dataclass
 class Morphed:
     """A result: the score, its REMI tokens, and the rhythm/polyphony classes each bar was asked for."""

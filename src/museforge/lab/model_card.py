@@ -28,7 +28,7 @@ from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.generation.api import LoadedModel, generate_song, get_model
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, encode_piece, transfer
+from museforge.generation.musemorphose import DEFAULT_GUIDANCE, decoded_rows, encode_piece, transfer
 from museforge.generation.musemorphose_eval import PAPER, SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.metrics.evaluate import evaluate_folder
 from museforge.metrics.likelihood import evaluate_likelihood
@@ -438,7 +438,7 @@ def _musemorphose_control(
 
     def transfer_seconds(candidates: int, guidance: float) -> float | None:
         seconds = []
-        timed = timed_model(rows(candidates, guidance))[0]
+        timed = timed_model(decoded_rows(candidates, guidance))[0]
         for piece in long:  # every bar re-generated
             start = time.perf_counter()
             transfer(timed, tok, piece, rhythm=1, seed=options.seed, candidates=candidates, guidance=guidance)
@@ -460,9 +460,6 @@ def _musemorphose_control(
             model, tok, pieces, seed=options.seed, candidates=candidates, guidance=guidance, progress=progress
         )
 
-    def rows(candidates: int, guidance: float) -> int:  # decoded at once: guidance adds a row per try
-        return candidates * (2 if guidance else 1)
-
     settings = []
     if options.guidance > 0:
         settings.append((1, options.guidance))
@@ -476,7 +473,7 @@ def _musemorphose_control(
         "assisted": [
             {
                 "candidates": c, "guidance": g, "control": control(c, g), "seconds": transfer_seconds(c, g),
-                "precision": timed_model(rows(c, g))[1],
+                "precision": timed_model(decoded_rows(c, g))[1],
             }
             for c, g in settings
         ],
@@ -521,7 +518,7 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
     if assisted:
         lines += [
             "Measured with one sample per bar (the model alone, as the paper samples), then with "
-            + " and with ".join(f"{_setting_label(a['candidates'], a['guidance'])}" for a in assisted)
+            + " and with ".join(_setting_label(a["candidates"], a["guidance"]) for a in assisted)
             + ". Guidance (`--guidance`) amplifies the asked change against the piece's own classes, as "
             "classifier-free guidance does; best of N (`--candidates`) samples each bar N times and keeps the try "
             "whose measured classes are nearest the asked ones.",
