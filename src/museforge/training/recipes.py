@@ -364,9 +364,9 @@ def start_run(
 
     ``init_from`` starts from a checkpoint's weights instead of a random init (its model config, changed only by
     ``model_overrides``, must be the run's, e.g. a MuseGAN given binary neurons; weights the overrides add
-    start fresh and are listed in run.json as ``init_fresh``): fine-tuning,
-    or continuing a run whose optimizer state is gone, with a fresh optimizer and schedule (a MuseMorphose's β
-    cycle goes on from the checkpoint's step, recorded as ``init_step``).
+    start fresh and are listed in run.json as ``init_fresh``): fine-tuning, or continuing a run whose optimizer
+    state is gone, with a fresh optimizer and schedule (a MuseMorphose's β cycle goes on from the checkpoint's
+    step, recorded as ``init_step``).
     """
     if (out_dir / "last").exists():
         raise ValueError(f"{out_dir} already holds a run: resume it, or choose another --out")
@@ -379,7 +379,6 @@ def start_run(
         "train_overrides": train_overrides or {},
         "model_overrides": model_overrides or {},
         "init_from": str(init_from) if init_from is not None else None,
-        "init_step": load_checkpoint(init_from).step if init_from is not None else 0,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / RUN_FILE, request)
@@ -430,9 +429,10 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
             raise ValueError(
                 f"{request['init_from']} holds weights this run's model has no place for: {', '.join(unexpected)}"
             )
+        request["init_step"] = source.step  # read once here, recorded for `resume_run`
         if missing:  # modules the overrides add (e.g. a MuseGAN critic's feature streams) start fresh
             request["init_fresh"] = sorted(missing)
-            atomic_write_json(out_dir / RUN_FILE, request)
+        atomic_write_json(out_dir / RUN_FILE, request)
     if isinstance(run.trainer.step_fn, VAEStep):
         run.trainer.step_fn.step_offset = request.get("init_step", 0)
     return run.trainer.fit(resume=resume)
