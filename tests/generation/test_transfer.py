@@ -17,6 +17,8 @@ from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
 from museforge.generation.api import generate_song, get_model, half_precision_kl, restyle_song
 from museforge.generation.musemorphose import (
+    KEPT_CLASS_WEIGHT,
+    choose_candidate,
     continue_piece,
     encode_piece,
     generate,
@@ -118,6 +120,21 @@ def test_candidates_bring_each_bar_nearer_its_asked_classes(trained):
     assert again.tokens == songs[0].tokens
     with pytest.raises(ValueError, match="candidates must be >= 1"):
         generate(model, tok, bars=2, candidates=0)
+
+
+def test_choose_candidate_weighs_a_kept_class_more():
+    """Tries measured (rhythm, polyphony): plain L1 to the asked classes with the first on a tie; given the bar's
+    own classes, a miss on the one asked to stay counts KEPT_CLASS_WEIGHT times."""
+    tries = [(4, 2), (3, 3), (5, 5)]
+    assert choose_candidate(tries, (3, 2)) == 0  # (1 + 0) ties (0 + 1): the first
+    assert choose_candidate(tries, (3, 2), own=(3, 5)) == 1  # rhythm stays: 3·1 + 0 against 3·0 + 1
+    assert choose_candidate(tries, (3, 2), own=(1, 2)) == 0  # polyphony stays: 1 + 3·0 against 0 + 3·1
+    assert choose_candidate(tries, (3, 2), own=(3, 2)) == 0  # both stay: weighed alike, as without own
+    assert KEPT_CLASS_WEIGHT > 1
+    # a kept class's miss costs more, but a far larger miss on the moved class still loses
+    assert choose_candidate([(3, 7), (4, 2)], (3, 2), own=(3, 5)) == 1
+    with pytest.raises(ValueError, match="measured is empty"):
+        choose_candidate([], (3, 2))
 
 
 def test_transfer_moves_rhythm_in_the_requested_direction_and_keeps_the_rest(trained):
