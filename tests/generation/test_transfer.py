@@ -408,6 +408,11 @@ def test_ship_then_resample_a_musemorphose_card(trained, tmp_path):
     assert f"| {leak:.3f} | {shown} |" in control
     assert "s with guidance 2 + best of 2 per bar (" in control and "s with guidance 2 (" in control
     assert all(a["precision"] in ("fp16", "fp32") for a in after["assisted"])  # what timed each setting
+    assert all(a["kept_class_weight"] == KEPT_CLASS_WEIGHT for a in after["assisted"])
+    assert (
+        f"(in the best of 2, a miss on the attribute asked to stay counts {KEPT_CLASS_WEIGHT:g} times)"
+        in control
+    )
     assert "## Transfer speed" in control and card.count("## Config") == 1
     resample_card(shipped, data, replace(options, candidates=1, guidance=0.0), log=lambda _: None)
     assert json.loads((shipped / "evaluation" / "transfer.json").read_text())["assisted"] == []

@@ -28,7 +28,13 @@ from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.generation.api import LoadedModel, generate_song, get_model
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, decoded_rows, encode_piece, transfer
+from museforge.generation.musemorphose import (
+    DEFAULT_GUIDANCE,
+    KEPT_CLASS_WEIGHT,
+    decoded_rows,
+    encode_piece,
+    transfer,
+)
 from museforge.generation.musemorphose_eval import PAPER, SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.metrics.evaluate import evaluate_folder
 from museforge.metrics.likelihood import evaluate_likelihood
@@ -416,7 +422,8 @@ def _musemorphose_control(
     """Control ρ / leak / fidelity of ``options.transfer_pieces`` test pieces drawn at random, and the seconds a
     16-bar transfer takes here (mean of three pieces): first the model alone (one sample per bar, no guidance,
     as the paper samples), then under ``assisted``, the sampling settings that help it (guidance, then guidance
-    with ``options.candidates`` tries per bar), each ``{"candidates", "guidance", "control", "seconds"}``. The
+    with ``options.candidates`` tries per bar), each ``{"candidates", "guidance", "control", "seconds",
+    "precision", "kept_class_weight"}`` (the weight `choose_candidate` gave a kept class's miss). The
     transfers are timed with ``served``'s sampler (the precision the app and CLI use) when given."""
     records = load_manifest(data_dir, "test")
     order = np.random.default_rng(options.seed).permutation(len(records))
@@ -473,7 +480,7 @@ def _musemorphose_control(
         "assisted": [
             {
                 "candidates": c, "guidance": g, "control": control(c, g), "seconds": transfer_seconds(c, g),
-                "precision": timed_model(decoded_rows(c, g))[1],
+                "precision": timed_model(decoded_rows(c, g))[1], "kept_class_weight": KEPT_CLASS_WEIGHT,
             }
             for c, g in settings
         ],
@@ -521,7 +528,14 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
             + " and with ".join(_setting_label(a["candidates"], a["guidance"]) for a in assisted)
             + ". Guidance (`--guidance`) amplifies the asked change against the piece's own classes, as "
             "classifier-free guidance does; best of N (`--candidates`) samples each bar N times and keeps the try "
-            "whose measured classes are nearest the asked ones.",
+            "whose measured classes are nearest the asked ones"
+            + "".join(
+                f" (in the best of {a['candidates']}, a miss on the attribute asked to stay counts "
+                f"{a['kept_class_weight']:g} times)"
+                for a in assisted
+                if a["candidates"] > 1 and a.get("kept_class_weight", 1.0) != 1.0
+            )
+            + ".",
             "",
         ]
     lines += [
