@@ -960,7 +960,7 @@ def models_ship(
         Path | None, typer.Option(help="Where to put it (default: the shipped models folder).")
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
-    candidates: CardCandidates = 4,
+    candidates: CardCandidates = 8,
     guidance: CardGuidance = 1.0,
 ) -> None:
     """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
@@ -996,7 +996,7 @@ def models_resample(
     precision: Annotated[
         str, typer.Option(help="Sample as the app does (auto), or in fp32 / fp16.")
     ] = "auto",
-    candidates: CardCandidates = 4,
+    candidates: CardCandidates = 8,
     guidance: CardGuidance = 1.0,
 ) -> None:
     """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and

@@ -78,7 +78,7 @@ class ShipOptions:
     seconds: float = 30.0  # length of each performance sample
     max_test_pieces: int = 300  # held-out pieces scored for NLL (MuseMorphose: segments)
     transfer_pieces: int = 100  # MuseMorphose: test pieces transferred per shift for control ρ / fidelity
-    candidates: int = 4  # MuseMorphose: tries per bar of the card's last control measurement (1: none)
+    candidates: int = 8  # MuseMorphose: tries per bar of the card's last control measurement (1: none)
     guidance: float = DEFAULT_GUIDANCE  # MuseMorphose: guidance of the card's assisted measurements (0: none)
     seed: int = 0
 

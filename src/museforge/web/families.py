@@ -450,7 +450,8 @@ def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
                 help=shift_help.format("polyphony (+ fuller, - thinner)", MAX_SHIFT, MAX_SHIFT)),
         Control("candidates", "Tries per bar", "int", 1, 1, MAX_CANDIDATES, 1,
                 help="Each bar is sampled this many times and the one nearest its asked rhythm and polyphony is "
-                "kept: truer control, slower (4 tries take about 2.5 times as long as 1)."),
+                "kept, an attribute you left unshifted counting most: truer control, slower (4 tries take about "
+                "2.5 times as long as 1)."),
         Control("guidance", "Guidance", "strength", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE, 0.5,
                 help="Re-style: how much to amplify the asked change (0: the model alone). Truer rhythm and "
                 "polyphony, a little less like the piece, twice the time."),
