@@ -400,8 +400,8 @@ def choose_candidate(
     `KEPT_CLASS_WEIGHT` times; the first try on a tie.
 
     Why: a transfer that moves one attribute should leave the other where it was (the paper scores its drift
-    as the leak), and a small model drags it along; among tries that miss by as much, one that keeps it is the
-    truer transfer.
+    as the leak), and a small model drags it along: a try that keeps it beats one that lands the moved class
+    nearer by fewer than `KEPT_CLASS_WEIGHT` classes.
     """
     if not measured:
         raise ValueError("measured is empty: choose among at least one try")
