@@ -221,17 +221,19 @@ def sample_bars(
     gen = generator if generator is not None else make_generator(None, device)
     cond = model.conditions(z.to(device), rhythm.to(device), polyphony.to(device))  # [B, N, D]
     prompt = ([tok.style_token(style)] if style is not None else []) + [tok.bar_id]
-    guided = guidance is not None and guidance.weight != 0
+    weight = guidance.weight if guidance is not None else 0.0
+    guided = weight != 0
     guides: list[tuple[float, Tensor, Sequence[Sequence[int]]] | None] = [None] * b  # per row, for best-of-N
     own: list[tuple[list[int], list[int]] | None] = [None] * b  # per row, the reference classes per bar
     if guidance is not None:
         own = [(guidance.rhythm[r].tolist(), guidance.polyphony[r].tolist()) for r in range(b)]
-    if guidance is not None and guided:
-        ref_cond = model.conditions(z.to(device), guidance.rhythm.to(device), guidance.polyphony.to(device))
-        guides = [(guidance.weight, ref_cond[r], guidance.heads[r]) for r in range(b)]
-        if candidates == 1:
-            cond = torch.cat([cond, ref_cond])  # [2B, N, D]: the asked classes' rows, then their references'
-            heads = [*heads, *guidance.heads]
+        if guided:
+            ref_rhythm, ref_poly = guidance.rhythm.to(device), guidance.polyphony.to(device)
+            ref_cond = model.conditions(z.to(device), ref_rhythm, ref_poly)  # [B, N, D]
+            guides = [(weight, ref_cond[r], guidance.heads[r]) for r in range(b)]
+            if candidates == 1:  # the asked classes' rows, then their references'
+                cond = torch.cat([cond, ref_cond])  # [2B, N, D]
+                heads = [*heads, *guidance.heads]
     if candidates > 1:
         return [
             _sample_best_of(
@@ -250,8 +252,8 @@ def sample_bars(
     grammar, cache, step, last = _start(model, tok, ids, cond[:, 0], n)
     budget = c.max_seq_len - ids.shape[1]
     for _ in range(budget):
-        if guidance is not None and guided:  # [2B, V] -> [B, V]; a reference row takes its asked row's token
-            last = last[:b] + guidance.weight * (last[:b] - last[b:])
+        if guided:  # [2B, V] -> [B, V]; a reference row takes its asked row's token
+            last = last[:b] + weight * (last[:b] - last[b:])
         allowed = grammar(ids[:b])  # [B, V]
         nxt = sample(last, gen, temperature, top_p=top_p, mask=allowed)  # [B]
         if guided:
