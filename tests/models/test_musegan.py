@@ -15,6 +15,7 @@ from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.generation.musegan import generate_piece
 from museforge.models.checkpoint import load_checkpoint, save_checkpoint
 from museforge.models.musegan import (
+    REFINER_KERNEL,
     MuseGAN,
     MuseGANConfig,
     beat_chroma,
@@ -153,6 +154,27 @@ def test_feature_streams_count_note_switches_and_pitch_classes():
     x, g = on * 2 - 1, torch.tensor([0])
     added = streams.critic.streams(x)
     assert torch.allclose(streams.critic(x, g), plain.critic(x, g) + added)  # one more score, added
+
+
+def test_refiner_starts_as_the_identity_and_sees_its_track_a_few_steps_around():
+    torch.manual_seed(0)
+    plain = MuseGAN(MuseGANConfig(n_tracks=2, **TINY)).eval()
+    refined = MuseGAN(MuseGANConfig(n_tracks=2, refiner=2, **TINY)).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("generator.refiner.") for k in missing)
+    z = plain.sample_latents(3, torch.Generator().manual_seed(1))
+    assert torch.equal(refined(z), plain(z))  # a refiner added to a trained generator changes nothing yet
+
+    refiner = refined.generator.refiner
+    for unit in refiner.units:
+        torch.nn.init.normal_(unit.out.weight, std=0.1)
+    u = torch.zeros(1, 2, 4, 48, 84, requires_grad=True)  # [B, K, N, S, P] logits
+    refiner(u)[0, 0, 1, 0, 40].backward()  # one output: track 0, the first step of bar 2, pitch 40
+    seen = u.grad[0].abs().sum(-1).flatten(1, 2) > 0  # [K, N·S]: the (track, step) inputs it depends on
+    reach = 2 * (REFINER_KERNEL // 2) * len(refiner.units)  # two convolutions per unit
+    assert torch.nonzero(seen[0]).flatten().tolist() == list(range(48 - reach, 48 + reach + 1))  # across bars
+    assert not seen[1].any()  # each track is refined on its own
+    assert (u.grad[0, 0, 1, 0] != 0).sum() > 1  # and from its other pitches too: a blip against a held note
 
 
 def test_checkpoint_round_trip_keeps_genres(tmp_path):
@@ -328,22 +350,24 @@ def test_fine_tuning_with_binary_neurons_starts_from_the_given_weights(chorale_d
     assert set(phrase.unique().tolist()) <= {-1.0, 1.0}
 
 
-def test_fine_tuning_with_feature_streams_keeps_the_critic_and_starts_the_streams_fresh(
-    chorale_data, tmp_path
+@pytest.mark.parametrize(
+    ("override", "added"),
+    [('{"feature_streams": true}', "critic.streams."), ('{"refiner": 1}', "generator.refiner.")],
+)
+def test_fine_tuning_with_added_parts_keeps_the_trained_weights_and_starts_the_parts_fresh(
+    override, added, chorale_data, tmp_path
 ):
     runner = CliRunner()
     base = ["train", "--model", "musegan", "--data", str(chorale_data), "--preset", "tiny", "--device", "cpu"]
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "plain"), "--max-steps", "1"])
     assert result.exit_code == 0, result.output
     source = load_checkpoint(tmp_path / "plain" / "last")
-    out = tmp_path / "streams"
+    out = tmp_path / "tuned"
     tuned = ["--init", str(tmp_path / "plain" / "last"), "--out", str(out), "--max-steps", "1"]
-    result = runner.invoke(
-        app, [*base, *tuned, "--model-config", '{"feature_streams": true}', "--lr", "1e-12"]
-    )
+    result = runner.invoke(app, [*base, *tuned, "--model-config", override, "--lr", "1e-12"])
     assert result.exit_code == 0, result.output
     fresh = json.loads((out / "run.json").read_text())["init_fresh"]
-    assert fresh and all(k.startswith("critic.streams.") for k in fresh)
+    assert fresh and all(k.startswith(added) for k in fresh)
     tuned_state = load_checkpoint(out / "last").model.state_dict()
     for name, value in source.model.state_dict().items():  # lr 1e-12: every source weight arrived and stayed
         if "running_" not in name and "num_batches" not in name:  # batch-norm statistics move without lr

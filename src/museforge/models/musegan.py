@@ -27,6 +27,16 @@ Generative Adversarial Networks with Binary Neurons for Polyphonic Music Generat
 thresholded roll itself (exactly ±1), with the tanh's gradient passed straight through. The critic then judges
 what will be played, rather than a real-valued roll whose values near 0 flicker across the threshold and
 break sustained notes into fragments once binarized.
+
+``refiner`` (a number of residual units; 0 = none) adds BinaryMuseGAN's refiner after the generator: residual
+units that rewrite each track's output logits from the whole track's roll over the few steps around each step,
+trained only through the critic. A fragment is a local event: a pitch that sounds for one or two steps while
+its neighbours hold another note. The generator's last layers upsample time with kernel = stride, so each
+sub-step comes from its own weights with no view of the next; the refiner is the first layer that sees a note's
+start, middle and end at once. Unlike the paper's (3 steps × 12 pitches) kernels it mixes all of a track's
+pitches (a 1-D convolution over time, pitches as channels), so a unit judges a second pitch against the note
+already held, at a seventh of the CPU cost. Each unit's last convolution starts at zero, so a refiner added to a
+trained generator starts as the identity and fine-tuning begins from the model as it was.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from torch import Tensor, nn
 from museforge.models.config import ModelConfig
 
 N_LATENT_PARTS = 4  # z, z_t, z_k, z_kt
+REFINER_KERNEL = 5  # steps a refiner convolution sees: a fragment of 1-2 steps and the steps either side
 
 
 @dataclass
@@ -51,8 +62,9 @@ class MuseGANConfig(ModelConfig):
     ``latent_dim`` is the width of the four latent parts together; ``genres`` names the conditioning classes
     (empty: unconditional). ``g_width`` / ``d_width`` scale every generator / critic channel count.
     ``binary_neurons`` binarizes the generator's output in its forward pass and ``feature_streams`` adds the
-    critic's chroma and onset/offset streams (see the module docstring); neither changes the other weights, so
-    a model trained without them can be fine-tuned with them.
+    critic's chroma and onset/offset streams, and ``refiner`` adds that many refiner units after the generator
+    (see the module docstring); none changes the other weights, so a model trained without them can be
+    fine-tuned with them.
     """
 
     model_name: ClassVar[str] = "musegan"
@@ -69,6 +81,7 @@ class MuseGANConfig(ModelConfig):
     d_width: int = 32
     binary_neurons: bool = False
     feature_streams: bool = False
+    refiner: int = 0  # residual units of the refiner (0: none)
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
@@ -76,6 +89,8 @@ class MuseGANConfig(ModelConfig):
         for name in ("n_tracks", "n_bars", "steps_per_bar", "n_pitches", "latent_dim", "g_width", "d_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.refiner < 0:
+            raise ValueError(f"refiner must be >= 0 residual units, got {self.refiner}")
         if len(self.time_factors) != 3 or math.prod(self.time_factors) != self.steps_per_bar:
             raise ValueError(
                 f"time_factors must be 3 factors whose product is steps_per_bar={self.steps_per_bar}, "
@@ -146,6 +161,41 @@ class TemporalGenerator(nn.Module):
         return self.net(z[:, :, None, None, None])[:, :, :, 0, 0]  # [B, L, N]
 
 
+class RefinerUnit(nn.Module):
+    """One residual unit of the refiner over ``[B, K·P, T]`` logits (K tracks' P pitches as channels, T steps):
+    ``u + conv(relu(norm(conv(tanh(u)))))``, each convolution private per track (groups = K) and
+    ``REFINER_KERNEL`` steps wide. The last convolution starts at zero: a new unit is the identity."""
+
+    def __init__(self, n_tracks: int, n_pitches: int, width: int) -> None:
+        super().__init__()
+        k, pad = n_tracks, REFINER_KERNEL // 2
+        self.inp = nn.Conv1d(k * n_pitches, k * width, REFINER_KERNEL, padding=pad, groups=k)
+        self.norm = nn.BatchNorm1d(k * width)
+        self.out = nn.Conv1d(k * width, k * n_pitches, REFINER_KERNEL, padding=pad, groups=k)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return u + self.out(torch.relu(self.norm(self.inp(torch.tanh(u)))))  # [B, K·P, T]
+
+
+class Refiner(nn.Module):
+    """BinaryMuseGAN's refiner (see the module docstring): ``forward(logits [B, K, N, S, P]) -> logits``."""
+
+    def __init__(self, config: MuseGANConfig) -> None:
+        super().__init__()
+        width = 2 * config.g_width
+        self.units = nn.Sequential(
+            *(RefinerUnit(config.n_tracks, config.n_pitches, width) for _ in range(config.refiner))
+        )
+
+    def forward(self, u: Tensor) -> Tensor:
+        b, k, n, s, p = u.shape
+        x = u.permute(0, 1, 4, 2, 3).reshape(b, k * p, n * s)  # [B, K·P, T]: a note crosses bar lines
+        x = self.units(x)
+        return x.view(b, k, p, n, s).permute(0, 1, 3, 4, 2)  # [B, K, N, S, P]
+
+
 @dataclass
 class Latents:
     """The four latent parts of a batch of phrases (see the module docstring)."""
@@ -189,6 +239,7 @@ class Generator(nn.Module):
             )
             for _ in range(c.n_tracks)
         )
+        self.refiner = Refiner(c) if c.refiner else None
 
     def forward(self, latents: Latents, genre: Tensor | None = None) -> Tensor:
         c = self.config
@@ -213,6 +264,8 @@ class Generator(nn.Module):
         x = torch.cat(parts, 2).flatten(0, 1)[..., None, None]  # [B·K, c_in, N, 1, 1]
         x = self.shared(x).unflatten(0, (b, k))  # [B, K, 2w, N, beats·sub1, octaves]
         out = torch.cat([head(x[:, i]) for i, head in enumerate(self.private)], 1)  # [B, K, N, S, P]
+        if self.refiner is not None:
+            out = self.refiner(out)
         out = torch.tanh(out)
         if c.binary_neurons:
             return binary_straight_through(out)
