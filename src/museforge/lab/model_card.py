@@ -270,7 +270,7 @@ def ship_model(
             likelihood,
             evaluation.report,
             sampling=sampling,
-            parameters=sum(p.numel() for p in ckpt.model.parameters()),
+            parameters=sum(p.numel() for p in ckpt.model.parameters() if p.requires_grad),  # not an average's
             musegan=gan_tables,
             musemorphose=morph,
         )
