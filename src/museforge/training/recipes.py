@@ -414,9 +414,14 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
         source = load_checkpoint(request["init_from"])
         expected = {**source.config.to_dict(), **request["model_overrides"]}
         if expected != run.model_config:
+            differ = ", ".join(
+                f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
+                for k in sorted(set(expected) | set(run.model_config))
+                if expected.get(k) != run.model_config.get(k)
+            )
             raise ValueError(
-                f"{request['init_from']} holds a different model ({source.config.to_dict()}) than this run "
-                f"builds ({run.model_config}); only the model overrides given may differ"
+                f"{request['init_from']} holds a different model than this run builds ({differ}); only the "
+                "model overrides given may differ: give the checkpoint's values in --model-config to keep them"
             )
         try:
             missing, unexpected = run.trainer.model.load_state_dict(source.model.state_dict(), strict=False)
