@@ -270,7 +270,7 @@ def ship_model(
             likelihood,
             evaluation.report,
             sampling=sampling,
-            parameters=sum(p.numel() for p in ckpt.model.parameters() if p.requires_grad),  # not an average's
+            parameters=sum(p.numel() for p in ckpt.model.parameters()),
             musegan=gan_tables,
             musemorphose=morph,
         )

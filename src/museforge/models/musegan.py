@@ -37,13 +37,6 @@ start, middle and end at once. Unlike the paper's (3 steps × 12 pitches) kernel
 pitches (a 1-D convolution over time, pitches as channels), so a unit judges a second pitch against the note
 already held, at a seventh of the CPU cost. Each unit's last convolution starts at zero, so a refiner added to a
 trained generator starts as the identity and fine-tuning begins from the model as it was.
-
-``average_decay`` keeps an exponential moving average of the generator's weights (Yazıcı et al. 2019, "The
-Unusual Effectiveness of Averaging in GAN Training"; StyleGAN's G_ema), which the model generates with once
-it exists. A WGAN's generator circles the equilibrium rather than settling; its average sits nearer the middle,
-so notes that one step's generator holds and the next breaks are held in the average. The average lives in the
-model (and so in the one checkpoint), starts as a copy of the generator at its first update, and is trained by
-nothing: `MuseGAN.update_average` moves it after each generator step.
 """
 
 from __future__ import annotations
@@ -70,8 +63,8 @@ class MuseGANConfig(ModelConfig):
     (empty: unconditional). ``g_width`` / ``d_width`` scale every generator / critic channel count.
     ``binary_neurons`` binarizes the generator's output in its forward pass and ``feature_streams`` adds the
     critic's chroma and onset/offset streams, and ``refiner`` adds that many refiner units after the generator
-    and ``average_decay`` keeps a moving average of the generator to generate with (see the module docstring);
-    none changes the other weights, so a model trained without them can be fine-tuned with them.
+    (see the module docstring); none changes the other weights, so a model trained without them can be
+    fine-tuned with them.
     """
 
     model_name: ClassVar[str] = "musegan"
@@ -89,7 +82,6 @@ class MuseGANConfig(ModelConfig):
     binary_neurons: bool = False
     feature_streams: bool = False
     refiner: int = 0  # residual units of the refiner (0: none)
-    average_decay: float = 0.0  # per generator step, of the generator's weight average (0: no average)
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
@@ -99,8 +91,6 @@ class MuseGANConfig(ModelConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.refiner < 0:
             raise ValueError(f"refiner must be >= 0 residual units, got {self.refiner}")
-        if not 0.0 <= self.average_decay < 1.0:
-            raise ValueError(f"average_decay must be in [0, 1), got {self.average_decay}")
         if len(self.time_factors) != 3 or math.prod(self.time_factors) != self.steps_per_bar:
             raise ValueError(
                 f"time_factors must be 3 factors whose product is steps_per_bar={self.steps_per_bar}, "
@@ -384,10 +374,6 @@ class MuseGAN(nn.Module):
         self.config = config
         self.generator = Generator(config)
         self.critic = Critic(config)
-        self.average: Generator | None = None
-        if config.average_decay:
-            self.average = Generator(config).requires_grad_(False)
-            self.register_buffer("average_updates", torch.zeros((), dtype=torch.long))
 
     def sample_latents(self, batch: int, generator: torch.Generator | None = None) -> Latents:
         """Standard normal latents for ``batch`` phrases on the model's device."""
@@ -405,24 +391,8 @@ class MuseGAN(nn.Module):
         )
 
     def forward(self, latents: Latents, genre: Tensor | None = None) -> Tensor:
-        """Phrases [B, K, N, S, P] in [-1, 1]: in training mode from the generator being trained, in eval mode
-        from its weight average once it has one."""
-        if self.training or self.average is None or not self.average_updates:
-            return self.generator(latents, genre)
-        return self.average(latents, genre)
-
-    @torch.no_grad()
-    def update_average(self) -> None:
-        """Move the generator's weight average towards its current weights (the first update copies them);
-        batch-norm statistics are copied, as they describe the current generator's activations."""
-        if self.average is None:
-            return
-        decay = self.config.average_decay if self.average_updates else 0.0
-        for avg, live in zip(self.average.parameters(), self.generator.parameters(), strict=True):
-            avg.lerp_(live, 1.0 - decay)
-        for avg, live in zip(self.average.buffers(), self.generator.buffers(), strict=True):
-            avg.copy_(live)
-        self.average_updates += 1
+        """The generator: phrases [B, K, N, S, P] in [-1, 1]."""
+        return self.generator(latents, genre)
 
 
 def binary_straight_through(x: Tensor) -> Tensor:

@@ -203,7 +203,6 @@ class GANTrainer(Trainer):
             gan.generator.parameters(), self.config.grad_clip or math.inf
         )
         opt.step()
-        gan.update_average()
         self.scheduler.step()
         opt.zero_grad(set_to_none=True)
         return critic_loss / group, bars, float(grad_norm), lr
@@ -235,7 +234,7 @@ class GANTrainer(Trainer):
             genre = genre[: self.eval_phrases].to(self.device)
         was_training = self.gan.training
         self.gan.eval()
-        phrases = self.gan(self.gan.sample_latents(self.eval_phrases, gen), genre)  # the average, if kept
+        phrases = self.gan.generator(self.gan.sample_latents(self.eval_phrases, gen), genre)
         self.gan.train(was_training)
         rolls = binarize(phrases).cpu().numpy()  # [E, K, N, S, P]
         return {"loss": table_gap(self._table(list(rolls)), reference)}
