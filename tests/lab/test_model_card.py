@@ -14,7 +14,7 @@ from museforge.generation.api import clear_model_cache, generate_song
 from museforge.lab.model_card import heldout_likelihood, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models
-from museforge.training.recipes import start_run
+from museforge.training.recipes import resume_run, start_run
 
 pytestmark = pytest.mark.xdist_group("model_card")
 runner = CliRunner()
@@ -45,6 +45,23 @@ def test_training_summary_and_command_come_from_the_run(run):
     assert command.startswith("museforge train --model transformer --preset tiny --data ")
     assert "--max-steps 15" in command
     assert summary["stages"] == [] and "init_without_log" not in summary
+
+
+def test_a_resumed_runs_training_time_adds_up_its_sessions(run, tmp_path):
+    """``--resume`` restarts the log's clock: the card's time is the sessions' times added, not the last's."""
+    data, _ = run
+    out = tmp_path / "resumed"
+    start_run("transformer", data, "tiny", out, train_overrides={"max_steps": 10, "progress": False})
+    first = training_summary(out)["wall_seconds"]
+    resume_run(out, max_steps=15)
+    rows = (out / "log.csv").read_text().splitlines()[1:]
+    elapsed = [float(row.split(",")[-1]) for row in rows]
+    restart = next(i for i in range(1, len(elapsed)) if elapsed[i] < elapsed[i - 1])
+    assert elapsed[restart - 1] == first  # the first session's rows are kept up to its checkpoint
+    summary = training_summary(out)
+    assert summary["steps"] == 15
+    assert summary["wall_seconds"] == pytest.approx(first + elapsed[-1])
+    assert summary["wall_seconds"] > elapsed[-1]
 
 
 def test_a_run_started_from_weights_without_a_log_says_so(run, tmp_path):

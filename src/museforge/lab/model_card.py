@@ -83,6 +83,18 @@ class ShipOptions:
     seed: int = 0
 
 
+def _wall_seconds(rows: list[dict[str, str]]) -> float:
+    """Training time over every session of a run: each ``--resume`` restarts the log's clock from zero, so a
+    row whose time falls below the one before it starts a new session, and the sessions' last times add up."""
+    total, last = 0.0, 0.0
+    for row in rows:
+        elapsed = float(row["elapsed_s"])
+        if elapsed < last:
+            total += last
+        last = elapsed
+    return total + last
+
+
 def training_summary(run_dir: Path) -> dict[str, Any]:
     """Steps, epochs, wall time, throughput, the best evaluation and why the run ended, from log.csv/run.json.
 
@@ -103,7 +115,7 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     summary = {
         "steps": int(train[-1]["step"]) if train else 0,
         "epochs": int(rows[-1]["epoch"]) + 1 if rows else 0,
-        "wall_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
+        "wall_seconds": _wall_seconds(rows),
         "train_tokens_per_s": round(float(np.median(tps))) if tps else None,
         "best_eval_step": int(best["step"]) if best else None,
         "best_eval_loss": float(best["loss"]) if best else None,
