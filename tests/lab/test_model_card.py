@@ -11,7 +11,7 @@ from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
 from museforge.generation.api import clear_model_cache, generate_song
-from museforge.lab.model_card import heldout_likelihood, train_command, training_summary
+from museforge.lab.model_card import _stop_line, heldout_likelihood, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models
 from museforge.training.recipes import resume_run, start_run
@@ -77,6 +77,37 @@ def test_a_run_started_from_weights_without_a_log_says_so(run, tmp_path):
     summary = training_summary(copy)
     assert summary["init_without_log"] == str(tmp_path / "shipped") and summary["stages"] == []
     assert "init_fresh" not in summary
+
+
+def test_a_run_that_decayed_its_learning_rate_to_the_floor_says_it_ran_its_schedule(run, tmp_path):
+    """A cosine run that reached its floor ended by design, not by a cut-off budget; a run still warming up
+    (the fixture's 15 of 20 warm-up steps) did not, and keeps the budget line."""
+    data, out = run
+    done = tmp_path / "annealed"
+    start_run("transformer", data, "tiny", done, train_overrides={"max_steps": 30, "progress": False})
+    summary = training_summary(done)
+    assert summary["schedule_done"] and summary["lr_end_ratio"] == pytest.approx(0.1, abs=1e-3)
+    assert not summary["plateaued"]  # a 30-step run on 8 pieces still improves at its last evaluation
+    assert _stop_line(summary).startswith("ran its whole learning-rate schedule, down to 10% of the peak")
+    short = training_summary(out)
+    assert not short["schedule_done"] and short["lr_end_ratio"] == pytest.approx(1.0)
+    assert _stop_line(short).startswith("stopped by its time or step budget")
+
+
+def test_a_chain_of_runs_names_the_weights_its_first_stage_started_from(run, tmp_path):
+    """Run B fine-tunes run A's best, and A fine-tuned a shipped model: B's card lists A as a stage and still
+    says where A's weights came from."""
+    import shutil
+
+    _, out = run
+    first, second = tmp_path / "a", tmp_path / "b"
+    for copy, init in ((first, tmp_path / "shipped"), (second, first / "best")):
+        shutil.copytree(out, copy)
+        request = json.loads((copy / "run.json").read_text())
+        (copy / "run.json").write_text(json.dumps({**request, "init_from": str(init)}))
+    summary = training_summary(second)
+    assert len(summary["stages"]) == 1 and summary["stages"][0]["steps"] == 15
+    assert summary["init_without_log"] == str(tmp_path / "shipped")
 
 
 def test_a_run_that_added_weights_to_its_source_says_which_and_how_it_was_started(run, tmp_path):

@@ -50,6 +50,7 @@ from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.tokenizers.remi import RemiTokenizer
 from museforge.training.gan import musegan_tables
 from museforge.training.recipes import recipe
+from museforge.training.trainer import TrainConfig
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 # card sections that `resample_card` rewrites in place, found by their headings
@@ -108,10 +109,13 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     best = evals[best_index] if best_index is not None else None
     tps = [float(r["tokens_per_s"]) for r in train if r.get("tokens_per_s")]
     request = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    patience = request.get("train_overrides", {}).get("patience")
-    if patience is None and request:
-        patience = recipe(request["model"], request["preset"]).train.get("patience")
+    overrides = request.get("train_overrides", {})
+    planned = recipe(request["model"], request["preset"]).train if request else {}
+    patience = overrides.get("patience", planned.get("patience"))
+    floor = overrides.get("min_lr_ratio", planned.get("min_lr_ratio", TrainConfig.min_lr_ratio))
     since_best = len(evals) - 1 - best_index if best_index is not None else None
+    lrs = [float(r["lr"]) for r in train if r.get("lr")]
+    lr_end = lrs[-1] / max(lrs) if lrs and max(lrs) > 0 else None
     summary = {
         "steps": int(train[-1]["step"]) if train else 0,
         "epochs": int(rows[-1]["epoch"]) + 1 if rows else 0,
@@ -121,6 +125,9 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
         "best_eval_loss": float(best["loss"]) if best else None,
         "eval_curve": [(int(r["step"]), round(float(r["loss"]), 4)) for r in evals],
         "plateaued": patience is not None and since_best is not None and since_best >= patience,
+        # a decaying schedule that reached its floor ran to its end, whatever its length was
+        "lr_end_ratio": lr_end,
+        "schedule_done": floor < 1.0 and lr_end is not None and lr_end <= floor + 1e-3,
         "evals_since_best": since_best,
         "stages": [],
     }
@@ -128,6 +135,8 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     if init and (Path(init).parent / "log.csv").exists():
         earlier = training_summary(Path(init).parent)
         summary["stages"] = [*earlier["stages"], {k: v for k, v in earlier.items() if k != "stages"}]
+        if "init_without_log" in earlier:
+            summary["init_without_log"] = earlier["init_without_log"]
     elif init:  # e.g. a shipped model fine-tuned further: say so, though its own run cannot be summarised
         summary["init_without_log"] = str(init)
     if request.get("init_fresh"):
@@ -140,6 +149,17 @@ def _stop_line(training: dict[str, Any]) -> str:
         return (
             f"stopped when the validation loss stopped improving (best at step {training['best_eval_step']}, "
             f"no better loss in the {training['evals_since_best']} evaluations after it)"
+        )
+    if training["schedule_done"]:
+        curve = training["eval_curve"]
+        last = (
+            f"; the last evaluation changed the loss by {curve[-1][1] - curve[-2][1]:+.4f}"
+            if len(curve) > 1
+            else ""
+        )
+        return (
+            f"ran its whole learning-rate schedule, down to {training['lr_end_ratio']:.0%} of the peak (best at "
+            f"step {training['best_eval_step']}, {training['evals_since_best']} evaluations after it{last})"
         )
     return (
         f"stopped by its time or step budget before the validation loss plateaued (best at step "
@@ -716,7 +736,7 @@ def render_card(
         *(
             [
                 f"- Started from the weights of `{training['init_without_log']}`, whose training log is not "
-                "beside it: the steps and minutes below are this run's only"
+                "beside it: the steps and minutes below count only the stages listed here"
             ]
             if training.get("init_without_log")
             else []
