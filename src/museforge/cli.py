@@ -446,6 +446,13 @@ def train(
             help="Model config overrides of the preset as JSON, e.g. '{\"binary_neurons\": true}' for MuseGAN."
         ),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Arithmetic: fp32, bf16 (autocast; fp32 weights) or auto (bf16 on CUDA, fp32 on a CPU). Default: "
+            "the preset's (auto; MuseGAN fp32). bf16 also speeds up a CPU with native bf16 (AVX-512 BF16, AMX)."
+        ),
+    ] = None,
 ) -> None:
     """Train a model family on a dataset; checkpoints go to OUT/best and OUT/last, the log to OUT/log.csv.
 
@@ -476,6 +483,7 @@ def train(
                     "checkpoint_every": checkpoint_every,
                     "seed": seed,
                     "num_workers": loader_workers,
+                    "precision": precision,
                 }.items()
                 if v is not None
             }

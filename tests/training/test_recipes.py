@@ -11,6 +11,7 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenCache, TokenWindowDataset
+from museforge.lab.model_card import train_command
 from museforge.models.checkpoint import load_checkpoint
 from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import TOKENIZERS
@@ -72,6 +73,28 @@ def test_train_cli_writes_checkpoints_that_load_and_resume(dataset, tmp_path):
     assert load_checkpoint(out / "last").step == 16
     evals = [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines() if ",eval," in line]
     assert {"12", "16"} <= set(evals)  # the final weights of each call were evaluated
+
+
+def test_train_cli_precision_is_recorded_and_refused_where_it_would_break_training(dataset, tmp_path):
+    """``--precision bf16`` goes into run.json (so ``--resume`` and the model card's command keep it); MuseGAN's
+    gradient penalty needs fp32, and an unknown precision is named."""
+    out = tmp_path / "bf16"
+    base = ["train", "--data", str(dataset), "--preset", "tiny", "--max-steps", "4", "--device", "cpu"]
+    result = runner.invoke(
+        app, [*base, "--model", "performance_rnn", "--out", str(out), "--precision", "bf16"]
+    )
+    assert result.exit_code == 0, result.output
+    request = json.loads((out / "run.json").read_text())
+    assert request["train_overrides"]["precision"] == "bf16"
+    assert "--precision bf16" in train_command(request)
+    gan = runner.invoke(
+        app, [*base, "--model", "musegan", "--out", str(tmp_path / "gan"), "--precision", "bf16"]
+    )
+    assert gan.exit_code == 2 and "MuseGAN trains in fp32" in gan.output
+    odd = runner.invoke(
+        app, [*base, "--model", "performance_rnn", "--out", str(tmp_path / "odd"), "--precision", "fp8"]
+    )
+    assert odd.exit_code == 2 and "precision must be one of" in odd.output
 
 
 def test_performance_windows_carry_magenta_controls(dataset):

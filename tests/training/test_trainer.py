@@ -105,6 +105,40 @@ def test_performance_rnn_with_controls_overfits_one_batch(tmp_path, bwv66):
     assert losses[0] > 5.0 and losses[-1] < 0.5
 
 
+def test_bf16_on_a_cpu_autocasts_the_step_and_still_learns(tmp_path, bwv66):
+    """``precision="bf16"`` is opt-in on a CPU (``auto`` stays fp32 there): the step's loss moves off fp32's
+    by rounding only, the weights stay fp32, and training in it lowers the loss."""
+    controls = event_controls(bwv66)
+    data = Windows(bwv66[: 2 * 64], 64, controls[: 2 * 64])
+    batch = {
+        "input_ids": torch.stack([data[i]["input_ids"] for i in range(2)]),
+        "controls": controls[:128].view(2, 64, -1),
+    }
+    losses = {}
+    for precision in ("auto", "bf16"):
+        torch.manual_seed(0)
+        model = PerformanceRNN(PerformanceRNNConfig(embed_dim=64, hidden_size=128, n_layers=1))
+        cfg = quiet(
+            tmp_path / precision,
+            batch_size=2,
+            epochs=30,
+            lr=1e-2,
+            warmup_steps=5,
+            min_lr_ratio=1.0,
+            grad_clip=3.0,
+            precision=precision,
+        )
+        trainer = Trainer(model, data, cfg)
+        with trainer._autocast():
+            losses[precision] = lm_step(model, batch)[0].item()
+        trainer.fit()
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        logged = [float(r["loss"]) for r in read_log(tmp_path / precision)]
+        assert logged[-1] < 0.5 * logged[0]
+    assert losses["bf16"] != losses["auto"]
+    assert losses["bf16"] == pytest.approx(losses["auto"], rel=0.01)
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path, bwv66):
     cfg = quiet(tmp_path, batch_size=1, epochs=1, max_steps=20, lr=1e-3, warmup_steps=5, min_lr_ratio=0.1)
     trainer = Trainer(tiny_transformer(), Windows(bwv66, 16), cfg)

@@ -252,6 +252,11 @@ def prepare_training(
         train_config = TrainConfig.from_dict(
             {"out_dir": str(out_dir), **spec.train, **(train_overrides or {})}
         )
+        if train_config.precision != "fp32":
+            raise ValueError(
+                f"MuseGAN trains in fp32 (got precision {train_config.precision!r}): its gradient penalty "
+                "differentiates a gradient, which reduced precision makes unreliable"
+            )
         gan = prepare_musegan(
             Path(data_dir),
             {**spec.model, **(model_overrides or {})},
