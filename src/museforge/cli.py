@@ -421,6 +421,14 @@ def train(
     patience: Annotated[
         int | None, typer.Option(min=1, help="Stop after N epochs without a better validation loss.")
     ] = None,
+    min_delta: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="For --patience, an evaluation counts as better only if it lowers the loss by more than this "
+            "(default 0; OUT/best still keeps any gain).",
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(
@@ -480,6 +488,7 @@ def train(
                     "batch_size": batch_size,
                     "lr": lr,
                     "patience": patience,
+                    "min_delta": min_delta,
                     "checkpoint_every": checkpoint_every,
                     "seed": seed,
                     "num_workers": loader_workers,

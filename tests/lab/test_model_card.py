@@ -94,6 +94,21 @@ def test_a_run_that_decayed_its_learning_rate_to_the_floor_says_it_ran_its_sched
     assert _stop_line(short).startswith("stopped by its time or step budget")
 
 
+def test_a_run_stopped_by_min_delta_is_called_a_plateau_though_its_last_loss_was_lowest(run, tmp_path):
+    """The card replays the trainer's patience rule (``counts_as_gain``) over the log, so a run that crept down
+    by less than ``min_delta`` reads as stopped at its plateau, not cut short."""
+    data, _ = run
+    out = tmp_path / "creeping"
+    overrides = {"epochs": 10, "patience": 2, "min_delta": 10.0, "progress": False}
+    result = start_run("transformer", data, "tiny", out, train_overrides=overrides)
+    summary = training_summary(out)
+    assert result.stopped_early and len(summary["eval_curve"]) == 3
+    assert summary["plateaued"] and summary["evals_since_gain"] == 2 and summary["min_delta"] == 10.0
+    assert _stop_line(summary).startswith(
+        "stopped when the validation loss stopped improving by more than 10.0"
+    )
+
+
 def test_a_chain_of_runs_names_the_weights_its_first_stage_started_from(run, tmp_path):
     """Run B fine-tunes run A's best, and A fine-tuned a shipped model: B's card lists A as a stage and still
     says where A's weights came from."""

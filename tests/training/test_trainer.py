@@ -22,6 +22,7 @@ from museforge.models.checkpoint import load_checkpoint
 from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer, lm_step
+from museforge.training.trainer import counts_as_gain
 
 TOKENIZER = build_tokenizer("performance")
 
@@ -231,6 +232,26 @@ def test_best_checkpoint_and_early_stopping(tmp_path, bwv66):
     assert ck.step < load_checkpoint(tmp_path / "last").step
 
 
+def test_a_gain_for_the_patience_must_beat_the_last_one_by_min_delta():
+    assert counts_as_gain(5.0, None, 0.1)  # the first evaluation
+    assert counts_as_gain(0.59, 0.6) and not counts_as_gain(0.6, 0.6)
+    assert not counts_as_gain(0.595, 0.6, 0.01) and counts_as_gain(0.589, 0.6, 0.01)
+
+
+def test_min_delta_stops_a_run_that_creeps_but_best_keeps_the_lowest_loss(tmp_path, bwv66):
+    """With a min_delta no evaluation reaches, patience 2 stops after three evaluations although the loss
+    still falls; ``best`` is the lowest of them, not the first."""
+    train, held_out = Windows(bwv66, 32), Windows(chorale_tokens("bach/bwv7.7"), 32)
+    cfg = quiet(tmp_path, batch_size=4, epochs=20, lr=1e-3, warmup_steps=5, patience=2, min_delta=10.0)
+    result = Trainer(
+        tiny_transformer(), train, cfg, eval_data=held_out, tokenizer={"name": "performance"}
+    ).fit()
+    evals = [float(r["loss"]) for r in read_log(tmp_path, "eval")]
+    assert result.stopped_early and len(evals) == 3
+    assert evals[-1] < evals[0]  # still improving, by less than min_delta
+    assert load_checkpoint(tmp_path / "best").metrics["eval_loss"] == pytest.approx(min(evals))
+
+
 def test_train_config_round_trip_and_validation(tmp_path):
     cfg = TrainConfig(out_dir=str(tmp_path), max_steps=10, grad_clip=None, patience=2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
@@ -238,6 +259,7 @@ def test_train_config_round_trip_and_validation(tmp_path):
         ("grad_accum", 0),
         ("lr", 0.0),
         ("precision", "fp8"),
+        ("min_delta", -0.1),
         ("max_steps", 0),
         ("grad_clip", -1.0),
     ]:

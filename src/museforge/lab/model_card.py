@@ -50,7 +50,7 @@ from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.tokenizers.remi import RemiTokenizer
 from museforge.training.gan import musegan_tables
 from museforge.training.recipes import recipe
-from museforge.training.trainer import TrainConfig
+from museforge.training.trainer import TrainConfig, counts_as_gain
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 # card sections that `resample_card` rewrites in place, found by their headings
@@ -114,6 +114,13 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     patience = overrides.get("patience", planned.get("patience"))
     floor = overrides.get("min_lr_ratio", planned.get("min_lr_ratio", TrainConfig.min_lr_ratio))
     since_best = len(evals) - 1 - best_index if best_index is not None else None
+    min_delta = float(overrides.get("min_delta", planned.get("min_delta", TrainConfig.min_delta)))
+    reference, since_gain = None, 0  # the trainer's patience count, replayed over the logged evaluations
+    for row in evals:
+        if counts_as_gain(float(row["loss"]), reference, min_delta):
+            reference, since_gain = float(row["loss"]), 0
+        else:
+            since_gain += 1
     lrs = [float(r["lr"]) for r in train if r.get("lr")]
     lr_end = lrs[-1] / max(lrs) if lrs and max(lrs) > 0 else None
     summary = {
@@ -124,7 +131,9 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
         "best_eval_step": int(best["step"]) if best else None,
         "best_eval_loss": float(best["loss"]) if best else None,
         "eval_curve": [(int(r["step"]), round(float(r["loss"]), 4)) for r in evals],
-        "plateaued": patience is not None and since_best is not None and since_best >= patience,
+        "plateaued": patience is not None and bool(evals) and since_gain >= patience,
+        "evals_since_gain": since_gain,
+        "min_delta": min_delta,
         # a decaying schedule that reached its floor ran to its end, whatever its length was
         "lr_end_ratio": lr_end,
         "schedule_done": floor < 1.0 and lr_end is not None and lr_end <= floor + 1e-3,
@@ -145,6 +154,12 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def _stop_line(training: dict[str, Any]) -> str:
+    if training["plateaued"] and training.get("min_delta"):
+        return (
+            f"stopped when the validation loss stopped improving by more than {training['min_delta']} per "
+            f"evaluation (best at step {training['best_eval_step']}; none of the last "
+            f"{training['evals_since_gain']} evaluations gained more than that)"
+        )
     if training["plateaued"]:
         return (
             f"stopped when the validation loss stopped improving (best at step {training['best_eval_step']}, "

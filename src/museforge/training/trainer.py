@@ -72,6 +72,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between rewrites of last/
     log_every: int = 10
     patience: int | None = None  # epochs without a better evaluation loss before stopping
+    min_delta: float = (
+        0.0  # for patience, "better" means lower by more than this (best/ still keeps any gain)
+    )
     max_eval_batches: int | None = None
     num_workers: int = 0
     shuffle: bool = True
@@ -91,8 +94,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
-            raise ValueError("warmup_steps, weight_decay and num_workers must be >= 0")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0 or self.min_delta < 0:
+            raise ValueError("warmup_steps, weight_decay, num_workers and min_delta must be >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.precision not in PRECISIONS:
@@ -107,6 +110,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
         return cls(**data)
+
+
+def counts_as_gain(loss: float, reference: float | None, min_delta: float = 0.0) -> bool:
+    """Whether an evaluation resets the patience: it beats the loss of the last one that did (``reference``;
+    None before the first) by more than ``min_delta``. Many small gains in a row therefore still add up to a
+    reset once they pass ``min_delta``, while a run creeping down by less than that per evaluation stops."""
+    return reference is None or loss < reference - min_delta
 
 
 def lm_step(model: nn.Module, batch: Tensor | dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
@@ -216,6 +226,7 @@ class Trainer:
         self.batch_in_epoch = 0  # micro-batches of the current epoch already trained on
         self.best_eval_loss: float | None = None
         self.bad_epochs = 0
+        self.patience_ref: float | None = None  # the loss the patience counts from (see `counts_as_gain`)
         self.last_eval: dict[str, float] = {}
         self.last_train_loss = float("nan")
 
@@ -281,6 +292,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "best_eval_loss": self.best_eval_loss,
             "bad_epochs": self.bad_epochs,
+            "patience_ref": self.patience_ref,
             "world_size": self.dist.world_size,
             "train_config": self.config.to_dict(),
         }
@@ -333,6 +345,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_eval_loss, self.bad_epochs = state["best_eval_loss"], state["bad_epochs"]
+        self.patience_ref = state.get("patience_ref", self.best_eval_loss)  # older runs: min_delta was 0
         self._truncate_log(self.step)
 
     # ---- logging -----------------------------------------------------------------------------------------
@@ -506,7 +519,8 @@ class Trainer:
         return self.config.patience is not None and self.bad_epochs >= self.config.patience
 
     def _evaluate_and_keep_best(self, start: float, epoch: int) -> bool | None:
-        """Evaluate and write ``best`` if the loss improved; None when there is no evaluation data."""
+        """Evaluate and write ``best`` if the loss improved at all; True when it counts as a gain for the
+        patience (`counts_as_gain`), None when there is no evaluation data."""
         self.last_eval = self.evaluate()
         if not self.last_eval:
             return None
@@ -522,7 +536,9 @@ class Trainer:
             }
         )
         if self.best_eval_loss is None or loss < self.best_eval_loss:
-            self.best_eval_loss, self.bad_epochs = loss, 0
+            self.best_eval_loss = loss
             self.save("best", with_state=False)
+        if counts_as_gain(loss, self.patience_ref, self.config.min_delta):
+            self.patience_ref, self.bad_epochs = loss, 0
             return True
         return False
