@@ -743,11 +743,6 @@ def render_card(
         "## Training",
         f"- Hardware: {options.hardware}",
         f"- Command: `{options.command}`",
-        *[
-            f"- Stage {i + 1}: {st['steps']} optimizer steps, {st['epochs']} epochs, {st['wall_seconds'] / 60:.1f} "
-            f"min; {_stop_line(st)}; the next stage started from its best weights with a fresh optimizer"
-            for i, st in enumerate(training["stages"])
-        ],
         *(
             [
                 f"- Started from the weights of `{training['init_without_log']}`, whose training log is not "
@@ -756,6 +751,11 @@ def render_card(
             if training.get("init_without_log")
             else []
         ),
+        *[
+            f"- Stage {i + 1}: {st['steps']} optimizer steps, {st['epochs']} epochs, {st['wall_seconds'] / 60:.1f} "
+            f"min; {_stop_line(st)}; the next stage started from its best weights with a fresh optimizer"
+            for i, st in enumerate(training["stages"])
+        ],
         *(
             [
                 f"- The weights that the model overrides add ({len(training['init_fresh']['tensors'])} tensors, "
