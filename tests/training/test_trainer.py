@@ -22,7 +22,7 @@ from museforge.models.checkpoint import load_checkpoint
 from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer, lm_step
-from museforge.training.trainer import counts_as_gain
+from museforge.training.trainer import TrainResult, counts_as_gain
 
 TOKENIZER = build_tokenizer("performance")
 
@@ -214,14 +214,21 @@ def test_a_run_that_dies_mid_epoch_resumes_from_the_last_epoch_boundary(tmp_path
         assert torch.equal(p, q)
 
 
-def test_best_checkpoint_and_early_stopping(tmp_path, bwv66):
-    # train on one chorale, evaluate on another: the held-out loss falls, then rises as the model memorises
+def fit_with_held_out(tmp_path: Path, bwv66: np.ndarray, **config) -> tuple[TrainResult, list[float]]:
+    """A tiny Transformer trained on one chorale and evaluated on another; the run and its evaluation losses."""
     train, held_out = Windows(bwv66, 32), Windows(chorale_tokens("bach/bwv7.7"), 32)
-    cfg = quiet(tmp_path, batch_size=4, epochs=60, lr=1e-2, warmup_steps=5, min_lr_ratio=1.0, patience=3)
+    cfg = quiet(tmp_path, batch_size=4, **config)
     result = Trainer(
         tiny_transformer(), train, cfg, eval_data=held_out, tokenizer={"name": "performance"}
     ).fit()
-    evals = [float(r["loss"]) for r in read_log(tmp_path, "eval")]
+    return result, [float(r["loss"]) for r in read_log(tmp_path, "eval")]
+
+
+def test_best_checkpoint_and_early_stopping(tmp_path, bwv66):
+    # train on one chorale, evaluate on another: the held-out loss falls, then rises as the model memorises
+    result, evals = fit_with_held_out(
+        tmp_path, bwv66, epochs=60, lr=1e-2, warmup_steps=5, min_lr_ratio=1.0, patience=3
+    )
     assert result.stopped_early and len(evals) < 60
     best = min(evals)
     assert evals.index(best) == len(evals) - 4  # three epochs without improvement after the best
@@ -241,12 +248,9 @@ def test_a_gain_for_the_patience_must_beat_the_last_one_by_min_delta():
 def test_min_delta_stops_a_run_that_creeps_but_best_keeps_the_lowest_loss(tmp_path, bwv66):
     """With a min_delta no evaluation reaches, patience 2 stops after three evaluations although the loss
     still falls; ``best`` is the lowest of them, not the first."""
-    train, held_out = Windows(bwv66, 32), Windows(chorale_tokens("bach/bwv7.7"), 32)
-    cfg = quiet(tmp_path, batch_size=4, epochs=20, lr=1e-3, warmup_steps=5, patience=2, min_delta=10.0)
-    result = Trainer(
-        tiny_transformer(), train, cfg, eval_data=held_out, tokenizer={"name": "performance"}
-    ).fit()
-    evals = [float(r["loss"]) for r in read_log(tmp_path, "eval")]
+    result, evals = fit_with_held_out(
+        tmp_path, bwv66, epochs=20, lr=1e-3, warmup_steps=5, patience=2, min_delta=10.0
+    )
     assert result.stopped_early and len(evals) == 3
     assert evals[-1] < evals[0]  # still improving, by less than min_delta
     assert load_checkpoint(tmp_path / "best").metrics["eval_loss"] == pytest.approx(min(evals))

@@ -109,15 +109,12 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     best = evals[best_index] if best_index is not None else None
     tps = [float(r["tokens_per_s"]) for r in train if r.get("tokens_per_s")]
     request = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    overrides = request.get("train_overrides", {})
     planned = recipe(request["model"], request["preset"]).train if request else {}
-    patience = overrides.get("patience", planned.get("patience"))
-    floor = overrides.get("min_lr_ratio", planned.get("min_lr_ratio", TrainConfig.min_lr_ratio))
+    config = TrainConfig.from_dict({**planned, **request.get("train_overrides", {})})  # as prepare_training
     since_best = len(evals) - 1 - best_index if best_index is not None else None
-    min_delta = float(overrides.get("min_delta", planned.get("min_delta", TrainConfig.min_delta)))
     reference, since_gain = None, 0  # the trainer's patience count, replayed over the logged evaluations
     for row in evals:
-        if counts_as_gain(float(row["loss"]), reference, min_delta):
+        if counts_as_gain(float(row["loss"]), reference, config.min_delta):
             reference, since_gain = float(row["loss"]), 0
         else:
             since_gain += 1
@@ -131,12 +128,14 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
         "best_eval_step": int(best["step"]) if best else None,
         "best_eval_loss": float(best["loss"]) if best else None,
         "eval_curve": [(int(r["step"]), round(float(r["loss"]), 4)) for r in evals],
-        "plateaued": patience is not None and bool(evals) and since_gain >= patience,
+        "plateaued": config.patience is not None and bool(evals) and since_gain >= config.patience,
         "evals_since_gain": since_gain,
-        "min_delta": min_delta,
+        "min_delta": config.min_delta,
         # a decaying schedule that reached its floor ran to its end, whatever its length was
         "lr_end_ratio": lr_end,
-        "schedule_done": floor < 1.0 and lr_end is not None and lr_end <= floor + 1e-3,
+        "schedule_done": config.min_lr_ratio < 1.0
+        and lr_end is not None
+        and lr_end <= config.min_lr_ratio + 1e-3,
         "evals_since_best": since_best,
         "stages": [],
     }

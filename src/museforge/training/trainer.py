@@ -72,9 +72,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between rewrites of last/
     log_every: int = 10
     patience: int | None = None  # epochs without a better evaluation loss before stopping
-    min_delta: float = (
-        0.0  # for patience, "better" means lower by more than this (best/ still keeps any gain)
-    )
+    min_delta: float = 0.0  # for patience, "better" means lower by more than this (best/ keeps any gain)
     max_eval_batches: int | None = None
     num_workers: int = 0
     shuffle: bool = True
