@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: norms, rotary embeddings, cached self-attention, blocks.
+"""Building blocks shared by the model families: norms, rotary embeddings, cached self-attention, blocks,
+block-wise (kernel = stride) 3-D convolutions.
 
 Shape letters used throughout: B batch, T new time steps, L cached (past) steps, H heads, Dh head width,
 D model width, F feed-forward width, V vocabulary.
@@ -309,3 +310,41 @@ def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+class BlockConv3d(nn.Conv3d):
+    """A `nn.Conv3d` whose kernel equals its stride (no padding): each output cell reads its own block of the
+    input, so the convolution is one matrix product over the blocks. Same parameters and results as the
+    `nn.Conv3d`; on a CPU it runs several times faster than the oneDNN kernel where one side has few channels
+    (measured forward + double backward, batch 32: 6.4 ms against 39 ms for the 1 -> 16 channel pitch-class
+    layer), which counts twice in a WGAN-GP critic, differentiated to the second order. In MuseGAN, whose
+    every convolution is of this kind, a training step (5 critic steps and a generator step, batch 32, one
+    thread) went from 4.19 s to 3.19 s."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int]) -> None:
+        super().__init__(c_in, c_out, kernel, kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, d, h, w = x.shape  # [B, C, D, H, W]
+        kd, kh, kw = self.kernel_size
+        blocks = x.reshape(b, c, d // kd, kd, h // kh, kh, w // kw, kw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        blocks = blocks.reshape(b, d // kd, h // kh, w // kw, c * kd * kh * kw)  # [B, D', H', W', C·k]
+        y = torch.addmm(self.bias, blocks.reshape(-1, blocks.shape[-1]), self.weight.flatten(1).t())
+        return y.view(b, d // kd, h // kh, w // kw, -1).permute(0, 4, 1, 2, 3)  # [B, C_out, D', H', W']
+
+
+class BlockConvTranspose3d(nn.ConvTranspose3d):
+    """A `nn.ConvTranspose3d` whose kernel equals its stride: each input cell writes its own output block, so
+    it is one matrix product and a reshape (same parameters and results; 4× faster on a CPU than oneDNN for the
+    16 -> 1 channel layer that writes each track's pitches)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int]) -> None:
+        super().__init__(c_in, c_out, kernel, kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, d, h, w = x.shape  # [B, C, D, H, W]
+        kd, kh, kw = self.kernel_size
+        c_out = self.weight.shape[1]
+        y = x.permute(0, 2, 3, 4, 1).reshape(-1, c) @ self.weight.reshape(c, -1)  # [B·D·H·W, C_out·k]
+        y = y.view(b, d, h, w, c_out, kd, kh, kw).permute(0, 4, 1, 5, 2, 6, 3, 7)
+        return y.reshape(b, c_out, d * kd, h * kh, w * kw) + self.bias.view(1, -1, 1, 1, 1)

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from museforge.models.config import ModelConfig
+from museforge.models.modules import BlockConv3d, BlockConvTranspose3d
 
 N_LATENT_PARTS = 4  # z, z_t, z_k, z_kt
 REFINER_KERNEL = 5  # steps a refiner convolution sees: a fragment of 1-2 steps and the steps either side
@@ -128,9 +129,9 @@ class MuseGANConfig(ModelConfig):
 class GeneratorBlock(nn.Module):
     """ConvTranspose3d + BatchNorm3d + ReLU over (bars, steps, pitches); kernel = stride multiplies a size."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]):
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int]) -> None:
         super().__init__()
-        self.conv = nn.ConvTranspose3d(c_in, c_out, kernel, stride)
+        self.conv = BlockConvTranspose3d(c_in, c_out, kernel)
         self.norm = nn.BatchNorm3d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,9 +141,9 @@ class GeneratorBlock(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """Conv3d + layer norm (over channels and positions, per sample) + LeakyReLU."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]):
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int]) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(c_in, c_out, kernel, stride)
+        self.conv = BlockConv3d(c_in, c_out, kernel)
         self.norm = nn.GroupNorm(1, c_out)  # one group = layer norm over [C, D, H, W]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,8 +156,8 @@ class TemporalGenerator(nn.Module):
     def __init__(self, dim: int, n_bars: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            GeneratorBlock(dim, 2 * dim, (n_bars, 1, 1), (n_bars, 1, 1)),
-            nn.ConvTranspose3d(2 * dim, dim, (1, 1, 1), (1, 1, 1)),
+            GeneratorBlock(dim, 2 * dim, (n_bars, 1, 1)),
+            BlockConvTranspose3d(2 * dim, dim, (1, 1, 1)),
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -230,14 +231,14 @@ class Generator(nn.Module):
         beats, sub1, sub2 = c.time_factors
         octaves = c.n_pitches // 12
         self.shared = nn.Sequential(  # [B·K, c_in, N, 1, 1] -> [B·K, 2w, N, beats·sub1, octaves]
-            GeneratorBlock(c_in, 8 * w, (1, beats, 1), (1, beats, 1)),
-            GeneratorBlock(8 * w, 4 * w, (1, 1, octaves), (1, 1, octaves)),
-            GeneratorBlock(4 * w, 2 * w, (1, sub1, 1), (1, sub1, 1)),
+            GeneratorBlock(c_in, 8 * w, (1, beats, 1)),
+            GeneratorBlock(8 * w, 4 * w, (1, 1, octaves)),
+            GeneratorBlock(4 * w, 2 * w, (1, sub1, 1)),
         )
         self.private = nn.ModuleList(  # per track: -> [B, 1, N, S, P]
             nn.Sequential(
-                GeneratorBlock(2 * w, w, (1, sub2, 1), (1, sub2, 1)),
-                nn.ConvTranspose3d(w, 1, (1, 1, 12), (1, 1, 12)),
+                GeneratorBlock(2 * w, w, (1, sub2, 1)),
+                BlockConvTranspose3d(w, 1, (1, 1, 12)),
             )
             for _ in range(c.n_tracks)
         )
@@ -283,13 +284,13 @@ class FeatureStreams(nn.Module):
         w, k = c.d_width, c.n_tracks
         beats, sub1, sub2 = c.time_factors
         self.chroma = nn.Sequential(  # [B, K, N, beats, 12] -> [B, 2w, N, 1, 1]
-            DiscriminatorBlock(k, w, (1, 1, 12), (1, 1, 12)),
-            DiscriminatorBlock(w, 2 * w, (1, beats, 1), (1, beats, 1)),
+            DiscriminatorBlock(k, w, (1, 1, 12)),
+            DiscriminatorBlock(w, 2 * w, (1, beats, 1)),
         )
         self.onsets = nn.Sequential(  # [B, 2K, N, S, 1] -> [B, 2w, N, 1, 1]
-            DiscriminatorBlock(2 * k, w, (1, sub2, 1), (1, sub2, 1)),
-            DiscriminatorBlock(w, w, (1, sub1, 1), (1, sub1, 1)),
-            DiscriminatorBlock(w, 2 * w, (1, beats, 1), (1, beats, 1)),
+            DiscriminatorBlock(2 * k, w, (1, sub2, 1)),
+            DiscriminatorBlock(w, w, (1, sub1, 1)),
+            DiscriminatorBlock(w, 2 * w, (1, beats, 1)),
         )
         self.out = nn.Linear(4 * w * c.n_bars, 1)
 
@@ -334,16 +335,16 @@ class Critic(nn.Module):
         octaves = c.n_pitches // 12
         self.private = nn.ModuleList(  # per track [B, 1, N, S, P] -> [B, w, N, beats·sub1, octaves]
             nn.Sequential(
-                DiscriminatorBlock(1, w, (1, 1, 12), (1, 1, 12)),
-                DiscriminatorBlock(w, w, (1, sub2, 1), (1, sub2, 1)),
+                DiscriminatorBlock(1, w, (1, 1, 12)),
+                DiscriminatorBlock(w, w, (1, sub2, 1)),
             )
             for _ in range(c.n_tracks)
         )
         self.shared = nn.Sequential(  # [B, K·w, N, beats·sub1, octaves] -> [B, 8w, 1, 1, 1]
-            DiscriminatorBlock(c.n_tracks * w, 2 * w, (1, sub1, 1), (1, sub1, 1)),
-            DiscriminatorBlock(2 * w, 4 * w, (1, 1, octaves), (1, 1, octaves)),
-            DiscriminatorBlock(4 * w, 4 * w, (1, beats, 1), (1, beats, 1)),
-            DiscriminatorBlock(4 * w, 8 * w, (c.n_bars, 1, 1), (c.n_bars, 1, 1)),
+            DiscriminatorBlock(c.n_tracks * w, 2 * w, (1, sub1, 1)),
+            DiscriminatorBlock(2 * w, 4 * w, (1, 1, octaves)),
+            DiscriminatorBlock(4 * w, 4 * w, (1, beats, 1)),
+            DiscriminatorBlock(4 * w, 8 * w, (c.n_bars, 1, 1)),
         )
         self.out = nn.Linear(8 * w, 1)
         self.genre = nn.Embedding(c.n_genres, 8 * w) if c.n_genres else None
