@@ -26,9 +26,25 @@ def melody_roll():
 def test_empty_bars_pitch_classes_and_qualified_notes(melody_roll):
     assert musegan.empty_bar_rate(melody_roll) == 0.5
     assert musegan.used_pitch_classes(melody_roll) == 2.0  # the empty bar is left out
-    assert musegan.qualified_note_rate(melody_roll) == 0.5
-    assert musegan.qualified_note_rate(melody_roll, min_steps=2) == 1.0
+    assert (
+        musegan.qualified_note_rate(melody_roll) == 1.0
+    )  # at 48 steps a 32nd note is 1.5 steps: E qualifies
+    assert musegan.qualified_note_rate(melody_roll, min_steps=3) == 0.5
     assert math.isnan(musegan.used_pitch_classes(np.zeros((2, 48, 84))))
+
+
+def test_a_qualified_note_is_a_32nd_note_at_any_resolution():
+    """The paper's 3 steps at 96 steps per bar: the same musical length, rounded up, at other resolutions."""
+    assert [musegan.qualified_note_steps(s) for s in (96, 48, 24, 16)] == [3, 2, 1, 1]
+    roll = np.zeros((1, 96, 84), np.uint8)
+    note(roll, 0, 0, 3, 10)  # a 32nd note at 96 steps
+    note(roll, 0, 10, 2, 10)  # a 64th note
+    assert musegan.qualified_note_rate(roll) == 0.5
+    single = np.zeros((1, 48, 84), np.uint8)
+    single[0, 0, 10] = 2  # one step at 48 per bar: shorter than a 32nd
+    assert musegan.qualified_note_rate(single) == 0.0
+    with pytest.raises(ValueError, match="min_steps"):
+        musegan.qualified_note_rate(single, min_steps=0)
 
 
 def test_onset_marks_keep_repeated_notes_apart():

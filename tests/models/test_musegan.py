@@ -294,6 +294,7 @@ def test_ship_writes_the_musegan_table_for_training_data_and_generated_bars(chor
     assert "## MuseGAN metrics: 200 generated bars vs" in card
     assert "| training data | " in card and "| generated | " in card
     assert "UPC soprano" in card and "QN bass %" in card and "TD soprano-alto" in card
+    assert "no shorter than a 32nd note (the paper's qualified notes: 2 steps here)" in card  # 48 steps a bar
     assert "Held-out likelihood" not in card
     assert "bars/s while writing the samples" in card and "KV cache" not in card  # a GAN has no tokens
     assert "temperature" not in card.split("## Samples against held-out music")[1].split("\n\n")[0]

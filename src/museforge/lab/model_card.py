@@ -656,8 +656,9 @@ def _musegan_lines(section: dict[str, Any]) -> list[str]:
     unit = {"EB": " %", "QN": " %", "DP": " %"}
     lines = [
         f"## MuseGAN metrics: {section['generated_bars']} generated bars vs {section['training_bars']} training bars",
-        "EB empty bars, UPC used pitch classes per bar, QN notes of >= 3 steps, DP drum onsets on the 16th grid, "
-        f"TD tonal distance between tracks. Gap (mean relative error of EB/UPC/QN): {_fmt(section['gap'])}.",
+        "EB empty bars, UPC used pitch classes per bar, QN notes no shorter than a 32nd note (the paper's "
+        f"qualified notes: {section['qn_min_steps']} steps here), DP drum onsets on the 16th grid, TD tonal distance "
+        f"between tracks. Gap (mean relative error of EB/UPC/QN): {_fmt(section['gap'])}.",
         "",
         "| set | " + " | ".join(f"{m} {k}{unit.get(m, '')}" for m, k in columns) + " |",
         "|---|" + "---|" * len(columns),

@@ -65,16 +65,24 @@ def used_pitch_classes(track_roll: np.ndarray, lowest_pitch: int = 24) -> float:
     return float(counts[nonempty].mean()) if nonempty.any() else math.nan
 
 
-def qualified_note_rate(track_roll: np.ndarray, min_steps: int = 3) -> float:
-    """QN: share of notes lasting at least ``min_steps`` steps (3 steps = a 16th at 48 steps per bar).
+def qualified_note_rate(track_roll: np.ndarray, min_steps: int | None = None) -> float:
+    """QN: share of notes lasting at least ``min_steps`` steps; NaN without notes.
 
-    NaN without notes.
+    The paper's qualified note is one "no shorter than three time steps (i.e., a 32th note)" at 96 steps per
+    bar, so by default ``min_steps`` is a 32nd note at the roll's own resolution, rounded up:
+    ``ceil(steps_per_bar / 32)`` (3 at 96 steps per bar, 2 at 48, where a 32nd note is 1.5 steps).
     """
     roll = _check_roll(track_roll, 3, "track_roll")
-    if min_steps < 1:
-        raise ValueError(f"min_steps must be at least 1, got {min_steps}")
+    steps = qualified_note_steps(roll.shape[1]) if min_steps is None else min_steps
+    if steps < 1:
+        raise ValueError(f"min_steps must be at least 1, got {steps}")
     _, lengths = _notes_per_pitch(roll)
-    return float((lengths >= min_steps).mean()) if len(lengths) else math.nan
+    return float((lengths >= steps).mean()) if len(lengths) else math.nan
+
+
+def qualified_note_steps(steps_per_bar: int) -> int:
+    """Steps of the shortest qualified note, a 32nd note, at ``steps_per_bar`` (see `qualified_note_rate`)."""
+    return max(1, math.ceil(steps_per_bar / 32))
 
 
 def drum_pattern_rate(track_roll: np.ndarray, tolerance: float = 0.1) -> float:
@@ -152,7 +160,7 @@ def musegan_metrics(
     track_names: list[str],
     drum_track: str | None = "drums",
     lowest_pitch: int = 24,
-    min_steps: int = 3,
+    min_steps: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """All MuseGAN metrics of one multi-track roll ``(tracks, bars, steps, pitches)``.
 
@@ -181,7 +189,7 @@ def musegan_table(
     track_names: list[str],
     drum_track: str | None = "drums",
     lowest_pitch: int = 24,
-    min_steps: int = 3,
+    min_steps: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Paper-style table over a set of rolls: each metric per track, averaged over pieces (NaNs skipped)."""
     return average_metrics(

@@ -152,8 +152,9 @@ def _musegan_html(section: Mapping[str, Any]) -> str:
         for label in ("reference", "generated")
     ]
     return (
-        "<h2>MuseGAN metrics</h2><p>EB empty bars %, UPC used pitch classes per bar, QN qualified notes %, "
-        "DP drum pattern %, TD tonal distance.</p>" + _table(header, rows)
+        "<h2>MuseGAN metrics</h2><p>EB empty bars %, UPC used pitch classes per bar, "
+        "QN qualified notes % (no shorter than a 32nd note), DP drum pattern %, TD tonal distance.</p>"
+        + _table(header, rows)
     )
 
 

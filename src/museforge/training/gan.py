@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from museforge.data.dataset import PianoRollDataset, TokenCache, TokenizeOptions, tokenize_dataset
 from museforge.data.manifest import load_manifest
-from museforge.metrics.musegan import average_metrics, musegan_metrics, musegan_table
+from museforge.metrics.musegan import average_metrics, musegan_metrics, musegan_table, qualified_note_steps
 from museforge.models.musegan import MuseGAN, MuseGANConfig, binarize, gradient_penalty, to_model_range
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.training.distributed import dist_info, seed_everything
@@ -385,6 +385,7 @@ def musegan_tables(
         "tracks": names,
         "generated_bars": n * c.n_bars,
         "training_bars": len(picks) * c.n_bars,
+        "qn_min_steps": qualified_note_steps(c.steps_per_bar),
         "training": training,
         "generated": generated,
         "gap": table_gap(generated, training),
