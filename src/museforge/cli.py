@@ -446,7 +446,10 @@ def train(
     loader_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per trainer.")] = 0,
     init: Annotated[
         Path | None,
-        typer.Option(help="Start from this checkpoint's weights (fine-tuning) instead of random ones."),
+        typer.Option(
+            help="Start from this checkpoint (fine-tuning): its weights and its model config, which --model-config "
+            "may change; the preset then gives the training recipe."
+        ),
     ] = None,
     model_config: Annotated[
         str | None,

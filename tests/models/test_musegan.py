@@ -350,8 +350,10 @@ def test_fine_tuning_with_binary_neurons_starts_from_the_given_weights(chorale_d
     phrase = hard.model.eval()(hard.model.sample_latents(1), torch.tensor([0]))
     assert set(phrase.unique().tolist()) <= {-1.0, 1.0}
     again = [*base, "--init", str(out / "last"), "--max-steps", "1", "--out", str(tmp_path / "again")]
-    result = runner.invoke(app, again)  # the preset has no binary neurons: the checkpoint's must be asked for
-    assert result.exit_code == 2 and "(binary_neurons: True there, False here)" in result.output
+    result = runner.invoke(app, again)  # the preset has no binary neurons; the checkpoint's are kept
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "again" / "last").config.binary_neurons
+    assert json.loads((tmp_path / "again" / "run.json").read_text())["model_overrides"] == {}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,13 @@ from museforge.lab.model_card import train_command
 from museforge.models.checkpoint import load_checkpoint
 from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import TOKENIZERS
-from museforge.training.recipes import PerformanceControlWindows, prepare_training, recipe, start_run
+from museforge.training.recipes import (
+    PerformanceControlWindows,
+    prepare_training,
+    recipe,
+    resume_run,
+    start_run,
+)
 
 pytestmark = pytest.mark.xdist_group("recipes")
 runner = CliRunner()
@@ -187,3 +193,31 @@ def test_a_run_can_start_from_another_runs_weights(dataset, tmp_path):
             model_overrides={"d_model": 64},
             train_overrides={"max_steps": 1},
         )
+
+
+def test_a_run_from_a_checkpoint_keeps_its_size_and_options_without_repeating_them(dataset, tmp_path):
+    """The checkpoint's config replaces the preset's model (the preset still gives the training recipe);
+    overrides given still change it, and a resumed run rebuilds the same model without the checkpoint."""
+    narrow = tmp_path / "narrow"
+    one_layer = {"n_layers": 1, "norm": "layer"}
+    start_run(
+        "transformer", dataset, "tiny", narrow, model_overrides=one_layer, train_overrides={"max_steps": 1}
+    )
+    kept = tmp_path / "kept"
+    start_run(
+        "transformer", dataset, "tiny", kept, init_from=narrow / "last", train_overrides={"max_steps": 1}
+    )
+    config = load_checkpoint(kept / "last").config
+    assert (config.n_layers, config.norm) == (1, "layer")  # the preset's tiny has 2 and RMSNorm
+    request = json.loads((kept / "run.json").read_text())
+    assert request["model_overrides"] == {} and request["init_config"]["n_layers"] == 1
+    assert "vocab_size" not in request["init_config"]  # the data's tokenizer decides it
+    resume_run(kept, max_steps=2)
+    assert load_checkpoint(kept / "last").config.n_layers == 1
+    changed = tmp_path / "changed"
+    start_run(
+        "transformer", dataset, "tiny", changed, init_from=narrow / "last",
+        model_overrides={"dropout": 0.0}, train_overrides={"max_steps": 1},
+    )  # fmt: skip
+    config = load_checkpoint(changed / "last").config
+    assert (config.n_layers, config.dropout) == (1, 0.0)

@@ -286,8 +286,7 @@ def prepare_training(
             overrides.pop("preset", spec.model["preset"]),
             tokenizer.vocab_size,
             **{"default_rhythm": rhythm, "default_polyphony": poly},
-            **{k: v for k, v in spec.model.items() if k != "preset"},
-            **overrides,
+            **{**{k: v for k, v in spec.model.items() if k != "preset"}, **overrides},
         )
         vae_train, vae_valid = _musemorphose_data(
             Path(data_dir), tokenizer, vae_config, spec.seq_len, max_shift
@@ -352,6 +351,25 @@ def prepare_training(
 RUN_FILE = "run.json"
 
 
+# Model-config fields a recipe takes from the data, its tokenizer or its training window, never from --init.
+DATA_FIELDS: dict[str, frozenset[str]] = {
+    "transformer": frozenset({"model", "vocab_size", "max_seq_len"}),
+    "performance_rnn": frozenset({"model", "vocab_size"}),
+    "musemorphose": frozenset({"model", "vocab_size", "default_rhythm", "default_polyphony"}),
+    "musegan": frozenset({"model", "n_tracks", "n_bars", "steps_per_bar", "n_pitches", "genres"}),
+}
+
+
+# Fields that describe the training data, not the network: a fine-tuned model takes them from its new data.
+DATA_STATISTICS = frozenset({"default_rhythm", "default_polyphony"})
+
+
+def inherited_config(model: str, checkpoint_config: dict[str, Any]) -> dict[str, Any]:
+    """The model-config fields a run started from a checkpoint keeps from it: all but `DATA_FIELDS`, so
+    fine-tuning a model keeps its size and options without the user repeating them."""
+    return {k: v for k, v in checkpoint_config.items() if k not in DATA_FIELDS[model]}
+
+
 def start_run(
     model: str,
     data_dir: Path,
@@ -367,11 +385,12 @@ def start_run(
 ) -> TrainResult:
     """Train a new run, recording the request in ``out_dir/run.json`` so `resume_run` can rebuild it.
 
-    ``init_from`` starts from a checkpoint's weights instead of a random init (its model config, changed only by
-    ``model_overrides``, must be the run's, e.g. a MuseGAN given binary neurons; weights the overrides add
-    start fresh and are listed in run.json as ``init_fresh``): fine-tuning, or continuing a run whose optimizer
-    state is gone, with a fresh optimizer and schedule (a MuseMorphose's β cycle goes on from the checkpoint's
-    step, recorded as ``init_step``).
+    ``init_from`` starts from a checkpoint's weights instead of a random init: fine-tuning, or continuing a run
+    whose optimizer state is gone, with a fresh optimizer and schedule (a MuseMorphose's β cycle goes on from
+    the checkpoint's step, recorded as ``init_step``). The model is then the checkpoint's (its config, recorded
+    as ``init_config``, replaces the preset's model; the preset still gives the training recipe), changed only
+    by ``model_overrides``, e.g. a MuseGAN given binary neurons; weights the overrides add start fresh and are
+    listed in run.json as ``init_fresh``. Fields the data decides (vocabulary, tracks, genres) must agree.
     """
     if (out_dir / "last").exists():
         raise ValueError(f"{out_dir} already holds a run: resume it, or choose another --out")
@@ -404,6 +423,9 @@ def resume_run(out_dir: Path, *, device: str = "cpu", max_steps: int | None = No
 
 
 def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> TrainResult:
+    source = load_checkpoint(request["init_from"]) if request.get("init_from") and not resume else None
+    if source is not None:
+        request["init_config"] = inherited_config(request["model"], source.config.to_dict())
     run = prepare_training(
         request["model"],
         Path(request["data_dir"]),
@@ -411,22 +433,22 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
         out_dir,
         device=device,
         train_overrides=request["train_overrides"],
-        model_overrides=request["model_overrides"],
+        model_overrides={**request.get("init_config", {}), **request["model_overrides"]},
         max_shift=request["max_shift"],
         unset_p=request["unset_p"],
     )
-    if request.get("init_from") and not resume:
-        source = load_checkpoint(request["init_from"])
+    if source is not None:
         expected = {**source.config.to_dict(), **request["model_overrides"]}
-        if expected != run.model_config:
-            differ = ", ".join(
-                f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
-                for k in sorted(set(expected) | set(run.model_config))
-                if expected.get(k) != run.model_config.get(k)
-            )
+        differ = ", ".join(
+            f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
+            for k in sorted((set(expected) | set(run.model_config)) - DATA_STATISTICS)
+            if expected.get(k) != run.model_config.get(k)
+        )
+        if differ:
             raise ValueError(
-                f"{request['init_from']} holds a different model than this run builds ({differ}); only the "
-                "model overrides given may differ: give the checkpoint's values in --model-config to keep them"
+                f"{request['init_from']} holds a different model than this run builds ({differ}): these come "
+                "from the data (its tokenizer, tracks or styles) or the preset's training window: fine-tune on data "
+                "built like the checkpoint's, with its preset"
             )
         try:
             missing, unexpected = run.trainer.model.load_state_dict(source.model.state_dict(), strict=False)
