@@ -11,7 +11,7 @@ from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
 from museforge.generation.api import clear_model_cache, generate_song
-from museforge.lab.model_card import _stop_line, heldout_likelihood, train_command, training_summary
+from museforge.lab.model_card import _epochs, _stop_line, heldout_likelihood, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models
 from museforge.training.recipes import resume_run, start_run
@@ -62,6 +62,28 @@ def test_a_resumed_runs_training_time_adds_up_its_sessions(run, tmp_path):
     assert summary["steps"] == 15
     assert summary["wall_seconds"] == pytest.approx(first + elapsed[-1])
     assert summary["wall_seconds"] > elapsed[-1]
+
+
+def test_a_run_killed_inside_an_epoch_counts_only_the_epochs_it_evaluated(run, tmp_path):
+    """A run stopped mid-epoch (killed) logged train rows of an epoch it never finished: the card says so."""
+    import shutil
+
+    _, out = run
+    copy = tmp_path / "killed"
+    shutil.copytree(out, copy)
+    summary = training_summary(copy)
+    assert not summary["cut_off"] and _epochs(summary) == f"{summary['epochs']} epoch" + (
+        "" if summary["epochs"] == 1 else "s"
+    )
+    rows = (copy / "log.csv").read_text().splitlines()
+    last = rows[-1].split(",")
+    assert last[2] == "eval"
+    epoch, step = int(last[1]), int(last[0])
+    extra = [f"{step + i},{epoch + 1},train,3.0,,0.001,1.0,100.0,{100 + i}" for i in (1, 2)]
+    (copy / "log.csv").write_text("\n".join([*rows, *extra]) + "\n")
+    cut = training_summary(copy)
+    assert cut["cut_off"] and cut["epochs"] == summary["epochs"] and cut["steps"] == step + 2
+    assert _epochs(cut).endswith(f" and part of epoch {summary['epochs'] + 1}")
 
 
 def test_a_run_started_from_weights_without_a_log_says_so(run, tmp_path):

@@ -122,7 +122,10 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     lr_end = lrs[-1] / max(lrs) if lrs and max(lrs) > 0 else None
     summary = {
         "steps": int(train[-1]["step"]) if train else 0,
-        "epochs": int(rows[-1]["epoch"]) + 1 if rows else 0,
+        # an epoch counts once evaluated (at its end, or where max_steps ended the run); without evaluations
+        # the epoch of the last row is all there is to go by
+        "epochs": len({r["epoch"] for r in evals}) if evals else (int(rows[-1]["epoch"]) + 1 if rows else 0),
+        "cut_off": bool(evals) and rows[-1]["split"] != "eval",  # stopped inside an epoch it never finished
         "wall_seconds": _wall_seconds(rows),
         "train_tokens_per_s": round(float(np.median(tps))) if tps else None,
         "best_eval_step": int(best["step"]) if best else None,
@@ -650,6 +653,13 @@ def _likelihood_lines(likelihood: dict[str, Any], training: dict[str, Any]) -> l
     return [*lines, ""]
 
 
+def _epochs(training: dict[str, Any]) -> str:
+    """ "6 epochs", or "6 epochs and part of a 7th" for a run stopped inside an epoch it never evaluated."""
+    n = training["epochs"]
+    text = f"{n} epoch{'' if n == 1 else 's'}"
+    return f"{text} and part of epoch {n + 1}" if training.get("cut_off") else text
+
+
 def _musegan_lines(section: dict[str, Any]) -> list[str]:
     """MuseGAN's Table 1 layout: one row per set, one column per metric and track."""
     columns = [(m, k) for m in ("EB", "UPC", "QN", "DP", "TD") for k in section["training"].get(m, {})]
@@ -752,7 +762,7 @@ def render_card(
             else []
         ),
         *[
-            f"- Stage {i + 1}: {st['steps']} optimizer steps, {st['epochs']} epochs, {st['wall_seconds'] / 60:.1f} "
+            f"- Stage {i + 1}: {st['steps']} optimizer steps, {_epochs(st)}, {st['wall_seconds'] / 60:.1f} "
             f"min; {_stop_line(st)}; the next stage started from its best weights with a fresh optimizer"
             for i, st in enumerate(training["stages"])
         ],
@@ -766,7 +776,7 @@ def render_card(
             else []
         ),
         f"- {'Final stage' if training['stages'] else 'Run'}: {training['steps']} optimizer steps, "
-        f"{training['epochs']} epochs, {training['wall_seconds'] / 60:.1f} min, median "
+        f"{_epochs(training)}, {training['wall_seconds'] / 60:.1f} min, median "
         f"{_fmt(training['train_tokens_per_s'])} training tokens/s; {_stop_line(training)}",
         f"- Validation loss by evaluation (step, {'MuseGAN-metric gap' if musegan else 'nats/token'}): "
         f"{training['eval_curve']}",
