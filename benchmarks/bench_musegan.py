@@ -50,25 +50,18 @@ def build_model(block_convs: bool) -> MuseGAN:
 
 
 def step_seconds(data: PhraseDataset, block_convs: bool, steps: int) -> float:
-    train = recipe("musegan", "small").train
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(
-            out_dir=out,
-            max_steps=steps + 1,
-            epochs=10**6,
-            batch_size=train["batch_size"],
-            grad_accum=train["grad_accum"],
-            lr=train["lr"],
-            beta1=train["beta1"],
-            beta2=train["beta2"],
-            warmup_steps=0,
-            min_lr_ratio=1.0,
-            weight_decay=0.0,
-            grad_clip=None,
-            precision="fp32",
-            progress=False,
-            checkpoint_every=10**9,
-            log_every=10**9,
+        # the small preset's batch, n_critic, Adam and fp32, as `museforge train` uses them
+        config = TrainConfig.from_dict(
+            {
+                **recipe("musegan", "small").train,
+                "out_dir": out,
+                "max_steps": steps + 1,
+                "epochs": 10**6,
+                "progress": False,
+                "checkpoint_every": 10**9,
+                "log_every": 10**9,
+            }
         )
         trainer = GANTrainer(
             build_model(block_convs), data, config, track_names=[t["name"] for t in PART_TRACKS]

@@ -654,7 +654,8 @@ def _likelihood_lines(likelihood: dict[str, Any], training: dict[str, Any]) -> l
 
 
 def _epochs(training: dict[str, Any]) -> str:
-    """ "6 epochs", or "6 epochs and part of a 7th" for a run stopped inside an epoch it never evaluated."""
+    """The epochs a run trained: "6 epochs", or "6 epochs and part of epoch 7" where it stopped inside an epoch
+    it never evaluated (killed, say)."""
     n = training["epochs"]
     text = f"{n} epoch{'' if n == 1 else 's'}"
     return f"{text} and part of epoch {n + 1}" if training.get("cut_off") else text

@@ -424,8 +424,9 @@ def resume_run(out_dir: Path, *, device: str = "cpu", max_steps: int | None = No
 
 def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> TrainResult:
     source = load_checkpoint(request["init_from"]) if request.get("init_from") and not resume else None
+    source_config = source.config.to_dict() if source is not None else {}
     if source is not None:
-        request["init_config"] = inherited_config(request["model"], source.config.to_dict())
+        request["init_config"] = inherited_config(request["model"], source_config)
     run = prepare_training(
         request["model"],
         Path(request["data_dir"]),
@@ -438,7 +439,7 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
         unset_p=request["unset_p"],
     )
     if source is not None:
-        expected = {**source.config.to_dict(), **request["model_overrides"]}
+        expected = {**source_config, **request["model_overrides"]}
         differ = ", ".join(
             f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
             for k in sorted((set(expected) | set(run.model_config)) - DATA_STATISTICS)
