@@ -11,8 +11,10 @@ Sequences that finish early are padded with ``pad_id``; `Generated.sequences()` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +26,7 @@ from museforge.models.transformer import TransformerLM
 MaskFn = Callable[[Tensor], Tensor]
 StopFn = Callable[[Tensor], Tensor]
 ControlFn = Callable[[int, Tensor], Tensor]
+P = ParamSpec("P")
 
 
 @dataclass
@@ -36,6 +39,23 @@ class Generated:
     def sequences(self) -> list[list[int]]:
         """One list of ids per sample, without the padding after its end."""
         return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist(), strict=True)]
+
+
+def sampling_loop(loop: Callable[P, Generated]) -> Callable[P, Generated]:
+    """Run a sampling loop under ``torch.inference_mode``, and hand back ordinary tensors.
+
+    At batch 1 a step is a hundred-odd small ops, and inference mode drops the autograd bookkeeping that
+    ``no_grad`` still does per op (version counters, views' autograd metadata): about a sixth less time per
+    token on one CPU core. Its tensors refuse in-place changes outside the mode, so the result is cloned out.
+    """
+
+    @functools.wraps(loop)
+    def run(*args: P.args, **kwargs: P.kwargs) -> Generated:
+        with torch.inference_mode():
+            out = loop(*args, **kwargs)
+        return Generated(tokens=out.tokens.clone(), lengths=out.lengths.clone())
+
+    return run
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -131,7 +151,7 @@ class _Loop:
         return Generated(tokens=tokens, lengths=torch.where(self.finished, self.ends, self.t))
 
 
-@torch.no_grad()
+@sampling_loop
 def generate_transformer(
     model: TransformerLM,
     prompt: Tensor | Sequence[int],
@@ -211,7 +231,7 @@ def _control_source(
     return per_step
 
 
-@torch.no_grad()
+@sampling_loop
 def generate_performance(
     model: PerformanceRNN,
     prompt: Tensor | Sequence[int],

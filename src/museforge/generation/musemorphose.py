@@ -177,7 +177,7 @@ def encode_tokens(model: MuseMorphose, tok: RemiTokenizer, tokens: Sequence[int]
     return EncodedPiece(ids, starts, np.concatenate(rhythm), np.concatenate(poly), torch.cat(mus))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # a hundred-odd small ops per token: see `sampling_loop`
 def sample_bars(
     model: MuseMorphose,
     tok: RemiTokenizer,

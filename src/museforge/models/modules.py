@@ -29,22 +29,6 @@ def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
     raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
 
 
-def norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:
-    """A `make_norm` module as a plain function of its current weights: the same numbers without a module call,
-    for loops that normalise once per sampled token."""
-    if isinstance(norm, nn.RMSNorm):
-        return partial(F.rms_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, eps=norm.eps)
-    if isinstance(norm, nn.LayerNorm):
-        return partial(
-            F.layer_norm,
-            normalized_shape=norm.normalized_shape,
-            weight=norm.weight,
-            bias=norm.bias,
-            eps=norm.eps,
-        )
-    raise ValueError(f"expected an RMSNorm or a LayerNorm, got {type(norm).__name__}")
-
-
 def attention_dtype(weights: Tensor) -> torch.dtype | None:
     """The KV cache's dtype for a model whose weights are like ``weights``: float32 for half-precision weights
     on a CPU, where ``scaled_dot_product_attention`` in float16 takes about 2.5x as long as in float32 (the
@@ -219,39 +203,83 @@ class TransformerBlock(nn.Module):
         return x + self.ff(self.norm2(x))  # [B, T, D]
 
 
+def scale_norm(norm: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A `make_norm` module's normalisation without its affine weights (`fold_norm` moves them into the next
+    linear layer), in as few ops as a decoding step can afford.
+
+    RMSNorm is computed as a LayerNorm of ``[x, -x]``: that pair has mean 0 and variance ``mean(x²)``, so its
+    first half comes out as ``x / sqrt(mean(x²) + eps)``, which is RMSNorm. LayerNorm is one fused kernel on a
+    CPU, where RMSNorm is a chain of five (about 8 µs against 11 µs per call at width 256, fp16, one core).
+    """
+    eps = norm.eps if norm.eps is not None else torch.finfo(norm.weight.dtype).eps
+    d = norm.normalized_shape
+    if isinstance(norm, nn.LayerNorm):
+        return partial(F.layer_norm, normalized_shape=d, eps=eps)
+    if isinstance(norm, nn.RMSNorm):
+
+        def rms(x: Tensor) -> Tensor:  # x: [B, D]
+            return F.layer_norm(torch.stack([x, -x], dim=-2), (2, *d), eps=eps)[..., 0, :]  # [B, D]
+
+        return rms
+    raise ValueError(f"expected an RMSNorm or a LayerNorm, got {type(norm).__name__}")
+
+
+def fold_norm(norm: nn.Module, linear: nn.Linear) -> tuple[Tensor, Tensor | None]:
+    """The weight and bias of ``linear ∘ norm``'s affine part: ``linear(w·y + b) = (W·diag(w))·y + (W·b + c)``
+    for a normalised ``y``, so a decoding step pays one product instead of a product and two elementwise ops."""
+    weight = linear.weight * norm.weight  # [O, D]
+    bias = linear.bias
+    if getattr(norm, "bias", None) is not None:
+        shift = linear.weight @ norm.bias  # [O]
+        bias = shift if bias is None else bias + shift
+    return weight.detach(), None if bias is None else bias.detach()
+
+
 class _Layer(NamedTuple):
-    """One block's weights as `IncrementalDecoder` uses them."""
+    """One block's weights as `IncrementalDecoder` uses them: the norms' weights folded into the products that
+    follow them, the residual products' weights transposed for ``addmm``."""
 
     norm1: Callable[[Tensor], Tensor]
     qkv: Tensor  # [3D, D]
     qkv_bias: Tensor | None
-    proj: Tensor  # [D, D]
+    proj_t: Tensor  # [D, D], transposed
     proj_bias: Tensor | None
     norm2: Callable[[Tensor], Tensor]
     up: Tensor  # [F, D]
     up_bias: Tensor | None
-    down: Tensor  # [D, F]
+    down_t: Tensor  # [F, D], transposed
     down_bias: Tensor | None
 
     @classmethod
     def of(cls, block: TransformerBlock) -> _Layer:
         attn, ff = block.attn, block.ff
         return cls(
-            norm_function(block.norm1), attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
-            norm_function(block.norm2), ff.up.weight, ff.up.bias, ff.down.weight, ff.down.bias,
+            scale_norm(block.norm1), *fold_norm(block.norm1, attn.qkv), attn.proj.weight.detach().t(),
+            attn.proj.bias, scale_norm(block.norm2), *fold_norm(block.norm2, ff.up), ff.down.weight.detach().t(),
+            ff.down.bias,
         )  # fmt: skip
+
+
+def _residual(x: Tensor, h: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+    """``x + linear(h)`` as one ``addmm`` (``weight_t`` is the linear's weight transposed)."""
+    out = torch.addmm(x, h, weight_t)  # [B, D]
+    return out if bias is None else out + bias
 
 
 class IncrementalDecoder:
     """``decoder(ids [B], cache, cond=None) -> logits [B, V]``: a stack of `TransformerBlock` decoders in eval
-    mode for one new token per row appended to ``cache``, with exactly the numbers of the modules' forward.
-    ``cond`` [B, D], when given, is added to the hidden state before every block (MuseMorphose's in-attention).
+    mode for one new token per row appended to ``cache``, giving the modules' forward's numbers up to float
+    rounding. ``cond`` [B, D], when given, is added to the hidden state before every block (MuseMorphose's
+    in-attention).
 
-    Sampling calls the model once per token, and at batch 1 most of that time is call overhead (submodule
-    calls, parameter look-ups, dropout and reshapes that do nothing at T = 1) rather than arithmetic; this
-    reads every weight once and then runs each token as a flat sequence of tensor ops (about a quarter less time
-    per token than the modules' forward, on one CPU core). It holds references to the weights as they are when
-    it is built: build one per generation (the models' ``incremental_decoder()``).
+    Sampling calls the model once per token, and at batch 1 most of that time is per-op overhead rather than
+    arithmetic: submodule calls, parameter look-ups, dropout and reshapes that do nothing at T = 1, and ops that
+    can be merged. So this reads every weight once, folds each norm's weights into the product after it
+    (`fold_norm`), adds residuals inside the products (``addmm``), keeps the rotary tables in the weights'
+    dtype, and runs each token as a flat sequence of about 20 ops per block. On one CPU core, in inference
+    mode, a float16 token of the shipped Transformer takes 0.84 ms, against 1.26 ms through the modules and
+    0.94 ms through this step before the folding. It holds copies of the weights as they are when it is built:
+    build one per generation (the models' ``incremental_decoder()``).
     """
 
     def __init__(
@@ -267,12 +295,13 @@ class IncrementalDecoder:
             raise RuntimeError("the incremental decoder leaves out dropout: call model.eval() first")
         attn = blocks[0].attn
         self.n_heads, self.head_dim = attn.n_heads, attn.head_dim
-        self.rope = rope
-        self.embedding = embedding.weight  # [V, D]
+        self.embedding = embedding.weight.detach()  # [V, D]
+        dtype = self.embedding.dtype
+        self.cos, self.sin = rope.cos.to(dtype), rope.sin.to(dtype)  # [Tmax, Dh] each
         self.embed_scale = embed_scale
         self.layers = [_Layer.of(block) for block in blocks]
-        self.norm = norm_function(norm)
-        self.head = head.weight  # [V, D]
+        self.norm = scale_norm(norm)
+        self.head, self.head_bias = fold_norm(norm, head)  # [V, D], [V] | None
 
     def __call__(self, ids: Tensor, cache: KVCache, cond: Tensor | None = None) -> Tensor:
         x = F.embedding(ids, self.embedding)  # [B, D]
@@ -281,20 +310,25 @@ class IncrementalDecoder:
         b, d = x.shape
         if cond is not None:
             cond = cond.to(x.dtype)  # [B, D]
-        cos, sin = self.rope.tables(cache.length, 1, x.dtype)  # [1, Dh] each
+        at = cache.length
+        if at >= self.cos.shape[0]:
+            raise ValueError(f"positions up to {at + 1} exceed max_seq_len={self.cos.shape[0]}")
+        cos, sin = self.cos[at : at + 1], self.sin[at : at + 1]  # [1, Dh] each
+        half = self.head_dim // 2
         for i, layer in enumerate(self.layers):
             if cond is not None:
                 x = x + cond
             qkv = F.linear(layer.norm1(x), layer.qkv, layer.qkv_bias)  # [B, 3D]
             qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
-            qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
+            qk = qkv[:, :2]  # [B, 2, H, 1, Dh]
+            qk = torch.addcmul(qk * cos, qk.roll(half, dims=-1), sin)  # `RotaryEmbedding.rotate`, one op less
             k, v = cache.update(i, qk[:, 1], qkv[:, 2])  # [B, H, L+1, Dh], in the cache's dtype
             attn = F.scaled_dot_product_attention(qk[:, 0].to(k.dtype), k, v)  # [B, H, 1, Dh]
-            x = x + F.linear(attn.view(b, d).to(x.dtype), layer.proj, layer.proj_bias)  # [B, D]
+            x = _residual(x, attn.view(b, d).to(x.dtype), layer.proj_t, layer.proj_bias)  # [B, D]
             h = F.gelu(F.linear(layer.norm2(x), layer.up, layer.up_bias))  # [B, F]
-            x = x + F.linear(h, layer.down, layer.down_bias)  # [B, D]
+            x = _residual(x, h, layer.down_t, layer.down_bias)  # [B, D]
         cache.advance(1)
-        return F.linear(self.norm(x), self.head)  # [B, V]
+        return F.linear(self.norm(x), self.head, self.head_bias)  # [B, V]
 
 
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
