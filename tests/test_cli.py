@@ -1,6 +1,8 @@
 """The command line end to end, through typer's runner (same code path as the `museforge` script)."""
 
 import shutil
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -10,6 +12,14 @@ from museforge.data.manifest import load_manifest
 from museforge.io import read_jsonl
 
 runner = CliRunner()
+
+
+def test_the_cli_builds_its_options_without_importing_torch():
+    """`museforge --help` and option errors answer at once: the options' shared defaults and bounds come from
+    `museforge.defaults`, and every command imports the heavy library parts only when it runs."""
+    probe = "import sys, museforge.cli; print(sorted(m for m in ('torch', 'fastapi') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_data_build_from_music21_and_folder(tmp_path):

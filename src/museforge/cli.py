@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
+
 app = typer.Typer(
     help="museforge: symbolic music datasets, models, generation and evaluation.",
     no_args_is_help=True,
@@ -33,7 +35,7 @@ Guidance = Annotated[
     float,
     typer.Option(
         min=0.0,
-        max=4.0,
+        max=MAX_GUIDANCE,
         help="MuseMorphose transfer: amplify the asked change of classes against the piece's own by this much "
         "(0: the model alone; truer control, a little less like the input, twice the time).",
     ),
@@ -42,7 +44,7 @@ CardGuidance = Annotated[
     float,
     typer.Option(
         min=0.0,
-        max=4.0,
+        max=MAX_GUIDANCE,
         help="MuseMorphose: measure control again with this guidance (0: the model alone only).",
     ),
 ]
@@ -767,7 +769,7 @@ def transfer(
     ] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus mass (model default 0.9).")] = None,
     candidates: Candidates = 1,
-    guidance: Guidance = 1.0,
+    guidance: Guidance = DEFAULT_GUIDANCE,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[
@@ -870,7 +872,7 @@ def evaluate_transfer(
         float,
         typer.Option(
             min=0.0,
-            max=4.0,
+            max=MAX_GUIDANCE,
             help="Amplify the shifts by this much (see `transfer --guidance`; 0: the paper's way).",
         ),
     ] = 0.0,
@@ -981,7 +983,7 @@ def models_ship(
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
     candidates: CardCandidates = 8,
-    guidance: CardGuidance = 1.0,
+    guidance: CardGuidance = DEFAULT_GUIDANCE,
 ) -> None:
     """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
     from museforge.lab.model_card import ShipOptions, ship_model
@@ -1017,7 +1019,7 @@ def models_resample(
         str, typer.Option(help="Sample as the app does (auto), or in fp32 / fp16.")
     ] = "auto",
     candidates: CardCandidates = 8,
-    guidance: CardGuidance = 1.0,
+    guidance: CardGuidance = DEFAULT_GUIDANCE,
 ) -> None:
     """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and
     evaluation/), keeping the rest: for when sampling changed since the model was shipped."""

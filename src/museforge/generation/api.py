@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from museforge.data.formats import load_score
+from museforge.defaults import DEFAULT_GUIDANCE
 from museforge.generation.decode import Generated, generate_performance, generate_transformer
 from museforge.generation.musegan import (
     accompaniment_score,
@@ -41,7 +42,7 @@ from museforge.generation.musegan import (
     given_rolls,
     parse_track_map,
 )
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, continue_piece, decoded_rows, scaled_progress
+from museforge.generation.musemorphose import continue_piece, decoded_rows, scaled_progress
 from museforge.generation.musemorphose import generate as morph_generate
 from museforge.generation.musemorphose import transfer as morph_transfer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import symusic
 from pydantic import BaseModel, ConfigDict, Field
 
+from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 from museforge.generation.api import (
     GeneratedSong,
     LoadedModel,
@@ -28,7 +29,6 @@ from museforge.generation.api import (
     restyle_song,
 )
 from museforge.generation.musegan import given_rolls, parse_track_map
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, MAX_GUIDANCE
 from museforge.models.checkpoint import CONFIG_FILE
 from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.models.performance_rnn import DENSITY_BINS, N_DENSITY_CLASSES
