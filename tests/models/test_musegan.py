@@ -23,10 +23,18 @@ from museforge.models.musegan import (
     binary_straight_through,
     gradient_penalty,
     note_switches,
+    onset_profile,
     to_model_range,
 )
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
-from museforge.training.gan import PART_TRACKS, GANTrainer, PhraseDataset, pianoroll_config_for, table_gap
+from museforge.training.gan import (
+    PART_TRACKS,
+    GANTrainer,
+    PhraseDataset,
+    onset_distance,
+    pianoroll_config_for,
+    table_gap,
+)
 from museforge.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.xdist_group("musegan")
@@ -94,6 +102,8 @@ def test_config_refuses_shapes_the_generator_cannot_build():
         MuseGANConfig(n_pitches=80)
     with pytest.raises(ValueError, match="unknown genre 'jazz'"):
         MuseGANConfig(genres=("rock",)).genre_index("jazz")
+    with pytest.raises(ValueError, match="onset_matching must be >= 0"):
+        MuseGANConfig(onset_matching=-1.0)
 
 
 def test_binarization():
@@ -154,6 +164,50 @@ def test_feature_streams_count_note_switches_and_pitch_classes():
     x, g = on * 2 - 1, torch.tensor([0])
     added = streams.critic.streams(x)
     assert torch.allclose(streams.critic(x, g), plain.critic(x, g) + added)  # one more score, added
+
+
+def test_onset_profile_counts_where_notes_start_and_end_within_the_beat():
+    on = torch.zeros(2, 1, 2, 48, 84)  # [B, K, N, S, P]: one track, two bars of 4 beats × 12 steps
+    on[0, 0, 0, 0:12, 40] = (
+        1  # a beat-long note on beat 1: starts at step 0 of a beat, ends at step 0 of the next
+    )
+    on[0, 0, 1, 13:14, 50] = 1  # a one-step fragment at step 1 of bar 2's beat 2: ends at step 2
+    profile = onset_profile(on, 4)  # [2, 12]: onsets, then offsets, per beat at each step of the beat
+    beats = 2 * 2 * 4  # phrases × bars × beats the means run over
+    assert profile.shape == (2, 12)
+    assert torch.nonzero(profile[0]).flatten().tolist() == [0, 1]
+    assert profile[0, 0].item() == profile[0, 1].item() == pytest.approx(1 / beats)
+    assert torch.nonzero(profile[1]).flatten().tolist() == [0, 2]
+    assert onset_distance(profile, profile).item() == 0
+    fragment_free = onset_profile(on[:, :, :1], 4)
+    assert onset_distance(profile, fragment_free).item() > 0
+
+
+def test_onset_matching_pulls_the_generated_onset_profile_towards_the_datas(chorale_data, tmp_path):
+    """The same tiny GAN from the same seed, trained with and without the onset-profile term: with it, the
+    generated phrases start and end notes where the chorales do more closely."""
+    config = pianoroll_config_for(chorale_data)
+    tokenize_dataset(chorale_data, "pianoroll", TokenizeOptions(config=config, workers=1, progress=False))
+    data = PhraseDataset(chorale_data, "train", ("chorale",), hop_bars=1, min_notes_per_bar=4, min_tracks=3)
+    real = torch.stack([to_model_range(data[i]["roll"]) for i in range(len(data))])
+    target = onset_profile((real + 1) / 2, 4)
+    genre = torch.zeros(64, dtype=torch.long)
+    distances = {}
+    for weight in (0.0, 100.0):
+        torch.manual_seed(0)
+        model = MuseGAN(
+            MuseGANConfig(n_tracks=4, genres=("chorale",), binary_neurons=True, onset_matching=weight, **TINY)
+        )
+        train = TrainConfig(
+            out_dir=str(tmp_path / f"run{weight}"), batch_size=8, grad_accum=2, max_steps=30, lr=1e-3,
+            beta1=0.5, beta2=0.9, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=None,
+            progress=False, epochs=50,
+        )  # fmt: skip
+        GANTrainer(model, data, train, track_names=[t["name"] for t in PART_TRACKS]).fit()
+        with torch.no_grad():
+            fake = model(model.sample_latents(64, torch.Generator().manual_seed(3)), genre)
+        distances[weight] = onset_distance(onset_profile(binarize(fake).float(), 4), target).item()
+    assert distances[100.0] < 0.5 * distances[0.0]
 
 
 def test_refiner_starts_as_the_identity_and_sees_its_track_a_few_steps_around():
