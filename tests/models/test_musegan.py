@@ -168,9 +168,7 @@ def test_feature_streams_count_note_switches_and_pitch_classes():
 
 def test_onset_profile_counts_where_notes_start_and_end_within_the_beat():
     on = torch.zeros(2, 1, 2, 48, 84)  # [B, K, N, S, P]: one track, two bars of 4 beats × 12 steps
-    on[0, 0, 0, 0:12, 40] = (
-        1  # a beat-long note on beat 1: starts at step 0 of a beat, ends at step 0 of the next
-    )
+    on[0, 0, 0, 0:12, 40] = 1  # a beat-long note on beat 1: it ends at step 0 of the next beat
     on[0, 0, 1, 13:14, 50] = 1  # a one-step fragment at step 1 of bar 2's beat 2: ends at step 2
     profile = onset_profile(on, 4)  # [2, 12]: onsets, then offsets, per beat at each step of the beat
     beats = 2 * 2 * 4  # phrases × bars × beats the means run over

@@ -94,9 +94,7 @@ class MuseGANConfig(ModelConfig):
     binary_neurons: bool = False
     feature_streams: bool = False
     refiner: int = 0  # residual units of the refiner (0: none)
-    onset_matching: float = (
-        0.0  # weight of the trainer's onset-profile matching loss (0: the paper's WGAN-GP)
-    )
+    onset_matching: float = 0.0  # weight of the trainer's onset-profile term (0: the paper's loss)
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
