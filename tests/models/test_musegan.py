@@ -21,6 +21,7 @@ from museforge.models.musegan import (
     beat_chroma,
     binarize,
     binary_straight_through,
+    blip_profile,
     gradient_penalty,
     note_switches,
     onset_profile,
@@ -31,6 +32,7 @@ from museforge.training.gan import (
     PART_TRACKS,
     GANTrainer,
     PhraseDataset,
+    ProfileMatch,
     onset_distance,
     pianoroll_config_for,
     table_gap,
@@ -104,6 +106,8 @@ def test_config_refuses_shapes_the_generator_cannot_build():
         MuseGANConfig(genres=("rock",)).genre_index("jazz")
     with pytest.raises(ValueError, match="onset_matching must be >= 0"):
         MuseGANConfig(onset_matching=-1.0)
+    with pytest.raises(ValueError, match="blip_matching must be >= 0"):
+        MuseGANConfig(blip_matching=-0.5)
 
 
 def test_binarization():
@@ -181,20 +185,67 @@ def test_onset_profile_counts_where_notes_start_and_end_within_the_beat():
     assert onset_distance(profile, fragment_free).item() > 0
 
 
-def test_onset_matching_pulls_the_generated_onset_profile_towards_the_datas(chorale_data, tmp_path):
-    """The same tiny GAN from the same seed, trained with and without the onset-profile term: with it, the
-    generated phrases start and end notes where the chorales do more closely."""
+def test_blip_profile_counts_notes_one_step_long_where_they_start():
+    on = torch.zeros(1, 2, 2, 48, 84)  # [B, K, N, S, P]: two tracks, two bars of 4 beats × 12 steps
+    on[0, 0, 0, 0:12, 40] = 1  # a held note
+    on[0, 0, 0, 5, 41] = 1  # a one-step blip beside it, at step 5 of beat 1
+    on[0, 0, 0, 20:22, 50] = 1  # two steps: a short note, not a blip
+    on[0, 0, 1, 47, 60] = 1  # one step at the end of the phrase (silence follows it)
+    on[0, 1, 0, 0, 30] = 1  # the second track's blip at the start of the phrase
+    profile = blip_profile(on, 4)  # [K, 12]
+    beats = 2 * 4  # bars × beats the means run over
+    assert profile.shape == (2, 12)
+    assert torch.nonzero(profile[0]).flatten().tolist() == [5, 11]
+    assert profile[0, 5].item() == profile[0, 11].item() == pytest.approx(1 / beats)
+    assert torch.nonzero(profile[1]).flatten().tolist() == [0]
+    soft = on.clone()
+    soft[0, 0, 0, 4, 41] = 0.5  # a half-sounding neighbour makes the blip half a blip
+    assert blip_profile(soft, 4)[0, 5].item() == pytest.approx(0.5 / beats)
+
+
+def test_profile_match_compares_each_genre_with_its_own_real_phrases():
+    """Two genres with different rhythms: a generated batch that plays each genre's rhythm matches exactly, and
+    one that swaps them does not, although both batches pool to the real batches' profile."""
+    busy = torch.zeros(1, 1, 1, 48, 84)  # [B, K, N, S, P]: a new note on every beat
+    for beat in range(4):
+        busy[0, 0, 0, 12 * beat : 12 * beat + 12, 40 + beat] = 1
+    calm = torch.zeros(1, 1, 1, 48, 84)
+    calm[0, 0, 0, :, 40] = 1  # one note held through the bar
+    real, genre = torch.cat([busy, calm, busy, calm]), torch.tensor([0, 1, 0, 1])
+    match = ProfileMatch(onset_profile, 4)
+    match.add_real(real[:2], genre[:2])  # the step's real batches, counted one by one
+    match.add_real(real[2:], genre[2:])
+    assert match.distance(real, genre).item() == pytest.approx(0.0, abs=1e-12)
+    swapped = torch.cat([calm, busy, calm, busy])
+    assert onset_distance(onset_profile(swapped, 4), onset_profile(real, 4)).item() == pytest.approx(
+        0.0, abs=1e-12
+    )
+    assert match.distance(swapped, genre).item() > 0.1
+    pooled = ProfileMatch(onset_profile, 4)  # an unconditional model: one group
+    pooled.add_real(real, None)
+    assert pooled.distance(swapped, None).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="no real phrases of genre 2"):
+        match.distance(busy, torch.tensor([2]))
+
+
+@pytest.mark.parametrize(
+    ("option", "profile"), [("onset_matching", onset_profile), ("blip_matching", blip_profile)]
+)
+def test_matching_pulls_the_generated_profile_towards_the_datas(chorale_data, tmp_path, option, profile):
+    """The same tiny GAN from the same seed, trained with and without a feature-matching term: with it, the
+    generated phrases start and end notes where the chorales do (onsets), or play as few one-step notes
+    (blips), more closely."""
     config = pianoroll_config_for(chorale_data)
     tokenize_dataset(chorale_data, "pianoroll", TokenizeOptions(config=config, workers=1, progress=False))
     data = PhraseDataset(chorale_data, "train", ("chorale",), hop_bars=1, min_notes_per_bar=4, min_tracks=3)
     real = torch.stack([to_model_range(data[i]["roll"]) for i in range(len(data))])
-    target = onset_profile((real + 1) / 2, 4)
+    target = profile((real + 1) / 2, 4)
     genre = torch.zeros(64, dtype=torch.long)
     distances = {}
     for weight in (0.0, 100.0):
         torch.manual_seed(0)
         model = MuseGAN(
-            MuseGANConfig(n_tracks=4, genres=("chorale",), binary_neurons=True, onset_matching=weight, **TINY)
+            MuseGANConfig(n_tracks=4, genres=("chorale",), binary_neurons=True, **{option: weight}, **TINY)
         )
         train = TrainConfig(
             out_dir=str(tmp_path / f"run{weight}"), batch_size=8, grad_accum=2, max_steps=30, lr=1e-3,
@@ -204,7 +255,7 @@ def test_onset_matching_pulls_the_generated_onset_profile_towards_the_datas(chor
         GANTrainer(model, data, train, track_names=[t["name"] for t in PART_TRACKS]).fit()
         with torch.no_grad():
             fake = model(model.sample_latents(64, torch.Generator().manual_seed(3)), genre)
-        distances[weight] = onset_distance(onset_profile(binarize(fake).float(), 4), target).item()
+        distances[weight] = onset_distance(profile(binarize(fake).float(), 4), target).item()
     assert distances[100.0] < 0.5 * distances[0.0]
 
 
@@ -267,6 +318,25 @@ def chorale_data(tmp_path_factory):
         music21_units(["bach"]), out, BuildOptions(limit=10, workers=2, progress=False, valid=0.2, test=0.2)
     )
     return out
+
+
+def test_balance_genres_cycles_each_genres_phrases_up_to_the_largest_genres_count(tmp_path):
+    units = music21_units(["bach"])[:3] + music21_units(["josquin"])[:2]
+    build_dataset(units, tmp_path, BuildOptions(workers=1, progress=False, valid=0.0, test=0.0))
+    config = pianoroll_config_for(tmp_path)
+    tokenize_dataset(tmp_path, "pianoroll", TokenizeOptions(config=config, workers=1, progress=False))
+    genres = ("chorale", "renaissance")
+    plain = PhraseDataset(tmp_path, "train", genres, hop_bars=1, min_notes_per_bar=2)
+    balanced = PhraseDataset(tmp_path, "train", genres, hop_bars=1, min_notes_per_bar=2, balance_genres=True)
+    counts = np.bincount(plain.genre_ids, minlength=2)
+    assert counts.min() > 0 and counts[0] != counts[1]
+    assert np.bincount(balanced.genre_ids).tolist() == [counts.max()] * 2
+    for g in (0, 1):
+        mine = plain.segments[plain.genre_ids == g]
+        repeats = np.unique(balanced.segments[balanced.genre_ids == g], return_counts=True)
+        assert repeats[0].tolist() == sorted(mine.tolist())  # every phrase, and only that genre's
+        assert repeats[1].max() - repeats[1].min() <= 1  # cycled evenly
+    assert torch.equal(balanced[len(balanced) - 1]["genre"], torch.tensor(balanced.genre_ids[-1]))
 
 
 def test_table_gap_is_zero_for_identical_metrics_and_grows_with_distance():
@@ -406,6 +476,10 @@ def test_fine_tuning_with_binary_neurons_starts_from_the_given_weights(chorale_d
     assert result.exit_code == 0, result.output
     assert load_checkpoint(tmp_path / "again" / "last").config.binary_neurons
     assert json.loads((tmp_path / "again" / "run.json").read_text())["model_overrides"] == {}
+    balanced = [*again[:-1], str(tmp_path / "balanced"), "--model-config", '{"balance_genres": true}']
+    result = runner.invoke(app, balanced)  # a phrase filter, not a model field: fine-tuning may change it
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "balanced" / "last").config == load_checkpoint(out / "last").config
 
 
 @pytest.mark.parametrize(

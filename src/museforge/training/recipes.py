@@ -37,7 +37,7 @@ from museforge.models.performance_rnn import (
 from museforge.models.transformer import TransformerConfig
 from museforge.tokenizers import PerformanceTokenizer, RemiTokenizer
 from museforge.training.distributed import seed_everything
-from museforge.training.gan import prepare_musegan
+from museforge.training.gan import PHRASE_FILTERS, prepare_musegan
 from museforge.training.trainer import TrainConfig, Trainer, TrainResult
 from museforge.training.vae import MuseMorphoseSegments, SegmentCollator, VAEStep
 
@@ -439,7 +439,8 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
         unset_p=request["unset_p"],
     )
     if source is not None:
-        expected = {**source_config, **request["model_overrides"]}
+        overrides = {k: v for k, v in request["model_overrides"].items() if k not in PHRASE_FILTERS}
+        expected = {**source_config, **overrides}  # phrase filters choose the data, not the model
         differ = ", ".join(
             f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
             for k in sorted((set(expected) | set(run.model_config)) - DATA_STATISTICS)
