@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from conftest import FIXTURES, corpus_path
 from museforge.web import create_app
 from museforge.web.security import COOKIE_NAME
-from web.conftest import api_token, make_settings, wait_job
+from web.conftest import api_token, finished_job, make_settings
 
 
 def signup(client, name):
@@ -23,8 +23,8 @@ def signup(client, name):
 
 def test_user_b_cannot_reach_a_song_upload_or_job(client):
     ha = signup(client, "alice")
-    job = client.post("/api/v1/jobs", json={"bars": 1, "seed": 1}, headers=ha).json()
-    song_id = wait_job(client, job["id"])["song_ids"][0]
+    job = finished_job(client, ha, {"bars": 1, "seed": 1})
+    song_id = job["song_ids"][0]
     with open(FIXTURES / "single_track.mid", "rb") as fh:
         upload_id = client.post("/api/v1/uploads", files={"file": ("a.mid", fh)}, headers=ha).json()["id"]
 
@@ -51,9 +51,7 @@ def test_user_b_cannot_reach_a_song_upload_or_job(client):
 
 def test_accounts_anonymous_songs_follow_the_visitor(client):
     h = api_token(client)
-    song_id = wait_job(client, client.post("/api/v1/jobs", json={"bars": 1}, headers=h).json()["id"])[
-        "song_ids"
-    ][0]
+    song_id = finished_job(client, h, {"bars": 1, "seed": 2})["song_ids"][0]
     r = client.post("/api/v1/auth/signup", json={"username": "cleo", "password": "short"}, headers=h)
     assert r.status_code == 422 and "at least 8 characters" in r.json()["detail"]
     r = client.post("/api/v1/auth/signup", json={"username": "../x", "password": "long enough"}, headers=h)
