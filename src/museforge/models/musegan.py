@@ -48,8 +48,10 @@ the beat and the eighth (0.3-0.4 onsets per beat on it, under 0.01 at most other
 even with its onset stream, let the generator's soprano start or end 0.03-0.07 notes per beat at every other
 step — fragments a 32nd note long or less. Feature matching (Salimans et al. 2016) gives the generator that
 statistic's gradient directly. ``blip_matching`` does the same for the fragments themselves (`blip_profile`:
-notes one step long, 0.25 per beat in the soprano that onset matching left, against the data's 0.0025). The
-trainer matches both genre by genre.
+notes one step long, 0.25 per beat in the soprano that onset matching left, against the data's 0.0025).
+``pitch_class_matching`` matches over how many pitch classes each part spreads a bar (`pitch_class_profile`):
+with the two terms above the generated chorales used 1.9 pitch classes per bar against the data's 3.0-3.8, and
+the alto as a whole 12 % too few. The trainer matches all three genre by genre.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class MuseGANConfig(ModelConfig):
     ``binary_neurons`` binarizes the generator's output in its forward pass and ``feature_streams`` adds the
     critic's chroma and onset/offset streams, and ``refiner`` adds that many refiner units after the generator
     (see the module docstring); none changes the other weights, so a model trained without them can be
-    fine-tuned with them. ``onset_matching`` and ``blip_matching`` weigh the trainer's onset-profile and
-    one-step-note terms (0: the paper's loss).
+    fine-tuned with them. ``onset_matching``, ``blip_matching`` and ``pitch_class_matching`` weigh the trainer's
+    onset-profile, one-step-note and pitch-classes-per-bar terms (0: the paper's loss).
     """
 
     model_name: ClassVar[str] = "musegan"
@@ -99,6 +101,9 @@ class MuseGANConfig(ModelConfig):
     refiner: int = 0  # residual units of the refiner (0: none)
     onset_matching: float = 0.0  # weight of the trainer's onset-profile term (0: the paper's loss)
     blip_matching: float = 0.0  # weight of the trainer's one-step-note term (0: the paper's loss)
+    pitch_class_matching: float = (
+        0.0  # weight of the trainer's pitch-classes-per-bar term (0: the paper's loss)
+    )
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
@@ -108,7 +113,7 @@ class MuseGANConfig(ModelConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.refiner < 0:
             raise ValueError(f"refiner must be >= 0 residual units, got {self.refiner}")
-        for name in ("onset_matching", "blip_matching"):
+        for name in ("onset_matching", "blip_matching", "pitch_class_matching"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.time_factors) != 3 or math.prod(self.time_factors) != self.steps_per_bar:
@@ -350,6 +355,24 @@ def blip_profile(on: Tensor, beats: int) -> Tensor:
     silent = 1.0 - nn.functional.pad(steps, (0, 0, 1, 1))  # [B, K, N·S + 2, P]
     blips = (steps * silent[:, :, :-2] * silent[:, :, 2:]).sum(-1)  # [B, K, N·S]
     return blips.view(b, k, n * beats, s // beats).mean((0, 2))
+
+
+def pitch_class_profile(on: Tensor, eps: float = 1e-6) -> Tensor:
+    """How many pitch classes each part spreads a bar over: ``on`` [B, K, N, S, P] in [0, 1] -> [K], the mean
+    over non-empty bars of the effective number of classes ``M^2 / sum_c m_c^2`` (inverse Simpson index), where
+    ``m_c`` sums the roll over the bar's steps and octaves of class c and ``M = sum_c m_c``.
+
+    Why not UPC itself: its indicator "class c sounds somewhere in the bar" is flat almost everywhere (a soft
+    version, ``1 - prod (1 - on)``, has no gradient once two cells of a class sound). The effective count is
+    UPC when a bar's classes sound equally long and less otherwise, and its gradient always moves mass from a
+    bar's dominant classes towards its rare or absent ones (or back, where a part plays too many). ``P`` is
+    whole octaves: ``p % 12`` is then the class up to a shift, which changes no count. An empty bar (``M`` 0)
+    counts neither in the sum nor in the number of bars."""
+    b, k, n, s, p = on.shape
+    mass = on.reshape(b, k, n, s * p // 12, 12).sum(3)  # [B, K, N, 12]: m_c
+    total = mass.sum(-1)  # [B, K, N]: M
+    effective = total.square() / (mass.square().sum(-1) + eps)  # [B, K, N]; 0 for an empty bar
+    return effective.sum((0, 2)) / total.clamp(max=1.0).sum((0, 2)).clamp(min=1.0)
 
 
 def note_switches(on: Tensor) -> Tensor:

@@ -13,7 +13,8 @@ differs, so `GANTrainer` overrides `_update` (and `_make_optimizer`, `evaluate`)
 * with the model's ``onset_matching`` > 0 the generator's loss adds that weight times `onset_distance` between
   the generated batch's `onset_profile` and the step's real batches' (feature matching on where notes start
   and end within a beat; see `museforge.models.musegan`), and with ``blip_matching`` > 0 that weight times the
-  distance between their `blip_profile`s (notes one step long); both genre by genre (`ProfileMatch`);
+  distance between their `blip_profile`s (notes one step long), and with ``pitch_class_matching`` > 0 between
+  their `pitch_class_profile`s (pitch classes per bar); all genre by genre (`ProfileMatch`);
 * there is no validation likelihood for a GAN: `evaluate` samples phrases with a fixed seed and scores how far
   their MuseGAN metrics (EB, UPC, QN per track) are from the validation data's (`table_gap`); the trainer keeps
   the checkpoint with the smallest gap as ``best`` and stops on its plateau.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ from museforge.models.musegan import (
     blip_profile,
     gradient_penalty,
     onset_profile,
+    pitch_class_profile,
     to_model_range,
 )
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
@@ -126,16 +129,18 @@ class PhraseDataset(PianoRollDataset):
 
 
 def onset_distance(fake: Tensor, real: Tensor, eps: float = 1e-4) -> Tensor:
-    """Squared Hellinger distance between two onset profiles [2K, S / beats] (`onset_profile`), summed over
-    tracks: ``sum (sqrt(fake + eps) - sqrt(real + eps))^2``. On square roots, a step where real notes almost
-    never start (0.004 onsets per beat) and generated ones start ten times as often weighs as much as 46 % too
-    many on the beat, where most notes start: the rare steps, where fragments show, are not drowned out.
+    """Squared Hellinger distance between two onset profiles [2K, S / beats] (`onset_profile`; or two other
+    `ProfileMatch` profiles of counts), summed over tracks: ``sum (sqrt(fake + eps) - sqrt(real + eps))^2``.
+    On square roots, a step where real notes almost never start (0.004 onsets per beat) and generated ones start
+    ten times as often weighs as much as 46 % too many on the beat, where most notes start: the rare steps,
+    where fragments show, are not drowned out.
     ``eps`` keeps the gradient finite at an empty step."""
     return ((fake + eps).sqrt() - (real + eps).sqrt()).square().sum()
 
 
 class ProfileMatch:
-    """Feature matching, genre by genre, on a profile of a batch (`onset_profile`, `blip_profile`).
+    """Feature matching, genre by genre, on a profile of a batch (`onset_profile`, `blip_profile`,
+    `pitch_class_profile`: ``profile(on) -> counts``, its beat length already bound).
 
     ``add_real`` collects the real batches' profile per genre; ``distance`` is the generated batch's
     `onset_distance` from it per genre, weighted by each genre's share of the batch (so every phrase weighs
@@ -144,8 +149,8 @@ class ProfileMatch:
     third too many, and the pooled profile was nearly right.
     """
 
-    def __init__(self, profile: Callable[[Tensor, int], Tensor], beats: int) -> None:
-        self.profile, self.beats = profile, beats
+    def __init__(self, profile: Callable[[Tensor], Tensor]) -> None:
+        self.profile = profile
         self.sums: dict[int, Tensor] = {}  # genre -> sum over real phrases of their profile
         self.counts: dict[int, int] = {}  # genre -> real phrases seen
 
@@ -153,7 +158,7 @@ class ProfileMatch:
         """Count a real batch ``on`` [B, K, N, S, P] in [0, 1] with its genres [B] (None: one group)."""
         for g, rows in _genre_rows(genre, on):
             n = len(rows)
-            self.sums[g] = self.sums.get(g, 0.0) + self.profile(on[rows], self.beats).detach() * n
+            self.sums[g] = self.sums.get(g, 0.0) + self.profile(on[rows]).detach() * n
             self.counts[g] = self.counts.get(g, 0) + n
 
     def distance(self, on: Tensor, genre: Tensor | None) -> Tensor:
@@ -163,7 +168,7 @@ class ProfileMatch:
             if g not in self.counts:
                 raise ValueError(f"no real phrases of genre {g} to match")
             real = self.sums[g] / self.counts[g]
-            total = total + len(rows) / on.shape[0] * onset_distance(self.profile(on[rows], self.beats), real)
+            total = total + len(rows) / on.shape[0] * onset_distance(self.profile(on[rows]), real)
         return total
 
 
@@ -249,10 +254,11 @@ class GANTrainer(Trainer):
         genre = None
         beats = gan.config.time_factors[0]
         matches = [
-            (weight, ProfileMatch(profile, beats))
+            (weight, ProfileMatch(profile))
             for weight, profile in (
-                (gan.config.onset_matching, onset_profile),
-                (gan.config.blip_matching, blip_profile),
+                (gan.config.onset_matching, partial(onset_profile, beats=beats)),
+                (gan.config.blip_matching, partial(blip_profile, beats=beats)),
+                (gan.config.pitch_class_matching, pitch_class_profile),
             )
             if weight
         ]
