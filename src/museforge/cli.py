@@ -584,6 +584,12 @@ def generate(
     binarize: Annotated[
         str, typer.Option(help="MuseGAN: 'threshold' (at 0) or 'bernoulli' (sample each cell).")
     ] = "threshold",
+    morph: Annotated[
+        int | None,
+        typer.Option(
+            help="MuseGAN: a piece of N phrases walking in latent space from one phrase to another."
+        ),
+    ] = None,
     candidates: Candidates = 1,
     seconds: Annotated[
         float | None, typer.Option(help="Seconds of new music (Performance RNN; default 30).")
@@ -655,13 +661,13 @@ def generate(
             raise ValueError(f"--genre {genre} and --style {style} disagree: give one")
         loaded = get_model(model or DEFAULT_MODEL, select_device(device), precision)
         musegan = (
-            {"accompany": accompany, "tracks": tracks, "binarize": binarize}
+            {"accompany": accompany, "tracks": tracks, "binarize": binarize, "morph": morph}
             if loaded.family == "musegan"
             else {}
         )
-        if not musegan and (accompany is not None or tracks is not None):
+        if not musegan and (accompany is not None or tracks is not None or morph is not None):
             raise ValueError(
-                f"--accompany and --tracks need a MuseGAN model; {loaded.name} is a {loaded.family}"
+                f"--accompany, --tracks and --morph need a MuseGAN model; {loaded.name} is a {loaded.family}"
             )
         songs = generate_song(
             loaded,

@@ -1,5 +1,5 @@
 """MuseGAN accompaniment of a real chorale part, latent interpolation, and `museforge generate --model musegan`
-(genre, bars, accompaniment) on a checkpoint of a tiny model."""
+(genre, bars, accompaniment, morph) on a checkpoint of a tiny model."""
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from museforge.generation.musegan import (
     chain_latents,
     given_rolls,
     interpolate_latents,
+    morph_piece,
     parse_track_map,
     render_latents,
 )
@@ -94,6 +95,16 @@ def test_interpolation_runs_from_one_phrase_to_the_other(model):
     assert np.array_equal(rolls[:2], render_latents(model, a, genre=1))
 
 
+def test_a_morph_starts_at_one_sampled_phrase_and_ends_at_the_other(model):
+    gen = torch.Generator().manual_seed(4)
+    a, b = model.sample_latents(1, gen), model.sample_latents(1, gen)
+    piece = morph_piece(model, 4, genre=0, generator=torch.Generator().manual_seed(4))
+    assert piece.shape == (4, 16, 48, 84)  # [K, 4 phrases · 4 bars, S, P]
+    assert np.array_equal(piece[:, :4], render_latents(model, a, genre=0)[0])
+    assert np.array_equal(piece[:, -4:], render_latents(model, b, genre=0)[0])
+    assert not np.array_equal(piece[:, 4:8], piece[:, :4])  # the phrases between move
+
+
 def test_chained_phrases_share_static_latents(model):
     z = chain_latents(model, 3, torch.Generator().manual_seed(0))
     assert torch.equal(z.shared[0], z.shared[2]) and torch.equal(z.track[0], z.track[1])
@@ -145,3 +156,21 @@ def test_generate_cli_genre_bars_and_accompaniment(tmp_path, model, chorale):
     ]
     result = runner.invoke(app, ["generate", "--model", str(ckpt), "--genre", "jazz", "--out", str(acc)])
     assert result.exit_code == 2 and "unknown genre 'jazz'" in result.output
+
+    morph = tmp_path / "morph.mid"
+    result = runner.invoke(
+        app,
+        ["generate", "--model", str(ckpt), "--genre", "chorale", "--morph", "3", "--seed", "2", "--out", str(morph)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    song = symusic.Score(str(morph))
+    assert [t.program for t in song.tracks] == [t["program"] for t in PART_TRACKS]
+    assert 8 * 4 * song.tpq < song.end() <= 12 * 4 * song.tpq  # three 4-bar phrases
+    for bad, message in (
+        (["--morph", "1"], "morph needs >= 2 phrases"),
+        (["--morph", "3", "--bars", "4"], "no bars"),
+    ):
+        result = runner.invoke(
+            app, ["generate", "--model", str(ckpt), "--genre", "chorale", *bad, "--out", str(morph)]
+        )
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -40,6 +40,7 @@ from museforge.generation.musegan import (
     accompany,
     generate_piece,
     given_rolls,
+    morph_piece,
     parse_track_map,
 )
 from museforge.generation.musemorphose import continue_piece, decoded_rows, scaled_progress
@@ -543,11 +544,13 @@ def _generate_musegan(
     accompany_with: str | Path | symusic.Score | None,
     tracks: str | Mapping[str, int] | None,
     binarize: str,
+    morph: int | None,
     index: OriginalityIndex | None,
     index_source: str,
     progress: ProgressFn | None,
 ) -> list[GeneratedSong]:
-    """Chained phrases of a genre, or an accompaniment of the user's tracks (see `museforge.generation.musegan`)."""
+    """Chained phrases of a genre, a morph between two phrases, or an accompaniment of the user's tracks (see
+    `museforge.generation.musegan`)."""
     model, tok = loaded.checkpoint.model, loaded.tokenizer
     assert isinstance(model, MuseGAN) and isinstance(tok, PianoRollTokenizer)
     if binarize not in ("threshold", "bernoulli"):
@@ -556,6 +559,14 @@ def _generate_musegan(
         raise ValueError(f"bars must be >= 1, got {bars}")
     if (accompany_with is None) != (tracks is None):
         raise ValueError("accompaniment needs both the music and its tracks, e.g. tracks='piano:0'")
+    if morph is not None:
+        if morph < 2:
+            raise ValueError(f"morph needs >= 2 phrases (the two ends), got {morph}")
+        if bars is not None or accompany_with is not None:
+            raise ValueError(
+                f"morph sets the length ({morph} phrases of {model.config.n_bars} bars): give no bars and "
+                "no accompaniment with it"
+            )
     if genre is not None:
         genre_id: int | None = model.config.genre_index(genre)
     elif model.config.n_genres > 1:
@@ -577,6 +588,8 @@ def _generate_musegan(
             tempo = float(user.tempos[0].qpm) if len(user.tempos) else 120.0
             scores.append(accompaniment_score(result.roll, user, tok, given_map, tempo=tempo))
             fits.append(result.fit_f1)
+        elif morph is not None:
+            scores.append(tok.decode(morph_piece(model, morph, genre_id, binarize, gen)))
         else:
             roll = generate_piece(model, bars or DEFAULT_BARS, genre_id, binarize, gen)
             scores.append(tok.decode(roll))
@@ -587,7 +600,9 @@ def _generate_musegan(
         "model": loaded.name,
         "family": "musegan",
         "style": genre,
-        "bars": bars or (None if user is not None else DEFAULT_BARS),
+        "bars": bars
+        or (None if user is not None else morph * model.config.n_bars if morph else DEFAULT_BARS),
+        "morph": morph,
         "seed": seed,
         "num_samples": num_samples,
         "binarize": binarize,
@@ -709,6 +724,7 @@ def generate_song(
     accompany: str | Path | symusic.Score | None = None,
     tracks: str | Mapping[str, int] | None = None,
     binarize: str = "threshold",
+    morph: int | None = None,
     candidates: int = 1,
 ) -> list[GeneratedSong]:
     """Sample ``num_samples`` songs from ``model`` (a shipped name, a checkpoint directory, or `get_model`'s
@@ -722,7 +738,8 @@ def generate_song(
 
     A MuseGAN takes ``style`` as its genre, ``bars`` (chained 4-bar phrases), ``binarize`` ('threshold' or
     'bernoulli'), or ``accompany`` (a music file or score) with ``tracks`` ('piano:0': model track name : the
-    file's track index): the named tracks are kept exactly and the model plays the others.
+    file's track index): the named tracks are kept exactly and the model plays the others; ``morph=N`` makes
+    one piece of N phrases walking in latent space from one sampled phrase to another.
     A MuseMorphose takes ``candidates``: tries per bar, the one nearest the bar's asked classes kept.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
@@ -750,10 +767,12 @@ def generate_song(
         return _generate_musegan(
             loaded, genre=style, bars=bars, num_samples=num_samples, accompany_with=accompany, tracks=tracks,
             seed=random.SystemRandom().randrange(2**31) if seed is None else int(seed), binarize=binarize,
-            index=index, index_source=index_source, progress=progress,
+            morph=morph, index=index, index_source=index_source, progress=progress,
         )  # fmt: skip
     elif accompany is not None or tracks is not None:
         raise ValueError(f"model {loaded.name} ({family}) cannot accompany: use a MuseGAN")
+    elif morph is not None:
+        raise ValueError(f"morph (a walk between two phrases) is for a MuseGAN; {loaded.name} is a {family}")
     if family == "musemorphose":
         if seconds is not None or density is not None or pitch_histogram is not None or top_k is not None:
             raise ValueError(

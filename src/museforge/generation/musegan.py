@@ -4,7 +4,7 @@
   ``z`` and each track's ``z_k``: what a piece "is") and draw new temporal latents per phrase, so the
   music moves on while the instruments keep their character.
 * `interpolate_latents` walks on the sphere between two latent sets (slerp per part): the phrases in between
-  morph from one sample to the other.
+  morph from one sample to the other; `morph_piece` plays such a walk as one piece.
 * `accompany` is track-conditional generation without retraining: for each phrase of the user's music it
   searches the latents (Adam on a soft F1 between the generator's given tracks and the user's, plus a
   Gaussian prior) so the generated band fits the given part, then puts the user's part back exactly.
@@ -120,6 +120,20 @@ def generate_piece(
     n = math.ceil(bars / model.config.n_bars)
     phrases = render_latents(model, chain_latents(model, n, generator), genre, mode, generator)
     return phrases_to_piece(phrases, bars)
+
+
+def morph_piece(
+    model: MuseGAN,
+    steps: int,
+    genre: int | None = None,
+    mode: BinarizeMode = "threshold",
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """A piece of ``steps`` phrases, bool [K, steps · N, S, P], walking from one sampled phrase to another:
+    phrase i is rendered from `interpolate_latents` at i / (steps - 1), so the music turns gradually from the
+    first phrase into the last."""
+    path = interpolate_latents(model.sample_latents(1, generator), model.sample_latents(1, generator), steps)
+    return phrases_to_piece(render_latents(model, path, genre, mode, generator), steps * model.config.n_bars)
 
 
 @dataclass
