@@ -117,6 +117,8 @@ def test_models_list_shows_the_folder(env):
         (["--seconds", "5"], "not seconds, density or pitch classes"),
         (["--pitch-classes", "H"], "unknown pitch class 'H'"),
         (["--precision", "int8"], "precision must be one of ('fp32', 'fp16', 'auto'), got 'int8'"),
+        (["--accompany", "a.mid", "--tracks", "soprano:0"], "cannot accompany: use a MuseGAN"),
+        (["--morph", "3"], "morph (a walk between two phrases) is for a MuseGAN"),
     ],
 )
 def test_bad_parameters_exit_2_with_a_clear_message(env, tmp_path, extra, message):

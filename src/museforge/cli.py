@@ -660,16 +660,7 @@ def generate(
         if genre is not None and style is not None and genre != style:
             raise ValueError(f"--genre {genre} and --style {style} disagree: give one")
         loaded = get_model(model or DEFAULT_MODEL, select_device(device), precision)
-        musegan = (
-            {"accompany": accompany, "tracks": tracks, "binarize": binarize, "morph": morph}
-            if loaded.family == "musegan"
-            else {}
-        )
-        if not musegan and (accompany is not None or tracks is not None or morph is not None):
-            raise ValueError(
-                f"--accompany, --tracks and --morph need a MuseGAN model; {loaded.name} is a {loaded.family}"
-            )
-        songs = generate_song(
+        songs = generate_song(  # the MuseGAN options are refused there for the other families
             loaded,
             style=genre or style,
             bars=bars,
@@ -685,7 +676,10 @@ def generate(
             density=density,
             pitch_histogram=histogram,
             candidates=candidates,
-            **musegan,
+            accompany=accompany,
+            tracks=tracks,
+            binarize=binarize,
+            morph=morph,
         )
     except (ValueError, OSError) as exc:  # bad options, unknown model/style, unreadable checkpoint/primer
         raise _fail(str(exc)) from exc

@@ -101,9 +101,7 @@ class MuseGANConfig(ModelConfig):
     refiner: int = 0  # residual units of the refiner (0: none)
     onset_matching: float = 0.0  # weight of the trainer's onset-profile term (0: the paper's loss)
     blip_matching: float = 0.0  # weight of the trainer's one-step-note term (0: the paper's loss)
-    pitch_class_matching: float = (
-        0.0  # weight of the trainer's pitch-classes-per-bar term (0: the paper's loss)
-    )
+    pitch_class_matching: float = 0.0  # weight of the trainer's pitch-class term (0: the paper's loss)
 
     def __post_init__(self) -> None:
         self.time_factors = tuple(int(f) for f in self.time_factors)
