@@ -370,12 +370,14 @@ def _generate_remi(
     assert isinstance(tok, RemiTokenizer) and isinstance(loaded.checkpoint.model, TransformerLM)
     prompt, primer_n = _remi_prompt(tok, style, primer, primer_bars)
     total_bars = primer_n + bars
+    budget = bars * (MAX_BAR_TOKENS + 8) + 8
     grammar = RemiGrammar(
         tok,
         max_bars=total_bars,
         bar_attributes=[None] * primer_n + plan,
         max_bar_tokens=MAX_BAR_TOKENS,
         end_with_bar=True,
+        max_new_tokens=budget,
     )
     eos = stop_at_eos(tok.eos_id)
     bars_before = sum(t == tok.bar_id for t in prompt)
@@ -387,7 +389,6 @@ def _generate_remi(
             progress(min(1.0, max(0.0, written / (bars + 1))))
         return eos(seqs) | (counted > total_bars)
 
-    budget = bars * (MAX_BAR_TOKENS + 8) + 8
     out = generate_transformer(
         loaded.sampler(num_samples)[0],
         prompt,

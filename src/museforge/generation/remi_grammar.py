@@ -36,6 +36,7 @@ class _RowState:
     bars: int = 0  # Bar tokens seen
     drum: bool = False  # the last Program was drums
     bar_tokens: int = 0  # tokens since the last Bar (a cap on them guarantees that every bar ends)
+    sounding: bool = False  # the current bar holds a note (a Position with only a Tempo does not count)
 
 
 class RemiGrammar:
@@ -49,9 +50,14 @@ class RemiGrammar:
     ``bar_attributes[b] = (rhythm_class, polyphony_class)`` forces the attribute tokens of bar ``b`` (``None``
     leaves that bar to the model, and so does ``None`` for one of the two classes).
     ``max_bar_tokens`` lets a bar's content end only in a new bar or EOS once it holds that many tokens, so a
-    model can never run on inside one bar: with both limits a sampling budget of about
-    ``max_bars * (max_bar_tokens + 8)`` new tokens always reaches EOS. One instance follows one generation; a
-    prefix that is not one token longer than the last one seen restarts the bookkeeping.
+    model can never run on inside one bar.
+    ``max_new_tokens`` is the sampling budget: a token is allowed only if the shortest well-formed way from it to
+    the end (the bars still owed, a note in the last bar, EOS) still fits, so every sample ends within its
+    budget whatever the model prefers; a budget too small for the bars asked for is a `ValueError`. Without it
+    nothing bounds how long a model may linger inside its bars, and whether a sample ends in time depends on
+    the weights, down to the float rounding of the machine that trained them.
+    One instance follows one generation; a prefix that is not one token longer than the last one seen restarts
+    the bookkeeping (the budget keeps counting from the first prefix seen).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class RemiGrammar:
         bar_attributes: Sequence[tuple[int | None, int | None] | None] | None = None,
         max_bar_tokens: int | None = None,
         end_with_bar: bool = False,
+        max_new_tokens: int | None = None,
     ) -> None:
         if tokenizer.is_trained:
             raise ValueError(
@@ -71,16 +78,20 @@ class RemiGrammar:
             raise ValueError(f"max_bars must be >= 1 or None, got {max_bars}")
         if max_bar_tokens is not None and max_bar_tokens < 1:
             raise ValueError(f"max_bar_tokens must be >= 1 or None, got {max_bar_tokens}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 or None, got {max_new_tokens}")
         self.tok = tokenizer
         self.max_bars = max_bars
         self.max_bar_tokens = max_bar_tokens
         self.end_with_bar = end_with_bar
+        self.max_new_tokens = max_new_tokens
         self.bar_attributes = [_forced_tokens(tokenizer, a) for a in bar_attributes or []]
         cfg = tokenizer.config
         self.positions_per_beat = max(r for _, _, r in cfg.beat_res)
         self.use_time_signatures = cfg.use_time_signatures
         self.use_tempos = cfg.use_tempos
         self.use_programs = cfg.use_programs
+        self.note_len = 4 if cfg.use_programs else 3  # [Program] Pitch Velocity Duration
         v = tokenizer.vocab_size
         self.types: list[str] = []
         self.values: list[str] = []
@@ -101,6 +112,7 @@ class RemiGrammar:
         self.default_bar_positions = 4 * self.positions_per_beat  # 4/4 until a TimeSig says otherwise
         self._rows: list[_RowState] = []
         self._seen = 0
+        self._start: int | None = None  # the first prefix's length: the budget counts from there
         self._cache: dict[tuple[object, ...], Tensor] = {}  # allowed masks by the state parts they depend on
 
     # ---- bookkeeping -------------------------------------------------------------------------------------------
@@ -113,6 +125,7 @@ class RemiGrammar:
             state.position = -1
             state.bar_positions = self.default_bar_positions
             state.bar_tokens = 0
+            state.sounding = False
         elif kind == "TimeSig":
             numerator = int(self.values[token].split("/")[0])
             state.bar_positions = numerator * self.positions_per_beat
@@ -120,6 +133,8 @@ class RemiGrammar:
             state.position = int(self.values[token])
         elif kind == "Program":
             state.drum = self.values[token] == "-1"
+        elif kind in ("Pitch", "PitchDrum"):
+            state.sounding = True
         state.last = kind
 
     def restart(self) -> None:
@@ -129,6 +144,9 @@ class RemiGrammar:
 
     def _sync(self, prefix: Tensor) -> None:
         b, t = prefix.shape
+        first = self._start is None
+        if first:
+            self._start = t
         if len(self._rows) != b or t != self._seen + 1:
             self._rows = [_RowState(bar_positions=self.default_bar_positions) for _ in range(b)]
             self._seen = 0
@@ -137,6 +155,13 @@ class RemiGrammar:
             for token in tokens:
                 self._advance(state, token)
         self._seen = t
+        if first and self.max_new_tokens is not None:
+            need = max(self._cost_after(s.last, s.bars) for s in self._rows)
+            if need > self.max_new_tokens:
+                raise ValueError(
+                    f"a budget of {self.max_new_tokens} new tokens cannot hold what is asked"
+                    f" ({self.max_bars} bars): the shortest well-formed ending takes {need}"
+                )
 
     # ---- the grammar -------------------------------------------------------------------------------------------
 
@@ -147,9 +172,60 @@ class RemiGrammar:
             return ["Bar", "EOS"]
         if state.bars < self.max_bars:
             return ["Bar"]
-        if state.position < 0:  # nothing in the last bar yet
+        if not state.sounding:  # no note in the last bar yet
             return []
         return ["EOS", "Bar"] if self.end_with_bar else ["EOS"]
+
+    # ---- the budget ---------------------------------------------------------------------------------------------
+
+    def _bar_open_cost(self, index: int) -> int:
+        """Tokens that open bar ``index`` (0-based): Bar, its forced attributes, its time signature."""
+        forced = index < len(self.bar_attributes) and self.bar_attributes[index] is not None
+        return 1 + 2 * forced + int(self.use_time_signatures)
+
+    def _close_cost(self, bars: int) -> int:
+        """Fewest tokens from the end of some content to EOS (inclusive) with ``bars`` bars opened: the bars
+        still owed, a note (Position + note) in the last of them, EOS."""
+        if self.max_bars is None or bars >= self.max_bars:
+            return 1
+        owed = sum(self._bar_open_cost(i) for i in range(bars, self.max_bars))
+        return owed + 1 + self.note_len + 1
+
+    def _cost_after(self, kind: str | None, bars: int) -> int:
+        """Fewest tokens that must follow a token of type ``kind`` (with ``bars`` bars opened, that token
+        included) for the sequence to end well formed, EOS included."""
+        close = self._close_cost(bars)
+        if kind in ("EOS", "PAD"):
+            return 0
+        if kind == "Bar" and self.max_bars is not None and bars > self.max_bars:
+            return 0  # end_with_bar: this Bar is the end
+        if kind in (None, "BOS", "Style"):
+            return self._bar_open_cost(bars) + self._cost_after("TimeSig", bars + 1)
+        if kind == "Duration":
+            return close
+        rest_of_note = {
+            "Velocity": 1, "Pitch": 2, "PitchDrum": 2, "Program": 3, "Position": self.note_len,
+            "Tempo": self.note_len,  # a tempo alone does not make the bar sound: count a note after it
+        }  # fmt: skip
+        if kind in rest_of_note:
+            return rest_of_note[kind] + close
+        empty_bar = close if self.max_bars is None or bars < self.max_bars else 1 + self.note_len + 1
+        return self._header_left(kind, bars) + empty_bar
+
+    def _header_left(self, kind: str, bars: int) -> int:
+        """Tokens of the current bar's header (attributes, time signature) still to come after ``kind``."""
+        ts = int(self.use_time_signatures)
+        if kind == "Bar":
+            return self._bar_open_cost(bars - 1) - 1
+        return {"Rhythm": 1 + ts, "Polyphony": ts}.get(kind, 0)
+
+    def _within_budget(self, kinds: list[str], state: _RowState, remaining: int) -> list[str]:
+        """The token types whose shortest ending still fits in ``remaining`` tokens (this one included); the
+        cheapest ones when none does (a budget the first prefix already overran)."""
+        bars = {k: state.bars + (k == "Bar") for k in kinds}
+        cost = {k: 1 + self._cost_after(k, bars[k]) for k in kinds}
+        fits = [k for k in kinds if cost[k] <= remaining]
+        return fits or [k for k in kinds if cost[k] == min(cost.values(), default=0)]
 
     def _note_start(self) -> list[str]:
         return ["Program"] if self.use_programs else ["Pitch"]
@@ -193,15 +269,23 @@ class RemiGrammar:
         if state.last not in ("Bar", "Rhythm"):
             forced = None
         # Everything the mask depends on; sampling revisits few distinct states, so masks are built once each.
+        kinds = self._allowed_types(state)
+        if self.max_new_tokens is not None and self._start is not None:
+            kinds = self._within_budget(kinds, state, self.max_new_tokens - (self._seen - self._start))
         key = (
-            state.last, state.position, state.bar_positions, state.drum, self._full(state),
-            tuple(self._closers(state)), forced,
-        )  # fmt: skip
+            state.last,
+            state.position,
+            state.bar_positions,
+            state.drum,
+            state.sounding,
+            tuple(kinds),
+            forced,
+        )
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         out = torch.zeros(len(self.types), dtype=torch.bool)
-        for kind in self._allowed_types(state):
+        for kind in kinds:
             out |= self.masks[kind]
         later = (self.position_value > state.position) & (self.position_value < state.bar_positions)
         out &= ~self.masks["Position"] | later
