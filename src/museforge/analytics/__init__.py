@@ -1,0 +1,1 @@
+"""Analytics over the store's activity: pure measures of activity, style interest and taste polarization."""
