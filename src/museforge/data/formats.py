@@ -241,6 +241,8 @@ def music21_to_score(
                 repairs.append("broken-repeats")
                 continue
             raise InputError(f"music21 could not expand repeats: {exc}") from exc
+        except MemoryError:
+            raise
         except Exception as exc:
             raise InputError(f"music21 could not write MIDI: {type(exc).__name__}: {exc}") from exc
     else:
@@ -337,7 +339,7 @@ def _music21_stream(data: bytes, fmt: str) -> object:
         importer = MusicXMLImporter()
         importer.xmlRootToScore(root, importer.stream)
         return importer.stream
-    except InputError:
+    except (InputError, MemoryError):  # a memory error is the limit's to report
         raise
     except Exception as exc:
         raise InputError(f"music21 could not parse: {type(exc).__name__}: {exc}") from exc

@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 from museforge.data.limits import InputError, MiB, ReaderLimits
 
 T = TypeVar("T")
-_PRELOAD = ["music21", "symusic", "museforge.data.formats"]
+_PRELOAD = [
+    "__main__",
+    "music21",
+    "symusic",
+    "museforge.data.formats",
+]  # __main__: imported once, not per child
 
 
 def _context() -> mp.context.BaseContext:
@@ -42,17 +47,26 @@ def _address_space() -> int:
     return 0
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple, memory_bytes: int) -> None:
-    limit = _address_space() + memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def _outcome(fn: Callable[..., Any], args: tuple) -> tuple[str, Any]:
+    """``fn``'s result or failure as a message; returning drops the failed parse's frames and their memory."""
     try:
-        conn.send(("ok", fn(*args)))
+        return "ok", fn(*args)
     except InputError as exc:
-        conn.send(("input", str(exc)))
+        return "input", str(exc)
     except MemoryError:
-        conn.send(("memory", ""))
+        return "memory", ""
     except Exception as exc:  # a reader bug: reported like bad input, with its type
-        conn.send(("input", f"unexpected {type(exc).__name__}: {exc}"))
+        return "input", f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _child(conn: Connection, fn: Callable[..., Any], args: tuple, memory_bytes: int) -> None:
+    """Parse under a soft address-space limit; lift it again to report, so even a failure at the limit is told."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (_address_space() + memory_bytes, hard))
+    outcome = _outcome(fn, args)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    try:
+        conn.send(outcome)
     finally:
         conn.close()
 
