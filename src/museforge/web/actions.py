@@ -90,12 +90,9 @@ def check_tune(upload: Upload, tune: str | None) -> None:
         return
     numbers = [t["number"] for t in upload.meta.get("tunes", [])]
     if tune not in numbers:
-        held = (
-            f"its tunes are {', '.join(numbers[:10])}{', ...' * (len(numbers) > 10)}"
-            if numbers
-            else "one piece"
-        )
-        raise HTTPException(422, f"upload {upload.id} has no tune X:{tune}; it holds {held}")
+        more = ", ..." if len(numbers) > 10 else ""
+        held = f"its tunes are {', '.join(numbers[:10])}{more}" if numbers else "it is one piece"
+        raise HTTPException(422, f"upload {upload.id} has no tune X:{tune}; {held}")
 
 
 def own_song(services: Services, visitor: Visitor, song_id: str) -> Song:
