@@ -5,16 +5,17 @@ small file; no check before the parse bounds that. The child gets an address-spa
 beyond it fails there, not in the caller) and a wall-clock deadline after which it is killed. The caller's
 memory does not grow with the parse: only the result comes back, pickled.
 
-A server process has threads (jobs, the event loop), and forking a threaded process can deadlock the child;
-so children come from a fork server started once, with music21 already imported. A process that is itself a
-multiprocessing child (a `data build` worker) runs one task at a time on one thread and forks directly: a fork
-server cannot be shared with such a process.
+A process with one thread (a `data build` worker, the CLI) forks the child directly. A process with threads (the
+web server: jobs, the event loop) must not fork, since the child could inherit a lock another thread holds; its
+children come from a fork server started once, with music21 already imported. (A fork server cannot serve a
+process forked from its owner, so the single-threaded pool workers could not use it anyway.)
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -31,7 +32,7 @@ _PRELOAD = [
 
 
 def _context() -> mp.context.BaseContext:
-    if mp.parent_process() is not None:
+    if threading.active_count() == 1:
         return mp.get_context("fork")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
@@ -47,23 +48,29 @@ def _address_space() -> int:
     return 0
 
 
-def _outcome(fn: Callable[..., Any], args: tuple) -> tuple[str, Any]:
-    """``fn``'s result or failure as a message; returning drops the failed parse's frames and their memory."""
+def _outcome(fn: Callable[..., Any], args: tuple, limit: int, slack: int) -> tuple[str, Any]:
+    """``fn``'s result or failure as a message; returning drops the failed parse's frames and their memory.
+
+    At the limit, C code does not always raise MemoryError (it may fail with another error), so any failure
+    while the address space is within ``slack`` of the limit is reported as the memory limit."""
     try:
         return "ok", fn(*args)
-    except InputError as exc:
-        return "input", str(exc)
     except MemoryError:
         return "memory", ""
-    except Exception as exc:  # a reader bug: reported like bad input, with its type
-        return "input", f"unexpected {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        if _address_space() > limit - slack:
+            return "memory", ""
+        if isinstance(exc, InputError):
+            return "input", str(exc)
+        return "input", f"unexpected {type(exc).__name__}: {exc}"  # a reader bug, reported like bad input
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple, memory_bytes: int) -> None:
     """Parse under a soft address-space limit; lift it again to report, so even a failure at the limit is told."""
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (_address_space() + memory_bytes, hard))
-    outcome = _outcome(fn, args)
+    limit = _address_space() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    outcome = _outcome(fn, args, limit, min(64 * MiB, memory_bytes // 4))
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     try:
         conn.send(outcome)
