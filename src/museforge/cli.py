@@ -101,6 +101,7 @@ def data_build(
     """
     from museforge.data.build import BuildInterrupted, BuildOptions, build_dataset
     from museforge.data.corpora import folder_units, music21_units
+    from museforge.data.formats import ReaderLimits
     from museforge.data.lpd5 import lpd5_units
 
     try:
@@ -117,7 +118,8 @@ def data_build(
             units = folder_units(Path(source), style=style)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    options = BuildOptions(limit=limit, valid=valid, test=test, max_file_bytes=int(max_file_mb * 2**20))
+    limits = ReaderLimits(max_file_bytes=int(max_file_mb * 2**20))
+    options = BuildOptions(limit=limit, valid=valid, test=test, limits=limits)
     if workers is not None:
         options.workers = workers
     try:

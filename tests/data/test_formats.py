@@ -3,6 +3,7 @@ import pytest
 from conftest import BAD_FIXTURES, FIXTURES, GOOD_FIXTURES, corpus_path
 from museforge.data.formats import (
     InputError,
+    ReaderLimits,
     Unit,
     list_units,
     load_score,
@@ -37,9 +38,9 @@ def test_unsupported_and_oversized_files(tmp_path):
     with pytest.raises(InputError, match=r"unsupported file type '\.txt'"):
         read_unit(Unit(text))
     with pytest.raises(InputError, match="file too large"):
-        read_unit(Unit(FIXTURES / "multitrack_drums.mid"), max_bytes=100)
+        read_unit(Unit(FIXTURES / "multitrack_drums.mid"), ReaderLimits(max_file_bytes=100))
     with pytest.raises(InputError, match="too many notes"):
-        read_unit(Unit(FIXTURES / "multitrack_drums.mid"), max_notes=10)
+        read_unit(Unit(FIXTURES / "multitrack_drums.mid"), ReaderLimits(max_notes=10))
 
 
 def test_split_abc_gives_each_tune_the_file_header():

@@ -25,7 +25,7 @@ import symusic
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from museforge.data.corpora import SourceUnit
-from museforge.data.formats import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_NOTES, InputError, read_unit
+from museforge.data.formats import InputError, ReaderLimits, read_unit
 from museforge.data.manifest import MANIFEST, REJECTS, SOURCES, PieceRecord
 from museforge.data.metadata import content_id, describe, family_id, split_of
 from museforge.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -44,8 +44,7 @@ class BuildInterrupted(RuntimeError):
 class BuildOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     limit: int | None = None  # at most this many units per collection (a quick, balanced sample)
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    max_notes: int = DEFAULT_MAX_NOTES
+    limits: ReaderLimits = field(default_factory=ReaderLimits)  # what one file may expand or allocate
     valid: float = 0.1
     test: float = 0.1
     progress: bool = True
@@ -69,7 +68,7 @@ class BuildReport:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
-def _convert(source: SourceUnit, fingerprint: str, max_bytes: int, max_notes: int) -> dict[str, Any]:
+def _convert(source: SourceUnit, fingerprint: str, limits: ReaderLimits) -> dict[str, Any]:
     """Worker: one unit → its piece (record + MIDI bytes) or a reject reason. Never raises for bad input."""
     start = time.process_time()
     result: dict[str, Any] = {
@@ -80,7 +79,7 @@ def _convert(source: SourceUnit, fingerprint: str, max_bytes: int, max_notes: in
         "reject": None,
     }
     try:
-        raw = read_unit(source.unit, max_bytes, max_notes)
+        raw = read_unit(source.unit, limits)
         piece_id = content_id(raw.score)
         record = PieceRecord(
             id=piece_id,
@@ -128,7 +127,7 @@ def _run(jobs: list[tuple[SourceUnit, str]], options: BuildOptions) -> Iterator[
     """Convert jobs in worker processes (or inline for one worker), yielding results as they finish."""
     if options.workers <= 1 or len(jobs) <= 1:
         for su, fp in jobs:
-            yield _convert(su, fp, options.max_file_bytes, options.max_notes)
+            yield _convert(su, fp, options.limits)
         return
     with ProcessPoolExecutor(max_workers=options.workers) as pool:
         pending: set[Future[dict[str, Any]]] = set()
@@ -139,9 +138,7 @@ def _run(jobs: list[tuple[SourceUnit, str]], options: BuildOptions) -> Iterator[
                     job = next(queue, None)
                     if job is None:
                         break
-                    pending.add(
-                        pool.submit(_convert, job[0], job[1], options.max_file_bytes, options.max_notes)
-                    )
+                    pending.add(pool.submit(_convert, job[0], job[1], options.limits))
                 if not pending:
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -23,18 +23,26 @@ from pathlib import Path
 
 import symusic
 
+from museforge.data.limits import (
+    ABC_TUNE_START,
+    DEFAULT_LIMITS,
+    InputError,
+    ReaderLimits,
+    check_abc_size,
+    check_archive_size,
+    check_midi_structure,
+    check_musicxml_repeats,
+    check_score_span,
+    open_zip,
+    read_mxl_score,
+)
+from museforge.data.sandbox import run_limited
+
 MIDI_SUFFIXES = frozenset({".mid", ".midi"})
 MUSIC21_SUFFIXES = frozenset({".xml", ".mxl", ".musicxml", ".krn"})
 ABC_SUFFIXES = frozenset({".abc"})
 PIANOROLL_SUFFIXES = frozenset({".npz"})  # LPD / pypianoroll files, read by `museforge.data.lpd5`
 SUPPORTED_SUFFIXES = MIDI_SUFFIXES | MUSIC21_SUFFIXES | ABC_SUFFIXES | PIANOROLL_SUFFIXES
-
-DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024
-DEFAULT_MAX_NOTES = 1_000_000
-
-
-class InputError(ValueError):
-    """A file or tune that cannot become a piece; the message names the reason, for a rejects report."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +69,19 @@ class RawPiece:
     repairs: tuple[str, ...] = ()
 
 
-_ABC_TUNE_START = re.compile(r"^X:\s*(\S*)", re.MULTILINE)
-
-
-def split_abc(text: str) -> list[tuple[str, str]]:
+def split_abc(text: str, limits: ReaderLimits = DEFAULT_LIMITS) -> list[tuple[str, str]]:
     """Split an ABC file into ``(reference number, tune text)``; the file header is prepended to each tune.
 
     Tunes without a number, or repeating a number, are numbered by their position so members stay unique.
+    The tunes are counted, and the header copies sized, before anything is split: `InputError` above the limits.
     """
-    starts = list(_ABC_TUNE_START.finditer(text))
-    if not starts:
+    first = ABC_TUNE_START.search(text)
+    if first is None:
         return [("1", text)] if text.strip() else []
-    header = text[: starts[0].start()]
+    header = text[: first.start()]
     header = "\n".join(line for line in header.splitlines() if not line.startswith("%") and line.strip())
+    check_abc_size(text, header, limits)
+    starts = list(ABC_TUNE_START.finditer(text))
     tunes: list[tuple[str, str]] = []
     seen: set[str] = set()
     for i, match in enumerate(starts):
@@ -87,19 +95,36 @@ def split_abc(text: str) -> list[tuple[str, str]]:
     return tunes
 
 
-def list_units(path: Path) -> list[Unit]:
-    """Units of one file: one per ABC tune, otherwise the file itself (unsupported files too, to be rejected)."""
+_ABC_TITLE = re.compile(r"^T:[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def abc_title(tune: str) -> str | None:
+    """The first title (``T:`` field) of one tune's text, without the music21 parse."""
+    header_end = tune.find("\nK:")
+    match = _ABC_TITLE.search(tune, 0, header_end if header_end >= 0 else len(tune))
+    return (match.group(1) or None) if match else None
+
+
+def list_units(path: Path, limits: ReaderLimits = DEFAULT_LIMITS) -> list[Unit]:
+    """Units of one file: one per ABC tune, otherwise the file itself (unsupported files too, to be rejected).
+
+    An ABC file beyond the limits stays one unit, which `read_unit` rejects with the reason.
+    """
     if path.suffix.lower() in ABC_SUFFIXES:
         try:
+            if path.stat().st_size > limits.max_file_bytes:
+                return [Unit(path)]
             text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            return [Unit(path, number, tune) for number, tune in split_abc(text, limits)] or [Unit(path)]
+        except (OSError, InputError):
             return [Unit(path)]
-        return [Unit(path, number, tune) for number, tune in split_abc(text)] or [Unit(path)]
     return [Unit(path)]
 
 
-def check_midi_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
-    """Reject MIDI data symusic would choke on or mis-read: empty, not MIDI, zero ticks per quarter, SMPTE time."""
+def check_midi_bytes(data: bytes, limits: ReaderLimits = DEFAULT_LIMITS) -> None:
+    """Reject MIDI data symusic would choke on or mis-read: empty, not MIDI, zero ticks per quarter, SMPTE time,
+    more tracks than the limit."""
+    max_bytes = limits.max_file_bytes
     if not data:
         raise InputError("empty file")
     if len(data) > max_bytes:
@@ -111,10 +136,12 @@ def check_midi_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> No
         raise InputError("SMPTE time division is not supported")
     if division == 0:
         raise InputError("zero ticks per quarter note in the MIDI header")
+    check_midi_structure(data, limits)
 
 
-def _clean_score(score: symusic.Score, max_notes: int) -> symusic.Score:
-    """Drop empty tracks and check the score has notes within limits."""
+def _clean_score(score: symusic.Score, limits: ReaderLimits) -> symusic.Score:
+    """Drop empty tracks and check the score has notes, length and tempo map within limits."""
+    max_notes = limits.max_notes
     score.tracks = [t for t in score.tracks if len(t.notes) > 0]
     n_notes = sum(len(t.notes) for t in score.tracks)
     if n_notes == 0:
@@ -123,19 +150,21 @@ def _clean_score(score: symusic.Score, max_notes: int) -> symusic.Score:
         raise InputError(f"too many notes ({n_notes} > {max_notes})")
     if score.tpq <= 0:
         raise InputError("zero ticks per quarter note")
+    check_score_span(score, limits)
     return score
 
 
-def read_midi_bytes(
-    data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES, max_notes: int = DEFAULT_MAX_NOTES
-) -> symusic.Score:
-    """Parse MIDI bytes into a Score, raising `InputError` with a reason for anything unusable."""
-    check_midi_bytes(data, max_bytes)
+def read_midi_bytes(data: bytes, limits: ReaderLimits = DEFAULT_LIMITS) -> symusic.Score:
+    """Parse MIDI bytes into a Score, raising `InputError` with a reason for anything unusable.
+
+    symusic reads in C++ with memory proportional to the file, so this runs in-process; the score's span is
+    checked before anything downstream allocates by it."""
+    check_midi_bytes(data, limits)
     try:
         score = symusic.Score.from_midi(data)
     except Exception as exc:  # symusic raises plain RuntimeError/ValueError for corrupt data
         raise InputError(f"corrupt MIDI: {exc}") from exc
-    return _clean_score(score, max_notes)
+    return _clean_score(score, limits)
 
 
 def _repair_shared_time_signatures(stream: object) -> bool:
@@ -184,7 +213,7 @@ def _add_measures(stream: object) -> None:
 
 
 def music21_to_score(
-    stream: object, max_notes: int = DEFAULT_MAX_NOTES
+    stream: object, limits: ReaderLimits = DEFAULT_LIMITS
 ) -> tuple[symusic.Score, tuple[str, ...]]:
     """Write a music21 stream to MIDI in memory and read it with symusic, repairing known music21 faults."""
     from music21 import midi as m21midi
@@ -212,11 +241,13 @@ def music21_to_score(
                 repairs.append("broken-repeats")
                 continue
             raise InputError(f"music21 could not expand repeats: {exc}") from exc
+        except MemoryError:
+            raise
         except Exception as exc:
             raise InputError(f"music21 could not write MIDI: {type(exc).__name__}: {exc}") from exc
     else:
         raise InputError("music21 could not write MIDI after repairs: " + ", ".join(repairs))
-    return _clean_score(symusic.Score.from_midi(data), max_notes), tuple(repairs)
+    return _clean_score(symusic.Score.from_midi(data), limits), tuple(repairs)
 
 
 def _music21_metadata(stream: object) -> tuple[str | None, str | None]:
@@ -229,10 +260,12 @@ def _music21_metadata(stream: object) -> tuple[str | None, str | None]:
     ) if meta.composer else None
 
 
-def read_unit(
-    unit: Unit, max_bytes: int = DEFAULT_MAX_FILE_BYTES, max_notes: int = DEFAULT_MAX_NOTES
-) -> RawPiece:
-    """Read one unit into a `RawPiece`; every failure is an `InputError` naming its reason."""
+def read_unit(unit: Unit, limits: ReaderLimits = DEFAULT_LIMITS) -> RawPiece:
+    """Read one unit into a `RawPiece`; every failure is an `InputError` naming its reason.
+
+    MIDI and piano rolls are read here; the music21 formats are first checked cheaply (unpacked size, repeats,
+    tune count) and then parsed in a child process within ``limits.memory_bytes`` and ``limits.seconds``.
+    """
     suffix = unit.path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise InputError(f"unsupported file type '{suffix or unit.path.name}'")
@@ -242,34 +275,74 @@ def read_unit(
         raise InputError(f"cannot read file: {exc.strerror}") from exc
     if size == 0:
         raise InputError("empty file")
+    max_bytes = limits.max_file_bytes
     if size > max_bytes:
         raise InputError(f"file too large ({size / 2**20:.1f} MiB > {max_bytes / 2**20:.1f} MiB)")
 
     if suffix in MIDI_SUFFIXES:
-        score = read_midi_bytes(unit.path.read_bytes(), max_bytes, max_notes)
+        score = read_midi_bytes(unit.path.read_bytes(), limits)
         return RawPiece(score=score, title=_midi_track_title(score))
     if suffix in PIANOROLL_SUFFIXES:
         from museforge.data.lpd5 import read_lpd_npz
 
-        return RawPiece(score=_clean_score(read_lpd_npz(unit.path), max_notes))
+        with open_zip(unit.path.read_bytes(), limits) as zf:
+            check_archive_size(zf, limits)
+        return RawPiece(score=_clean_score(read_lpd_npz(unit.path), limits))
+    if suffix in ABC_SUFFIXES:
+        text = unit.text
+        if text is None:  # the whole file: its first tune, the file's size and tune count checked first
+            tunes = split_abc(unit.path.read_text(encoding="utf-8", errors="replace"), limits)
+            if not tunes:
+                raise InputError("no ABC tune in the file")
+            text = tunes[0][1]
+        return read_music21(text.encode("utf-8"), "abc", limits)
+    data = unit.path.read_bytes()
+    if suffix == ".mxl":
+        data = read_mxl_score(data, limits)
+    return read_music21(data, "humdrum" if suffix == ".krn" else "musicxml", limits)
 
-    from music21 import converter
 
-    try:
-        if unit.text is not None:
-            stream = converter.parseData(unit.text, format="abc")
-        else:
-            stream = converter.parse(str(unit.path), forceSource=True)
-    except Exception as exc:
-        raise InputError(f"music21 could not parse: {type(exc).__name__}: {exc}") from exc
+def read_music21(data: bytes, fmt: str, limits: ReaderLimits = DEFAULT_LIMITS) -> RawPiece:
+    """Parse ``data`` (ABC, MusicXML or Humdrum text) in a limited child process; see `museforge.data.sandbox`."""
+    if fmt == "musicxml":
+        check_musicxml_repeats(data, limits)
+    return run_limited(_parse_music21, data, fmt, limits, limits=limits)
+
+
+def _parse_music21(data: bytes, fmt: str, limits: ReaderLimits) -> RawPiece:
+    """The child's work: music21 parse, MIDI conversion with repairs, metadata."""
+    stream = _music21_stream(data, fmt)
     if hasattr(stream, "scores"):  # an Opus holding several scores where we expected one tune
         scores = list(stream.scores)
         if not scores:
             raise InputError("no music in file")
         stream = scores[0]
-    score, repairs = music21_to_score(stream, max_notes)
+    score, repairs = music21_to_score(stream, limits)
     title, composer = _music21_metadata(stream)
     return RawPiece(score=score, title=title, composer=composer, repairs=repairs)
+
+
+def _music21_stream(data: bytes, fmt: str) -> object:
+    """music21's stream of the text; MusicXML bytes go to the XML parser as bytes, so their declared encoding
+    holds."""
+    import xml.etree.ElementTree as ET
+
+    from music21 import converter
+    from music21.musicxml.xmlToM21 import MusicXMLImporter
+
+    try:
+        if fmt != "musicxml":
+            return converter.parseData(data.decode("utf-8", errors="replace"), format=fmt)
+        root = ET.fromstring(data)
+        if root.tag != "score-partwise":
+            raise InputError(f"MusicXML root <{root.tag}> is not <score-partwise>")
+        importer = MusicXMLImporter()
+        importer.xmlRootToScore(root, importer.stream)
+        return importer.stream
+    except (InputError, MemoryError):  # a memory error is the limit's to report
+        raise
+    except Exception as exc:
+        raise InputError(f"music21 could not parse: {type(exc).__name__}: {exc}") from exc
 
 
 def _midi_track_title(score: symusic.Score) -> str | None:

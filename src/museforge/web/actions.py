@@ -13,6 +13,7 @@ from pathlib import Path
 import symusic
 from fastapi import HTTPException
 
+from museforge.data.formats import InputError
 from museforge.store import Job, Song, Upload, new_id
 from museforge.web.catalog import UnknownModel
 from museforge.web.deps import Services, Visitor
@@ -38,16 +39,20 @@ def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
     except (UnknownModel, RequestError) as exc:
         raise HTTPException(422, str(exc)) from exc
     if req.source_upload is not None:
-        own_upload(services, visitor, req.source_upload)
+        check_tune(own_upload(services, visitor, req.source_upload), req.source_tune)
+    elif req.source_tune is not None:
+        raise HTTPException(422, "source_tune picks a tune of source_upload: give source_upload too")
     if req.source_song is not None:
         own_song(services, visitor, req.source_song)
     params.update(operation=op.name, source_upload=req.source_upload, source_song=req.source_song)
+    if req.source_tune is not None:
+        params["source_tune"] = req.source_tune
     if op.needs_source and served.family.check_source is not None:
         try:
             source = source_score(services.repo, services.files, params)
             assert source is not None  # needs_source: one of the two was given and is owned
             served.family.check_source(params, source, served.loaded, services.limits)
-        except RequestError as exc:
+        except (RequestError, InputError) as exc:
             raise HTTPException(422, str(exc)) from exc
     s = services.settings
     recent = services.repo.count_jobs_since(owner=visitor.owner, since=time.time() - s.rate_limit_window_s)
@@ -77,6 +82,17 @@ def own_upload(services: Services, visitor: Visitor, upload_id: str) -> Upload:
     if upload is None or upload.owner != visitor.owner:
         raise HTTPException(404, "no such upload")
     return upload
+
+
+def check_tune(upload: Upload, tune: str | None) -> None:
+    """A tune asked for must be one of the upload's (an ABC file of several tunes lists them at upload)."""
+    if tune is None:
+        return
+    numbers = [t["number"] for t in upload.meta.get("tunes", [])]
+    if tune not in numbers:
+        more = ", ..." if len(numbers) > 10 else ""
+        held = f"its tunes are {', '.join(numbers[:10])}{more}" if numbers else "it is one piece"
+        raise HTTPException(422, f"upload {upload.id} has no tune X:{tune}; {held}")
 
 
 def own_song(services: Services, visitor: Visitor, song_id: str) -> Song:

@@ -70,6 +70,10 @@ class JobRequest(BaseModel):
     source_upload: str | None = Field(
         None, description="An upload of yours to continue, re-style or accompany."
     )
+    source_tune: str | None = Field(
+        None,
+        description="The X: number of the tune to use when source_upload is an ABC file of several tunes.",
+    )
     source_song: str | None = Field(None, description="A song of yours to continue, re-style or accompany.")
     primer_bars: int | None = Field(None, ge=1, description="Bars of the source used as the primer.")
     tracks: dict[str, int] | None = Field(

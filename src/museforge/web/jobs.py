@@ -21,12 +21,13 @@ import symusic
 
 from museforge.audio import encode_audio, render_score
 from museforge.audio.render import DEFAULT_SAMPLE_RATE
-from museforge.data.formats import InputError, load_score
+from museforge.data.formats import InputError
 from museforge.generation.api import GeneratedSong
 from museforge.store import FileStore, Job, Repository, Song, new_id
 from museforge.visual import pianoroll_svg
 from museforge.web.catalog import ModelCatalog, UnknownModel
 from museforge.web.families import PITCH_CLASSES, RequestError
+from museforge.web.uploads import read_upload
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3  # progress writes per job at most this often
@@ -103,7 +104,7 @@ def source_score(repo: Repository, files: FileStore, params: dict) -> symusic.Sc
         upload = repo.get_upload(upload_id=params["source_upload"])
         if upload is None:
             raise RequestError("the source upload no longer exists")
-        return load_score(files.resolve(upload.path))
+        return read_upload(files, upload, params.get("source_tune"))
     if params.get("source_song"):
         song = repo.get_song(song_id=params["source_song"])
         if song is None:

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(2, ge=1, description="Runs of a job before a restart gives it up.")
     max_upload_mb: float = Field(2.0, gt=0)
     max_upload_notes: int = Field(50_000, ge=1)
+    max_upload_tunes: int = Field(1000, ge=1, description="Tunes an uploaded ABC file may hold.")
+    upload_read_s: float = Field(60.0, gt=0, description="Longest an uploaded file may take to read.")
     max_bars: int = Field(64, ge=1)
     max_seconds: float = Field(120.0, gt=0)
     max_samples: int = Field(4, ge=1)

@@ -13,15 +13,24 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from museforge.data.formats import load_score
+from museforge.data.formats import InputError
 from museforge.store import Song
 from museforge.visual import pianoroll_svg
-from museforge.web.actions import own_job, own_song, own_upload, readable_song, share_song, submit_job
+from museforge.web.actions import (
+    check_tune,
+    own_job,
+    own_song,
+    own_upload,
+    readable_song,
+    share_song,
+    submit_job,
+)
 from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep
 from museforge.web.families import PITCH_CLASSES, JobRequest
 from museforge.web.routers import uploads as upload_api
 from museforge.web.routers.auth import end_session, log_in, sign_up
 from museforge.web.security import CSRF_FIELD
+from museforge.web.uploads import read_upload, upload_limits
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
@@ -57,7 +66,7 @@ def form_request(form: FormData, services: Services) -> JobRequest:
     model = str(form.get("model") or services.catalog.default_name or "")
     prefix = f"{model}."
     fields: dict[str, Any] = {"model": model or None, "operation": form.get("operation") or "generate"}
-    for key in ("source_upload", "source_song"):
+    for key in ("source_upload", "source_song", "source_tune"):
         if form.get(key):
             fields[key] = str(form.get(key))
     for key, value in form.multi_items():
@@ -209,11 +218,18 @@ def upload(
 
 @router.get("/uploads/{upload_id}", response_class=HTMLResponse)
 def upload_detail(
-    upload_id: str, request: Request, visitor: VisitorDep, services: ServicesDep
+    upload_id: str, request: Request, visitor: VisitorDep, services: ServicesDep, tune: str | None = None
 ) -> HTMLResponse:
     up = own_upload(services, visitor, upload_id)
-    score = load_score(services.files.resolve(up.path))
+    try:
+        check_tune(up, tune)
+        score = read_upload(services.files, up, tune, upload_limits(services.settings))
+    except InputError as exc:
+        return error_page(request, 422, f"cannot read this upload: {exc}")
+    except HTTPException as exc:
+        return error_page(request, exc.status_code, str(exc.detail))
     return render(request, "upload_detail.html", upload=up, svg=pianoroll_svg(score, title=up.filename),
+                  source_tune=tune or up.meta.get("tune"),
                   continuers=services.catalog.with_operation("continue"),
                   restylers=services.catalog.with_operation("restyle"),
                   accompanists=services.catalog.with_operation("accompany"),

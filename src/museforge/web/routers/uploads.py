@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 
 from museforge.data.formats import InputError
 from museforge.store import Upload
 from museforge.web.actions import own_upload
 from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep
-from museforge.web.uploads import UnsupportedType, UploadTooLarge, accept_upload
+from museforge.web.uploads import UnsupportedType, UploadTooLarge, accept_upload, upload_limits
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
@@ -19,14 +19,14 @@ def upload_json(upload: Upload) -> dict:
     return {**upload.to_dict(), "url": f"/api/v1/uploads/{upload.id}", "page": f"/uploads/{upload.id}"}
 
 
-def receive(services: Services, visitor: Visitor, file: UploadFile) -> Upload:
+def receive(services: Services, visitor: Visitor, file: UploadFile, tune: str | None = None) -> Upload:
     """Read at most the size limit (+1 byte to notice more), then check and parse; map refusals to 4xx."""
-    limit = int(services.settings.max_upload_mb * 2**20)
-    data = file.file.read(limit + 1)
+    limits = upload_limits(services.settings)
+    data = file.file.read(limits.max_file_bytes + 1)
     try:
         upload, _ = accept_upload(
             repo=services.repo, files=services.files, owner=visitor.owner, filename=file.filename or "upload",
-            data=data, max_bytes=limit, max_notes=services.settings.max_upload_notes,
+            data=data, limits=limits, tune=tune,
         )  # fmt: skip
     except UploadTooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
@@ -42,8 +42,11 @@ def create_upload(
     file: Annotated[UploadFile, File(description="MIDI, MusicXML, ABC or kern")],
     services: ServicesDep,
     visitor: ApiWriterDep,
+    tune: Annotated[
+        str | None, Form(description="ABC: the X: number of the tune to use (default: the first).")
+    ] = None,
 ) -> dict:
-    return upload_json(receive(services, visitor, file))
+    return upload_json(receive(services, visitor, file, tune or None))
 
 
 @router.get("")
