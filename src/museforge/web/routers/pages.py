@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from museforge.data.formats import load_score
+from museforge.models.zoo import CARD_FILE
 from museforge.store import Song
 from museforge.visual import pianoroll_svg
 from museforge.web.actions import own_job, own_song, own_upload, readable_song, share_song, submit_job
+from museforge.web.cards import card_html
 from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep
 from museforge.web.families import PITCH_CLASSES, JobRequest
 from museforge.web.routers import uploads as upload_api
@@ -93,13 +95,28 @@ def form_request(form: FormData, services: Services) -> JobRequest:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+def home(
+    request: Request, visitor: VisitorDep, services: ServicesDep, model: str | None = None
+) -> HTMLResponse:
+    """The generate form, with ``?model=`` chosen (a model page's link) when the app serves it."""
     models = [m.describe(services.limits) for m in services.catalog.models.values()]
     recent = services.repo.list_songs(owner=visitor.owner, limit=5)
+    default = model if model in services.catalog.models else services.catalog.default_name
     return render(
-        request, "index.html", models=models, default=services.catalog.default_name, pitch_classes=PITCH_CLASSES,
-        recent=recent,
+        request, "index.html", models=models, default=default, pitch_classes=PITCH_CLASSES, recent=recent,
     )  # fmt: skip
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+def model_page(name: str, request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+    """What a model makes (its description), what it can do, and its card: how it was trained and measured."""
+    served = services.catalog.models.get(name)
+    if served is None:
+        known = ", ".join(services.catalog.models) or "none installed"
+        raise HTTPException(404, f"no model named {name!r}; models: {known}")
+    path = served.info.path / CARD_FILE
+    card = card_html(path.read_text(encoding="utf-8"), served.info.name) if path.is_file() else None
+    return render(request, "model.html", model=served.describe(services.limits), card=card)
 
 
 @router.post("/generate")
