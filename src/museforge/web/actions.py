@@ -13,6 +13,7 @@ from pathlib import Path
 import symusic
 from fastapi import HTTPException
 
+from museforge.data.formats import load_score
 from museforge.store import Job, Song, Upload, new_id
 from museforge.web.catalog import UnknownModel
 from museforge.web.deps import Services, Visitor
@@ -119,6 +120,20 @@ def song_file(services: Services, song: Song, kind: str) -> Path:
     services.files.write(rel, render_audio(symusic.Score.from_file(str(midi)), ".wav"))
     services.repo.add_song_file(song_id=song.id, kind="wav", path=rel)
     song.files["wav"] = rel
+    return services.files.resolve(rel)
+
+
+def upload_audio(services: Services, upload: Upload) -> Path:
+    """The OGG of an upload, rendered on first request (as a song's is at generation) and kept beside the
+    results; the upload page plays it."""
+    rel = services.files.relative("result", "uploads", upload.id, "audio.ogg")
+    if not services.files.exists(rel):
+        score = load_score(services.files.resolve(upload.path))
+        try:
+            audio = render_audio(score, ".ogg")
+        except ValueError as exc:  # e.g. longer than the renderer's hour
+            raise HTTPException(422, f"cannot play this upload: {exc}") from exc
+        services.files.write(rel, audio)
     return services.files.resolve(rel)
 
 
