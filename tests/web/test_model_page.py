@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from museforge.generation.api import clear_model_cache
-from museforge.models.zoo import CARD_FILE, models_dir
+from museforge.models.zoo import CARD_FILE, ModelNotFoundError, models_dir
 from museforge.web import create_app
 from web.conftest import make_settings
 
@@ -75,7 +75,10 @@ def test_a_model_without_a_card_and_an_unknown_model(carded):
 
 
 def shipped_cards() -> list[Path]:
-    return sorted(models_dir().glob(f"*/{CARD_FILE}"))
+    try:
+        return sorted(models_dir().glob(f"*/{CARD_FILE}"))
+    except ModelNotFoundError:  # not running from a checkout with its models folder
+        return []
 
 
 @pytest.mark.parametrize("card", shipped_cards(), ids=lambda p: p.parent.name)
