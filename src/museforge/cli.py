@@ -978,7 +978,13 @@ def models_ship(
     data: Annotated[
         Path, typer.Option(help="The dataset the run trained on (for its test split and index).")
     ],
-    description: Annotated[str, typer.Option(help="One line shown by `museforge models list`.")],
+    description: Annotated[
+        str,
+        typer.Option(
+            help="One line for a musician: what the model makes, what it is good at, how long it takes "
+            "(the app's form and `museforge models list` show it; the training story goes in the card)."
+        ),
+    ],
     hardware: Annotated[str, typer.Option(help="Where the run trained, for the model card.")],
     models_root: Annotated[
         Path | None, typer.Option(help="Where to put it (default: the shipped models folder).")

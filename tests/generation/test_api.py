@@ -140,20 +140,30 @@ def test_style_prompt_is_honored(remi_ckpt):
 
 
 def test_primer_continuation_keeps_the_primer(remi_ckpt, tmp_path):
+    """The model hears the chorale's first two bars; the song keeps them as the chorale's own four parts, note for
+    note with their programs, and the model's bars follow on a track of their own."""
     primer = tmp_path / "primer.mid"
-    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(primer))
-    primer_tokens = REMI.encode(load_score(primer), style="chorale")
+    chorale = load_score(music21.corpus.getWork("bach/bwv66.6"))
+    for track, program in zip(chorale.tracks, (52, 40, 41, 32), strict=True):
+        track.program = program
+    chorale.dump_midi(str(primer))
+    source = load_score(primer)
+    primer_tokens = REMI.encode(source, style="chorale")
     head = primer_tokens.ids[: primer_tokens.bar_starts[2]].tolist()
-    expected = [(n.time, n.pitch, n.duration) for t in REMI.decode(head).tracks for n in t.notes]
+    cut = int(bar_starts(source)[2])
+    expected = [sorted((n.time, n.pitch, n.duration) for n in t.notes if n.time < cut) for t in source.tracks]
     songs = generate_song(
         remi_ckpt, style="chorale", primer=primer, primer_bars=2, bars=2, seed=3, num_samples=3
     )
     for song in songs:
         assert song.tokens[: len(head)] == head
         assert song.tokens.count(REMI.bar_id) == 4 and song.params["primer_bars_used"] == 2
-        notes = sorted((n.time, n.pitch, n.duration) for t in reread(song).tracks for n in t.notes)
-        assert notes[: len(expected)] == sorted(expected)
-        assert len(notes) > len(expected)  # the continuation added music after the primer
+        score = reread(song)
+        parts = [(t.name, t.program) for t in score.tracks]
+        assert parts == [("Soprano", 52), ("Alto", 40), ("Tenor", 41), ("Bass", 32), ("ckpt continuation", 0)]
+        kept = [sorted((n.time, n.pitch, n.duration) for n in t.notes) for t in score.tracks[:4]]
+        assert kept == expected
+        assert min(n.time for n in score.tracks[4].notes) >= cut  # new music after the primer
 
 
 def test_attribute_plan_forces_the_tokens(remi_ckpt):
@@ -318,6 +328,11 @@ def test_performance_primer_continues_for_the_asked_seconds(perf_ckpt):
     song = generate_song(perf_ckpt, seconds=2, primer=primer, seed=0)[0]
     assert song.tokens[: len(primer_ids)] == primer_ids
     assert seconds_of(song.tokens[len(primer_ids) :]) == pytest.approx(2.0)
+    # the chorale's own four parts up to where it ends, then the model's notes on a track of their own
+    parts = reread(song).to("second").tracks
+    assert [t.name for t in parts[:4]] == ["Soprano", "Alto", "Tenor", "Bass"] and len(parts) == 5
+    end = seconds_of(primer_ids)
+    assert parts[4].notes and all(n.time >= end - 1e-6 for n in parts[4].notes)
 
 
 def test_close_open_notes_ends_notes_at_the_end():

@@ -314,6 +314,13 @@ def test_generate_song_dispatches_musemorphose(trained):
     assert bars_of(tok, cont.tokens) == 4
     kept = cont.tokens[cont.tokens.index(tok.bar_id) :][: primer.bar_starts[2] - primer.bar_starts[0]]
     assert kept == primer.ids[primer.bar_starts[0] : primer.bar_starts[2]].tolist()
+    # the song keeps the piece's own track (its name, its exact notes) for those bars, the new bars after them
+    source = load_score(pieces[0])
+    cut = int(bar_bounds(source)[2])
+    assert [t.name for t in cont.score.tracks] == [source.tracks[0].name, "best continuation"]
+    kept_notes = sorted((n.time, n.pitch, n.duration) for n in cont.score.tracks[0].notes)
+    assert kept_notes == sorted((n.time, n.pitch, n.duration) for n in source.tracks[0].notes if n.time < cut)
+    assert min(n.time for n in cont.score.tracks[1].notes) >= cut
     with pytest.raises(ValueError, match="is a MuseMorphose"):
         generate_song(loaded, seconds=5.0)
 
@@ -352,6 +359,16 @@ def test_restyle_song_samples_variants_and_judges_only_the_replayed_bars(trained
         bar_at = [j for j, t in enumerate(song.tokens) if t == tok.bar_id] + [len(song.tokens)]
         assert song.new_tokens == bar_at[2] - bar_at[1]
         assert song.originality is not None and song.originality.index_source == "the piece itself"
+        # bar 2 is the model's, on a track of its own; the others are the piece's own notes
+        source = load_score(piece)
+        lines = bar_bounds(source)
+        outside = sorted(
+            (n.time, n.pitch) for n in source.tracks[0].notes if not lines[1] <= n.time < lines[2]
+        )
+        own, *played = song.score.tracks  # an empty re-styled bar would leave no track of the model's
+        assert own.name == source.tracks[0].name and [t.name for t in played] in ([], ["best re-styled"])
+        assert sorted((n.time, n.pitch) for n in own.notes) == outside
+        assert all(lines[1] <= n.time < lines[2] for t in played for n in t.notes)
     whole = restyle_song(get_model(ckpt), piece, rhythm=+2, keep_other_bars=False, seed=5)[0]
     assert whole.new_tokens == len(whole.tokens) - whole.tokens.index(tok.bar_id)
     lm = TransformerLM(TransformerConfig.preset("tiny", vocab_size=tok.vocab_size))

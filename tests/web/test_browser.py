@@ -1,7 +1,7 @@
 """A real browser: Debian's Chromium, driven by Playwright (launched by executable path; Playwright's own browser
 download cannot work here), against the app served by uvicorn on loopback. It generates a song through the
-form, waits for the player, plays it, rates it, re-styles it from its page (guidance and tries per bar) and saves
-screenshots of both songs."""
+form, waits for the player, plays it, rates it, re-styles it from its keep-going panel (guidance and tries per bar)
+and saves screenshots of both songs and the panel; uploads a chorale, plays it and continues it from its panel."""
 
 import shutil
 import socket
@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import music21
 import pytest
 import uvicorn
 
+from museforge.data.formats import load_score
 from museforge.web import create_app
 from web.conftest import make_settings
 
@@ -75,13 +77,25 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
         page.wait_for_selector("#rating-summary:has-text('yours: 4')")
         shot = tmp_path / "song-page.png"
         page.screenshot(path=str(shot), full_page=True)
-        # re-style the song from its page: busier, with guidance and two tries per bar
+        # re-style the song from its one keep-going panel: the operation, then the model (the only one that
+        # re-styles is chosen for us), busier, with guidance and two tries per bar under "More settings"
         first = page.url
-        form = page.locator("form.restyle-form")
-        form.locator('input[name="musemorphose.rhythm_shift"]').fill("2")
-        form.locator('input[name="musemorphose.guidance"]').fill("2")
-        form.locator('input[name="musemorphose.candidates"]').fill("2")
-        form.locator("button").click()
+        panel = page.locator("#keep-going")
+        assert panel.locator('fieldset[data-model="remi-transformer"][data-op="continue"]').is_visible()
+        panel.locator('input[name="operation"][value="restyle"]').check()
+        assert page.input_value("#keep-model") == "musemorphose"
+        assert panel.locator('option[value="remi-transformer"]').is_disabled()
+        chosen = panel.locator('fieldset[data-model="musemorphose"][data-op="restyle"]')
+        assert chosen.is_visible() and panel.locator("fieldset.op-controls:visible").count() == 1
+        assert panel.locator("#keep-going-button").inner_text() == "Re-style with musemorphose"
+        assert not chosen.locator('input[name="musemorphose.seed"]').is_visible()  # under "More settings"
+        chosen.locator('input[name="musemorphose.rhythm_shift"]').fill("2")
+        chosen.locator("details.more summary").click()
+        chosen.locator('input[name="musemorphose.guidance"]').fill("2")
+        chosen.locator('input[name="musemorphose.candidates"]').fill("2")
+        panel_shot = tmp_path / "keep-going-panel.png"
+        panel.screenshot(path=str(panel_shot))
+        panel.locator("#keep-going-button").click()
         page.wait_for_function(
             f"location.href !== {first!r} && location.pathname.startsWith('/songs/')", timeout=120_000
         )
@@ -90,5 +104,49 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
         restyled = tmp_path / "restyled-page.png"
         page.screenshot(path=str(restyled), full_page=True)
         browser.close()
-    assert shot.stat().st_size > 20_000 and restyled.stat().st_size > 20_000
+    assert (
+        shot.stat().st_size > 20_000
+        and restyled.stat().st_size > 20_000
+        and panel_shot.stat().st_size > 10_000
+    )
+    assert errors == []
+
+
+def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
+    """Upload the four-part chorale through the page: it plays and shows its piano roll like a song; the panel
+    switches between continue and re-style and continues it with the chosen model."""
+    from playwright.sync_api import sync_playwright
+
+    chorale = tmp_path / "bwv66.6.mid"
+    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(chorale))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1300})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/upload")
+        page.set_input_files('input[name="file"]', str(chorale))
+        page.click("form.card button.primary")
+        page.wait_for_url("**/uploads/*", timeout=30_000)
+        page.wait_for_function("document.querySelector('#player').readyState >= 3", timeout=60_000)
+        assert page.evaluate("document.querySelector('#player').duration") > 10.0
+        page.evaluate("document.querySelector('#player').play()")
+        page.wait_for_function("document.querySelector('#player').currentTime > 0.3", timeout=15_000)
+        assert page.locator(".pianoroll svg rect.note").count() > 100
+        panel = page.locator("#keep-going")
+        page.select_option("#keep-model", "performance-rnn")
+        assert panel.locator('fieldset[data-model="performance-rnn"][data-op="continue"]').is_visible()
+        assert panel.locator("#keep-going-button").inner_text() == "Continue with performance-rnn"
+        page.select_option("#keep-model", "remi-transformer")
+        chosen = panel.locator('fieldset[data-model="remi-transformer"][data-op="continue"]')
+        chosen.locator('input[name="remi-transformer.primer_bars"]').fill("4")
+        chosen.locator('input[name="remi-transformer.bars"]').evaluate("el => { el.value = 2; }")
+        shot = tmp_path / "upload-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        panel.locator("#keep-going-button").click()
+        page.wait_for_url("**/songs/*", timeout=120_000)
+        assert page.locator("h1").inner_text() == "the first 4 bars of bwv66.6 + 2 bars (REMI Transformer)"
+        assert page.locator("#made-from a").inner_text() == "bwv66.6"
+        browser.close()
+    assert shot.stat().st_size > 20_000
     assert errors == []

@@ -110,14 +110,15 @@ def test_musegan_lists_genres_generates_four_tracks_and_offers_accompaniment(cli
 
     page = client.get(f"/songs/{song['id']}").text
     assert page.count('class="note"') == song["meta"]["notes"]  # every track in the piano roll
-    assert "Accompany with musegan" in page and 'name="musegan.track.bass"' in page
-    assert "Continue with" not in page  # a MuseGAN cannot continue a piece
+    assert 'data-model="musegan" data-op="accompany"' in page and 'name="musegan.track.bass"' in page
+    assert 'value="continue"' not in page  # a MuseGAN cannot continue a piece
 
     # accompany the generated song: keep its bass, let the model play the upper voices again
     kept = job(client, h, operation="accompany", source_song=song["id"], tracks={"bass": 3}, seed=1)
     accompanied, out = song_midi(client, kept)
     assert notes(out.tracks[3]) == notes(score.tracks[3])
-    assert accompanied["params"]["tracks"] == {"bass": 3} and "Chorale accompaniment" in accompanied["title"]
+    assert accompanied["params"]["tracks"] == {"bass": 3}
+    assert accompanied["title"] == "Renaissance, 6 bars, seed 5 + chorale accompaniment (MuseGAN)"
 
 
 def test_accompany_an_uploaded_melody_keeps_it_note_for_note(client):
@@ -144,7 +145,7 @@ def test_accompany_a_chorale_part_through_the_upload_page_form(client):
     assert r.status_code == 303, r.text
     upload_id = r.headers["location"].rsplit("/", 1)[1]
     detail = client.get(r.headers["location"]).text
-    assert "Accompany with musegan" in detail and 'name="musegan.track.alto"' in detail
+    assert 'data-model="musegan" data-op="accompany"' in detail and 'name="musegan.track.alto"' in detail
     assert "keep 2: " in detail  # the piece's tracks are offered by number and name
     form = {
         "csrf_token": csrf(detail), "model": "musegan", "operation": "accompany", "source_upload": upload_id,

@@ -46,8 +46,15 @@ def test_generate_form_to_song_page_and_history(client):
     assert "Is it new?" in song and ("Original:" in song or "Near-copy:" in song)
     for kind in ("midi", "audio.ogg", "audio.wav", "pianoroll.svg"):
         assert f"/api/v1/songs/{song_id}/{kind}" in song
-    assert "Continue with remi-transformer" in song and "Continue with performance-rnn" in song
-    assert "Re-style with musemorphose" in song  # the MuseMorphose of the models folder
+    assert song.count('id="keep-going"') == 1  # one panel: an operation, then a model
+    for model, op in [
+        ("remi-transformer", "continue"),
+        ("performance-rnn", "continue"),
+        ("musemorphose", "restyle"),
+    ]:
+        assert (
+            f'data-model="{model}" data-op="{op}"' in song
+        )  # the MuseMorphose of the models folder re-styles
     assert "Accompany" not in song  # no such family installed
 
     r = client.post(
@@ -107,7 +114,8 @@ def test_upload_page_and_continue_from_it(client):
         )
     assert r.status_code == 303 and r.headers["location"].startswith("/uploads/")
     detail = client.get(r.headers["location"]).text
-    assert "mine.mid" in detail and 'class="note"' in detail and "Continue with remi-transformer" in detail
+    assert "mine.mid" in detail and 'class="note"' in detail and 'id="keep-going"' in detail
+    assert 'data-model="remi-transformer" data-op="continue"' in detail
     r = client.post(
         "/upload", data={"csrf_token": csrf(page)}, files={"file": ("bad.mid", b"MThd\0\0\0\6garbage")}
     )

@@ -47,6 +47,7 @@ from museforge.generation.musemorphose import continue_piece, decoded_rows, scal
 from museforge.generation.musemorphose import generate as morph_generate
 from museforge.generation.musemorphose import transfer as morph_transfer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
+from museforge.generation.splice import keep_source_bars, keep_source_seconds
 from museforge.metrics.originality import OriginalityIndex, OriginalityResult, check_originality, is_near_copy
 from museforge.models.checkpoint import Checkpoint, load_checkpoint
 from museforge.models.musegan import MuseGAN
@@ -660,6 +661,7 @@ def _generate_musemorphose(
     enc = tok.encode(primer)
     if len(enc.bar_starts) == 0:
         raise ValueError("the primer holds no notes to continue")
+    source = primer
     if primer_bars is not None and primer_bars < len(enc.bar_starts):
         primer = tok.decode(enc.ids[: enc.bar_starts[primer_bars]])
     tokens, scores, starts = [], [], []
@@ -671,12 +673,27 @@ def _generate_musemorphose(
         kept = len(song.rhythm) - bars  # the primer's bars come first, unchanged
         bar_at = [k for k, t in enumerate(song.tokens) if t == tok.bar_id]
         tokens.append(song.tokens)
-        scores.append(song.score)
+        scores.append(keep_source_bars(source, song.score, range(kept), f"{loaded.name} continuation"))
         starts.append(bar_at[kept] if kept < len(bar_at) else len(song.tokens))
     return tokens, scores, starts
 
 
 # ---- the entry point ------------------------------------------------------------------------------------------
+
+
+def _with_primer(
+    loaded: LoadedModel, primer: symusic.Score, made: symusic.Score, prompt: Sequence[int], primer_bars: int
+) -> symusic.Score:
+    """A continuation with the primer's own tracks where it keeps the primer: its first ``primer_bars`` bars
+    (REMI), or everything up to where the prompt's events end (Performance RNN)."""
+    label = f"{loaded.name} continuation"
+    tok = loaded.tokenizer
+    if isinstance(tok, PerformanceTokenizer):
+        shifts = [
+            t - tok.time_shift_offset + 1 for t in prompt if tok.time_shift_offset <= t < tok.velocity_offset
+        ]
+        return keep_source_seconds(primer, made, sum(shifts) / tok.config.steps_per_second, label)
+    return keep_source_bars(primer, made, range(primer_bars), label)
 
 
 def _originality(
@@ -859,6 +876,11 @@ def generate_song(
         )  # fmt: skip
         sequences = [close_open_notes(s, loaded.tokenizer) for s in out.sequences()]
     scores = [loaded.tokenizer.decode(s) for s in sequences]
+    if primer_score is not None:  # the primer's own parts where the song keeps it
+        scores = [
+            _with_primer(loaded, primer_score, sc, ids[:prompt_len], primer_n)
+            for sc, ids in zip(scores, sequences, strict=True)
+        ]
     elapsed = time.perf_counter() - start
     if progress is not None:
         progress(1.0)
@@ -965,9 +987,10 @@ def restyle_song(
             "restyled_bars": [int(b) for b in chosen],
             "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
         }  # fmt: skip
-        songs.append(
-            GeneratedSong(morphed.score, morphed.tokens, loaded.name, params, elapsed, len(new), check)
+        score = keep_source_bars(
+            source, morphed.score, set(range(n_bars)) - set(chosen), f"{loaded.name} re-styled"
         )
+        songs.append(GeneratedSong(score, morphed.tokens, loaded.name, params, elapsed, len(new), check))
     if progress is not None:
         progress(1.0)
     return songs

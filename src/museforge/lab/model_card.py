@@ -70,7 +70,7 @@ Log = Callable[[str], None]
 @dataclass
 class ShipOptions:
     name: str
-    description: str  # the card's first line: what `museforge models list` shows
+    description: str  # the card's first line, for a musician: what `museforge models list` and the app show
     hardware: str  # where the run trained, e.g. "1× NVIDIA H100 (lent machine)"
     command: str = ""  # how the run was started; default: rebuilt from the run's run.json
     n_samples: int = 40  # generated pieces evaluated against the test split

@@ -19,6 +19,7 @@ from museforge.web.catalog import UnknownModel
 from museforge.web.deps import Services, Visitor
 from museforge.web.families import JobRequest, RequestError
 from museforge.web.jobs import render_audio, source_score
+from museforge.web.uploads import read_upload, upload_limits
 
 AUDIO_TYPES = {"ogg": "audio/ogg", "wav": "audio/wav"}
 
@@ -135,6 +136,26 @@ def song_file(services: Services, song: Song, kind: str) -> Path:
     services.files.write(rel, render_audio(symusic.Score.from_file(str(midi)), ".wav"))
     services.repo.add_song_file(song_id=song.id, kind="wav", path=rel)
     song.files["wav"] = rel
+    return services.files.resolve(rel)
+
+
+def upload_audio(services: Services, upload: Upload, tune: str | None = None) -> Path:
+    """The OGG of an upload (of one of its tunes, for an ABC file of several), rendered on first request (as a
+    song's is at generation) and kept beside the results; the upload page plays it."""
+    check_tune(upload, tune)
+    tune = tune or upload.meta.get("tune")
+    name = f"audio-{tune}.ogg" if tune is not None and upload.meta.get("tunes") else "audio.ogg"
+    rel = services.files.relative("result", "uploads", upload.id, name)
+    if not services.files.exists(rel):
+        try:
+            score = read_upload(services.files, upload, tune, upload_limits(services.settings))
+        except InputError as exc:
+            raise HTTPException(422, f"cannot read this upload: {exc}") from exc
+        try:
+            audio = render_audio(score, ".ogg")
+        except ValueError as exc:  # e.g. longer than the renderer's hour
+            raise HTTPException(422, f"cannot play this upload: {exc}") from exc
+        services.files.write(rel, audio)
     return services.files.resolve(rel)
 
 

@@ -26,7 +26,10 @@ class ServedModel:
     loaded: LoadedModel
 
     def describe(self, limits: Limits) -> dict[str, Any]:
-        """The model as the API lists it: what it is, what it can do, and its controls."""
+        """The model as the API lists it: what it is, what it can do (each operation with the names of the
+        controls it takes, in the order a form shows them), and its controls."""
+        controls = self.family.controls(self.info, limits)
+        names = {c.name for c in controls}
         return {
             "name": self.info.name,
             "family": self.family.name,
@@ -41,10 +44,11 @@ class ServedModel:
                     "label": o.label,
                     "needs_source": o.needs_source,
                     "description": o.description,
+                    "controls": [name for name in o.controls if name in names],
                 }
                 for o in self.family.operations
             ],
-            "controls": [c.to_dict() for c in self.family.controls(self.info, limits)],
+            "controls": [c.to_dict() for c in controls],
         }
 
 
@@ -90,6 +94,3 @@ class ModelCatalog:
             known = ", ".join(self.models) or "none installed"
             raise UnknownModel(f"unknown model {name!r}; models: {known}")
         return self.models[name]
-
-    def with_operation(self, operation: str) -> list[ServedModel]:
-        return [m for m in self.models.values() if any(o.name == operation for o in m.family.operations)]

@@ -122,7 +122,8 @@ class Control:
 
     name: str
     label: str
-    kind: str  # select | int | float | seed | bar_plan | pitch_classes | track_map | shift | bar_range | strength
+    # select | int | float | seed | bar_plan | pitch_classes | track_map | shift | bar_range | strength | count
+    kind: str
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -140,6 +141,7 @@ class Operation:
     label: str
     needs_source: bool
     description: str
+    controls: tuple[str, ...] = ()  # the family controls the operation takes (a family lacking one skips it)
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,20 @@ class Family:
         raise RequestError(f"a {self.label} model cannot {name!r}; it can: {known}")
 
 
-GENERATE = Operation("generate", "Generate", False, "New music from nothing but the controls.")
-CONTINUE = Operation("continue", "Continue", True, "Keep the start of a piece and let the model carry on.")
+SAMPLING = ("temperature", "top_p", "candidates", "seed")
+GENERATE = Operation(
+    "generate", "Generate", False, "New music from nothing but the controls.",
+    ("style", "bars", "seconds", "density", "pitch_classes", "binarize", *SAMPLING, "attributes"),
+)  # fmt: skip
+CONTINUE = Operation(
+    "continue", "Continue", True, "Keep the start of a piece and let the model carry on.",
+    ("bars", "seconds", "primer_bars", "style", "density", "pitch_classes", *SAMPLING),
+)  # fmt: skip
+
+
+PRIMER_BARS = Control("primer_bars", "Bars of the piece to keep", "count", None, 1, None, 1,
+                      help="Continue: the model keeps this many bars from the start of the piece and carries on "
+                      "from there; empty: all of it.")  # fmt: skip
 
 
 def _sampling_controls(temperature: float = 1.0, top_p: float = 0.95) -> list[Control]:
@@ -216,6 +230,7 @@ def _remi_controls(info: ModelInfo, limits: Limits) -> list[Control]:
     return [
         Control("style", "Style", "select", "", choices=styles, help="The kind of music the model imitates."),
         Control("bars", "Bars", "int", 16, 1, limits.max_bars, 1, help="Length of the new music in bars."),
+        PRIMER_BARS,
         *_sampling_controls(),
         Control("attributes", "Shape bar by bar", "bar_plan", None, 0, N_ATTRIBUTE_CLASSES - 1, 1,
                 help="Rhythmic intensity and polyphony per bar (0 calm/thin ... 7 busy/full); "
@@ -322,6 +337,7 @@ ACCOMPANY = Operation(
     "Accompany",
     True,
     "Keep tracks of a piece (e.g. its melody) and let the model play the others.",
+    ("tracks", "style", "bars", "binarize", "seed"),
 )
 MUSEGAN_DEFAULT_BARS = 8  # two of its 4-bar phrases
 MUSEGAN_FIXED = ("seconds", "density", "pitch_classes", "rhythm", "polyphony", "primer_bars", "temperature",
@@ -418,6 +434,7 @@ RESTYLE = Operation(
     "Re-style",
     True,
     "Keep a piece's melody and harmony and play its bars busier or calmer, fuller or thinner.",
+    ("rhythm_shift", "polyphony_shift", "restyle_bars", "style", "guidance", "candidates", "seed"),
 )
 MAX_SHIFT = N_ATTRIBUTE_CLASSES - 1
 BAR_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)  # "5" or "5-8"
@@ -444,6 +461,7 @@ def _morph_controls(info: ModelInfo, limits: Limits) -> list[Control]:
     return [
         Control("style", "Style", "select", "", choices=styles, help="The kind of music the model imitates."),
         Control("bars", "Bars", "int", 16, 1, limits.max_bars, 1, help="Length of the new music in bars."),
+        PRIMER_BARS,
         *_sampling_controls(*_morph_sampling(info)),
         Control("attributes", "Shape bar by bar", "bar_plan", None, 0, N_ATTRIBUTE_CLASSES - 1, 1,
                 help="Rhythmic intensity and polyphony per bar (0 calm/thin ... 7 busy/full); "

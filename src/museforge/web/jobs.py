@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Protocol
 
 import symusic
@@ -26,8 +27,8 @@ from museforge.generation.api import GeneratedSong
 from museforge.store import FileStore, Job, Repository, Song, new_id
 from museforge.visual import pianoroll_svg
 from museforge.web.catalog import ModelCatalog, UnknownModel
-from museforge.web.families import PITCH_CLASSES, RequestError
-from museforge.web.uploads import read_upload
+from museforge.web.families import FAMILIES, PITCH_CLASSES, RequestError
+from museforge.web.uploads import NAME_KINDS, read_upload
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3  # progress writes per job at most this often
@@ -76,16 +77,47 @@ class Stopping(Exception):
     """The server is stopping: the running job goes back to the queue."""
 
 
-def song_title(params: dict, family: str) -> str:
-    """A readable title from what the song was asked for."""
+def _bars(n: int) -> str:
+    return f"{n} bar{'s' * (n != 1)}"
+
+
+def song_title(params: dict, family: str, source: str | None = None) -> str:
+    """A readable title from what the song was asked for: a new piece by its style and length, a piece made
+    from another by that piece's name (``source``) and what the model added, e.g. "bwv66.6 + 8 bars (REMI
+    Transformer)"."""
     what = (params.get("style") or "").capitalize() or ("Piano" if family == "performance_rnn" else "Song")
-    if params.get("operation") == "accompany":  # its length is the source's, up to the bars asked for
-        return f"{what} accompaniment, seed {params.get('seed')}"
-    if params.get("operation") == "restyle":  # the source's bars, re-played
-        return f"{what} re-styled, seed {params.get('seed')}"
     bars = params.get("bars")
-    length = f"{bars} bar{'s' * (bars != 1)}" if bars else f"{params.get('seconds', 0):g} s"
-    return f"{what}, {length}, seed {params.get('seed')}"
+    length = _bars(bars) if bars else f"{params.get('seconds', 0):g} s"
+    operation = params.get("operation")
+    if operation not in ("continue", "restyle", "accompany"):
+        return f"{what}, {length}, seed {params.get('seed')}"
+    label = FAMILIES[family].label if family in FAMILIES else family
+    piece = source or "your piece"
+    if operation == "continue":
+        kept = params.get("primer_bars")
+        start = f"the first {_bars(kept)} of {piece}" if kept else piece
+        return f"{start} + {length} ({label})"
+    if operation == "restyle":  # the source's bars, re-played
+        where = f", bars {params['restyle_bars']}" if params.get("restyle_bars") else ""
+        return f"{piece}{where} re-styled ({label})"
+    style = f"{params['style']} " if params.get("style") else ""  # accompany: the source's length, up to bars
+    return f"{piece} + {style}accompaniment ({label})"
+
+
+def source_label(repo: Repository, params: dict) -> dict | None:
+    """What a song was made from, as its history and page show it: the upload (its file name without the music
+    suffix) or the song (its title), with its id."""
+    if params.get("source_upload"):
+        upload = repo.get_upload(upload_id=params["source_upload"])
+        if upload is None:
+            return None
+        name = Path(upload.filename)
+        title = name.stem if name.suffix.lower() in NAME_KINDS else name.name
+        return {"kind": "upload", "id": upload.id, "title": title}
+    if params.get("source_song"):
+        song = repo.get_song(song_id=params["source_song"])
+        return None if song is None else {"kind": "song", "id": song.id, "title": song.title}
+    return None
 
 
 def render_audio(score: symusic.Score, suffix: str) -> bytes:
@@ -121,7 +153,7 @@ class JobExecutor:
         self.stopping = threading.Event()
         self.watch = JobWatch()
 
-    def _store(self, job: Job, song: GeneratedSong, family: str) -> Song:
+    def _store(self, job: Job, song: GeneratedSong, family: str, source: dict | None) -> Song:
         """Write one song's files (MIDI, OGG, piano roll); the song becomes visible only with its job."""
         song_id = new_id()
         files = {
@@ -129,7 +161,8 @@ class JobExecutor:
             "ogg": self.files.relative("result", song_id, "audio.ogg"),
             "svg": self.files.relative("result", song_id, "pianoroll.svg"),
         }
-        title = song_title({**job.params, **song.params}, family)  # the job knows the operation
+        # the job knows the operation
+        title = song_title({**job.params, **song.params}, family, source and source["title"])
         self.files.write(files["midi"], song.score.dumps_midi())
         self.files.write(files["ogg"], render_audio(song.score, ".ogg"))
         self.files.write(files["svg"], pianoroll_svg(song.score, title=title).encode("utf-8"))
@@ -141,6 +174,7 @@ class JobExecutor:
             "new_tokens": song.new_tokens,
             "generation_s": round(song.seconds, 3),
             "family": family,
+            "source": source,
         }
         originality = None if song.originality is None else _finite(song.originality.to_dict())
         params = {**job.params, **{k: v for k, v in song.params.items() if k not in ("primer",)}}
@@ -175,7 +209,8 @@ class JobExecutor:
             source = source_score(self.repo, self.files, job.params)
             generated = served.family.run(served.loaded, job.params, source, progress)
             show(GENERATION_SHARE)
-            songs = [self._store(job, g, served.family.name) for g in generated]
+            origin = source_label(self.repo, job.params)
+            songs = [self._store(job, g, served.family.name, origin) for g in generated]
             self.repo.finish_job(job_id=job.id, songs=songs)
         except Stopping:
             log.info("job %s put back in the queue: the server is stopping", job.id)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from museforge.data.formats import InputError
+from museforge.models.zoo import CARD_FILE
 from museforge.store import Song
 from museforge.visual import pianoroll_svg
 from museforge.web.actions import (
@@ -25,6 +26,7 @@ from museforge.web.actions import (
     share_song,
     submit_job,
 )
+from museforge.web.cards import card_html
 from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep
 from museforge.web.families import PITCH_CLASSES, JobRequest
 from museforge.web.routers import uploads as upload_api
@@ -37,6 +39,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates"
 NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
                  "density": int, "primer_bars": int, "rhythm_shift": int, "polyphony_shift": int,
                  "candidates": int, "guidance": float}  # fmt: skip
+PANEL_ORDER = {"continue": 0, "restyle": 1, "accompany": 2}  # the keep-going panel's operations in order
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -102,13 +105,28 @@ def form_request(form: FormData, services: Services) -> JobRequest:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+def home(
+    request: Request, visitor: VisitorDep, services: ServicesDep, model: str | None = None
+) -> HTMLResponse:
+    """The generate form, with ``?model=`` chosen (a model page's link) when the app serves it."""
     models = [m.describe(services.limits) for m in services.catalog.models.values()]
     recent = services.repo.list_songs(owner=visitor.owner, limit=5)
+    default = model if model in services.catalog.models else services.catalog.default_name
     return render(
-        request, "index.html", models=models, default=services.catalog.default_name, pitch_classes=PITCH_CLASSES,
-        recent=recent,
+        request, "index.html", models=models, default=default, pitch_classes=PITCH_CLASSES, recent=recent,
     )  # fmt: skip
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+def model_page(name: str, request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
+    """What a model makes (its description), what it can do, and its card: how it was trained and measured."""
+    served = services.catalog.models.get(name)
+    if served is None:
+        known = ", ".join(services.catalog.models) or "none installed"
+        raise HTTPException(404, f"no model named {name!r}; models: {known}")
+    path = served.info.path / CARD_FILE
+    card = card_html(path.read_text(encoding="utf-8"), served.info.name) if path.is_file() else None
+    return render(request, "model.html", model=served.describe(services.limits), card=card)
 
 
 @router.post("/generate")
@@ -135,22 +153,40 @@ def track_choices(score: symusic.Score) -> list[tuple[int, str]]:
     ]
 
 
+def keep_going(services: Services) -> dict[str, Any] | None:
+    """The "keep going" panel of a song or upload page: the operations that start from a piece (continue first,
+    then re-style, accompany), the models that do any of them, and the pair chosen at first (the default model
+    where it does the first operation); None when no served model starts from a piece."""
+    models = [m.describe(services.limits) for m in services.catalog.models.values()]
+    models = [m for m in models if any(o["needs_source"] for o in m["operations"])]
+    operations: dict[str, dict[str, Any]] = {}
+    for m in models:
+        for o in m["operations"]:
+            if o["needs_source"]:
+                operations.setdefault(o["name"], o)
+    if not operations:
+        return None
+    order = sorted(operations.values(), key=lambda o: PANEL_ORDER.get(o["name"], len(PANEL_ORDER)))
+    first = order[0]["name"]
+    able = [m["name"] for m in models if any(o["name"] == first for o in m["operations"])]
+    model = services.catalog.default_name if services.catalog.default_name in able else able[0]
+    label = f"{order[0]['label']} with {model}"
+    return {"operations": order, "models": models, "operation": first, "model": model, "label": label}
+
+
 def _song_page(
     request: Request, services: Services, visitor: Visitor, song: Song, share: str | None
 ) -> HTMLResponse:
     owned = song.owner == visitor.owner
     q = f"?share={share}" if share and not owned else ""
-    accompanists = services.catalog.with_operation("accompany")
+    panel = keep_going(services) if owned else None
     tracks = []
-    if owned and accompanists:
+    if panel and any(o["name"] == "accompany" for o in panel["operations"]):
         tracks = track_choices(symusic.Score.from_file(str(services.files.resolve(song.files["midi"]))))
     return render(
         request, "song.html", song=song, owned=owned, share=share if not owned else None, q=q,
         rating=services.repo.get_rating(song_id=song.id, owner=visitor.owner),
-        svg=services.files.read(song.files["svg"]).decode("utf-8"),
-        continuers=services.catalog.with_operation("continue"),
-        restylers=services.catalog.with_operation("restyle"),
-        accompanists=accompanists, source_tracks=tracks,
+        svg=services.files.read(song.files["svg"]).decode("utf-8"), panel=panel, source_tracks=tracks,
     )  # fmt: skip
 
 
@@ -229,10 +265,7 @@ def upload_detail(
     except HTTPException as exc:
         return error_page(request, exc.status_code, str(exc.detail))
     return render(request, "upload_detail.html", upload=up, svg=pianoroll_svg(score, title=up.filename),
-                  source_tune=tune or up.meta.get("tune"),
-                  continuers=services.catalog.with_operation("continue"),
-                  restylers=services.catalog.with_operation("restyle"),
-                  accompanists=services.catalog.with_operation("accompany"),
+                  source_tune=tune or up.meta.get("tune"), panel=keep_going(services),
                   source_tracks=track_choices(score))  # fmt: skip
 
 

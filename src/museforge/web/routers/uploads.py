@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse
 
 from museforge.data.formats import InputError
 from museforge.store import Upload
-from museforge.web.actions import own_upload
+from museforge.web.actions import own_upload, upload_audio
 from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep
 from museforge.web.uploads import UnsupportedType, UploadTooLarge, accept_upload, upload_limits
 
@@ -16,7 +17,8 @@ router = APIRouter(prefix="/uploads", tags=["uploads"])
 
 
 def upload_json(upload: Upload) -> dict:
-    return {**upload.to_dict(), "url": f"/api/v1/uploads/{upload.id}", "page": f"/uploads/{upload.id}"}
+    url = f"/api/v1/uploads/{upload.id}"
+    return {**upload.to_dict(), "url": url, "page": f"/uploads/{upload.id}", "audio": f"{url}/audio.ogg"}
 
 
 def receive(services: Services, visitor: Visitor, file: UploadFile, tune: str | None = None) -> Upload:
@@ -57,3 +59,14 @@ def my_uploads(services: ServicesDep, visitor: VisitorDep) -> dict:
 @router.get("/{upload_id}")
 def get_upload(upload_id: str, services: ServicesDep, visitor: VisitorDep) -> dict:
     return upload_json(own_upload(services, visitor, upload_id))
+
+
+@router.get("/{upload_id}/audio.ogg", response_class=FileResponse)
+def get_upload_audio(
+    upload_id: str, services: ServicesDep, visitor: VisitorDep, tune: str | None = None
+) -> FileResponse:
+    """The upload (one of its tunes, for an ABC file of several) as audio (General MIDI SoundFont), rendered on
+    first request."""
+    upload = own_upload(services, visitor, upload_id)
+    path = upload_audio(services, upload, tune)
+    return FileResponse(path, media_type="audio/ogg", filename=f"{upload.id}.ogg")

@@ -65,6 +65,40 @@ function initGenerateForm() {
   });
 }
 
+// The keep-going panel: an operation, then a model that does it; only that pair's settings show and are sent.
+function initKeepGoing() {
+  const form = document.querySelector("#keep-going");
+  if (!form) return;
+  const select = form.querySelector("#keep-model");
+  const button = form.querySelector("#keep-going-button");
+  const update = () => {
+    const op = form.querySelector('input[name="operation"]:checked');
+    for (const option of select.options) {
+      const able = option.dataset.ops.split(" ").includes(op.value);
+      option.disabled = option.hidden = !able;
+    }
+    if (select.selectedOptions[0]?.disabled) select.value = [...select.options].find((o) => !o.disabled).value;
+    for (const fs of form.querySelectorAll(".op-controls")) {
+      const on = fs.dataset.model === select.value && fs.dataset.op === op.value;
+      fs.hidden = !on;
+      fs.disabled = !on;
+    }
+    button.textContent = `${op.dataset.label} with ${select.value}`;
+  };
+  form.addEventListener("change", (e) => {
+    if (e.target.name === "operation" || e.target === select) update();
+  });
+  for (const input of form.querySelectorAll("input[data-output]")) {
+    const out = input.closest("label").querySelector("output");
+    input.addEventListener("input", () => (out.textContent = input.value));
+  }
+  form.addEventListener("submit", () => {
+    button.disabled = true;
+    button.textContent = "Starting…";
+  });
+  update();
+}
+
 async function followJob() {
   const box = document.querySelector("#job");
   if (!box || !["queued", "running"].includes(box.dataset.status)) return;
@@ -104,5 +138,6 @@ async function followJob() {
 
 document.addEventListener("DOMContentLoaded", () => {
   initGenerateForm();
+  initKeepGoing();
   followJob();
 });
