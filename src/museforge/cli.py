@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
+
+if TYPE_CHECKING:
+    from museforge.generation.api import LoadedModel
 
 app = typer.Typer(
     help="museforge: symbolic music datasets, models, generation and evaluation.",
@@ -230,13 +233,25 @@ def evaluate(
     roll_config: Annotated[
         str | None,
         typer.Option(
-            help="Track layout of the MuseGAN table as piano-roll config JSON (default LPD-5), e.g. a MuseGAN's: "
-            '\'{"assign": "order", "tracks": [{"name": "soprano"}, {"name": "alto"}, ...]}\'.'
+            help="Track layout of the MuseGAN table as piano-roll config JSON (default: the --model MuseGAN's "
+            'own, else LPD-5), e.g. \'{"assign": "order", "tracks": [{"name": "soprano"}, {"name": "alto"}, ...]}\'.'
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model that made the music (shipped name or checkpoint folder): a MuseGAN's table uses its "
+            "own tracks; a model with attribute controls gets a control-fidelity section."
+        ),
+    ] = None,
+    control_pieces: Annotated[
+        int, typer.Option(min=0, help="Pieces --model generates for control fidelity (0: none).")
+    ] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the control-fidelity pieces.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (for --model).")] = "auto",
 ) -> None:
     """Compare generated music with a reference set: metrics, MGEval overlap/KL, MuseGAN table for multi-track,
-    and originality (copied runs and phrases) against the training data."""
+    originality (copied runs and phrases) against the training data and, with --model, control fidelity."""
     from rich.progress import Progress
 
     from museforge.metrics.evaluate import evaluate_folder
@@ -253,10 +268,14 @@ def evaluate(
                 task = bar.add_task(description, total=total)
                 return lambda: bar.advance(task)
 
+            loaded, controls = _evaluated_model(model, device, control_pieces, seed, progress)
+            if layout is None and loaded is not None and loaded.family == "musegan":
+                layout = loaded.tokenizer.config  # the voices the MuseGAN plays, not LPD-5's instruments
             result = evaluate_folder(
-                generated, reference, out, style=style, index=index, progress=progress, roll_config=layout
-            )
-    except (FileNotFoundError, ValueError) as exc:
+                generated, reference, out, style=style, index=index, progress=progress, roll_config=layout,
+                model=None if loaded is None else loaded.name, controls=controls,
+            )  # fmt: skip
+    except (FileNotFoundError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
     report, paths, gen, ref = result.report, result.paths, result.generated, result.reference
     overall = report["overall"]
@@ -274,9 +293,32 @@ def evaluate(
         console.print(
             "originality not checked: the reference is not a built dataset and no --index was given"
         )
+    if "controls" in report:
+        rho = ", ".join(f"{name} {value:.3f}" for name, value in report["controls"]["rho"].items())
+        console.print(f"control fidelity (Spearman ρ, requested vs measured): {rho}")
+    elif model is not None and control_pieces:
+        console.print(f"no control fidelity: model {report['model']} takes no attribute controls")
     failed = len(gen.failed) + len(ref.failed)
     if failed:
         console.print(f"[yellow]{failed} unreadable files[/] (listed in report.json)")
+
+
+def _evaluated_model(
+    model: str | None, device: str, pieces: int, seed: int, progress: Callable[[str, int], Callable[[], None]]
+) -> tuple[LoadedModel | None, dict[str, Any] | None]:
+    """The --model of `evaluate`, loaded, and its control fidelity over ``pieces`` generated pieces (None for a
+    model without attribute controls, or none asked for)."""
+    if model is None:
+        return None, None
+    from museforge.generation.api import get_model
+    from museforge.generation.control_eval import generation_control, has_controls
+    from museforge.training.distributed import select_device
+
+    loaded = get_model(model, select_device(device))
+    if not pieces or not has_controls(loaded):
+        return loaded, None
+    tick = progress(f"generating {pieces} pieces with {loaded.name} for control fidelity", pieces)
+    return loaded, generation_control(loaded, pieces=pieces, seed=seed, progress=lambda done, total: tick())
 
 
 @app.command("score")

@@ -1,7 +1,8 @@
 """Writes the small MIDI fixtures in this folder (run once; the files are committed).
 
 Each fixture exercises one input case the pipeline must handle: a plain melody, several tracks with drums, an odd
-and changing meter, tempo changes, and three broken files (no notes, truncated, zero ticks per quarter).
+and changing meter, tempo changes, three broken files (no notes, truncated, zero ticks per quarter), and a real
+chorale whose sustain pedal and controller reset come after its last note (as in recorded piano).
 """
 
 from pathlib import Path
@@ -27,6 +28,24 @@ def score(*tracks, sigs=((0, 4, 4),), tempos=((0, 120.0),)) -> symusic.Score:
         s.tempos.append(symusic.Tempo(round(time * TPQ), qpm))
     s.tracks.extend(tracks)
     return s
+
+
+def pedal_tail() -> symusic.Score:
+    """Bach's chorale BWV 269 as music21 writes it to MIDI, with events after the last note: the sustain pedal held
+    over the final chord and released two beats after it ends, a reset-all-controllers four beats after (past the
+    next bar line of the 3/4), and a pitch-bend reset eight beats after (which MusPy's length ignores)."""
+    from music21 import corpus
+    from music21.midi import translate
+
+    chorale = symusic.Score.from_midi(translate.streamToMidiFile(corpus.parse("bach/bwv269")).writestr())
+    bass = next(t for t in chorale.tracks if t.name == "Bass")
+    beat = chorale.tpq
+    last_onset = max(n.time for t in chorale.tracks for n in t.notes)
+    end = max(n.end for t in chorale.tracks for n in t.notes)
+    for time, number, value in ((last_onset, 64, 127), (end + 2 * beat, 64, 0), (end + 4 * beat, 121, 0)):
+        bass.controls.append(symusic.ControlChange(time, number, value))
+    bass.pitch_bends.append(symusic.PitchBend(end + 8 * beat, 0))
+    return chorale
 
 
 def main() -> None:
@@ -60,6 +79,7 @@ def main() -> None:
     )
 
     score(track("Silent", 0, [])).dump_midi(HERE / "empty.mid")
+    pedal_tail().dump_midi(HERE / "pedal_tail.mid")
 
     data = (HERE / "single_track.mid").read_bytes()
     (HERE / "corrupt.mid").write_bytes(data[:40] + b"\xff\x00garbage")

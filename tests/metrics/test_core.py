@@ -1,7 +1,9 @@
 """MusPy-equal metrics: hand-computed values, equality with MusPy 0.5, and each documented difference."""
 
 import math
+from pathlib import Path
 
+import music21
 import muspy
 import numpy as np
 import pytest
@@ -45,7 +47,11 @@ def assert_same(ours: float, theirs: float, label: str) -> None:
 
 
 def check_against_muspy(score, tmp_path) -> None:
-    music = muspy_music(score, tmp_path)
+    check_against_music(score, muspy_music(score, tmp_path))
+
+
+def check_against_music(score, music) -> None:
+    """Every metric MusPy defines equals MusPy's on ``music``, the same notes as ``score`` in MusPy."""
     assert music.resolution == score.tpq
     ours_notes = sorted((int(n.time), int(n.pitch), int(n.duration)) for t in score.tracks for n in t.notes)
     their_notes = sorted((n.time, n.pitch, n.duration) for t in music.tracks for n in t.notes)
@@ -70,6 +76,29 @@ def test_equal_to_muspy_on_fixtures(fixtures_dir, cdef, drum_loop, tmp_path):
     scores = [symusic_load(fixtures_dir / name) for name in ("single_track.mid", "multitrack_drums.mid")]
     for score in [*scores, cdef, drum_loop]:
         check_against_muspy(score, tmp_path)
+
+
+PRIMITIVES = Path(music21.__file__).parent / "midi" / "testPrimitive"
+
+
+def test_equal_to_muspy_read_midi_with_events_after_the_last_note(fixtures_dir):
+    """Real MIDI files whose control changes outlast their notes, read by ``muspy.read_midi`` itself: MusPy's
+    length counts those control changes (as track annotations) but not a later pitch bend, and every metric that
+    depends on the length (empty beats, empty measures, polyphony rate, groove consistency) agrees with it.
+
+    pedal_tail.mid is a chorale with its sustain pedal released after the last note; music21's own test files
+    test04 (an orchestral score, 21 tracks) and test19 carry controller tails (and test19 a later pitch bend)."""
+    paths = [fixtures_dir / "pedal_tail.mid", PRIMITIVES / "test04.mid", PRIMITIVES / "test19.mid"]
+    for path in paths:
+        score, music = symusic_load(path), muspy.read_midi(path, backend="mido")
+        note_end = max(n.end for t in score.tracks for n in t.notes)
+        muspy_length = max(t.get_end_time() for t in music.tracks)
+        assert muspy_length > note_end, path.name  # the file has events after its last note
+        assert core.piece_length(score) == muspy_length, path.name
+        check_against_music(score, music)
+    chorale = symusic_load(fixtures_dir / "pedal_tail.mid")
+    bends = max(b.time for t in chorale.tracks for b in t.pitch_bends)
+    assert bends > core.piece_length(chorale)  # the later pitch bend is not part of the length
 
 
 def symusic_load(path):

@@ -13,9 +13,10 @@ from museforge.cli import app
 from museforge.data.formats import load_score
 from museforge.data.manifest import PieceRecord, write_manifest
 from museforge.data.metadata import content_id
-from museforge.metrics.evaluate import analyze_scores, compare_analyses, reference_files
+from museforge.metrics.controls import spearman
+from museforge.metrics.evaluate import analyze_files, analyze_scores, compare_analyses, reference_files
 from museforge.metrics.features import piece_metrics
-from museforge.metrics.musegan import musegan_table
+from museforge.metrics.musegan import average_metrics, musegan_table
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
 
 
@@ -206,3 +207,50 @@ def test_cli_errors_are_clear(folders, tmp_path):
         app, ["evaluate", str(generated), "--reference", str(tmp_path / "nope"), "--out", str(tmp_path)]
     )
     assert result.exit_code == 2 and "not a folder" in result.output
+    args = ["evaluate", str(generated), "--reference", str(generated), "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--model", "nope"])
+    assert result.exit_code == 2 and "unknown model 'nope'" in result.output
+
+
+def test_cli_with_a_musegan_model_tables_its_own_voices(chorales, tmp_path):
+    """A chorale MuseGAN's four voices get a column each, not one "Strings" column for all (LPD-5's mapping by
+    program puts its programs 40-42 there and leaves the other instruments empty)."""
+    from museforge.generation.api import generate_song, get_model
+
+    generated, reference = tmp_path / "gen", tmp_path / "ref"
+    for i, song in enumerate(
+        generate_song(get_model("musegan"), style="chorale", bars=4, seed=0, num_samples=2)
+    ):
+        song.save_midi(generated / f"gen{i}.mid")
+    reference.mkdir()
+    for i, score in enumerate(list(chorales.values())[:3]):
+        score.dump_midi(reference / f"ref{i}.mid")
+    args = ["evaluate", str(generated), "--reference", str(reference)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r"), "--model", "musegan"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    section = report["musegan"]
+    assert report["model"] == "musegan" and section["tracks"] == ["soprano", "alto", "tenor", "bass"]
+    assert all(section["generated"]["EB"][voice] < 100.0 for voice in section["tracks"])  # every voice plays
+    assert "controls" not in report and "takes no attribute controls" in result.output
+    merged = average_metrics(analyze_files(sorted(generated.glob("*.mid"))).musegan)["EB"]  # LPD-5's layout
+    assert merged["Piano"] == 100.0 and merged["Strings"] < 100.0  # what the model's own layout avoids
+
+
+def test_cli_with_a_controlled_model_reports_control_fidelity(folders, tmp_path):
+    generated, reference = folders
+    out = tmp_path / "r"
+    args = ["evaluate", str(generated), "--reference", str(reference), "--out", str(out)]
+    result = CliRunner().invoke(
+        app, [*args, "--model", "musemorphose", "--control-pieces", "1", "--seed", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    controls = json.loads((out / "report.json").read_text())["controls"]
+    assert controls["family"] == "musemorphose" and controls["pieces"] == 1 and controls["seed"] == 4
+    assert set(controls["rho"]) == {"rhythm", "polyphony"} and len(controls["requested"]["rhythm"][0]) == 8
+    for a in ("rhythm", "polyphony"):
+        asked, got = controls["requested"][a][0], controls["measured"][a][0]
+        assert controls["rho"][a] == pytest.approx(spearman(asked, got), nan_ok=True)
+    html = (out / "report.html").read_text()
+    assert "Control fidelity" in html and "(model musemorphose)" in html
+    assert "control fidelity (Spearman" in result.output

@@ -81,6 +81,20 @@ def test_control_fidelity_on_real_bars(chorales):
     )
     assert abs(independent["rho"]["rhythm"]) < 0.3
     assert set(independent["leak"]) == {"rhythm->polyphony", "polyphony->rhythm"}
+    # exact control shows the music's own rhythm/polyphony correlation as leak, all of it inherent
+    assert exact["leak_inherent"] == exact["leak"]
+    assert exact["leak_inherent"]["rhythm->polyphony"] == pytest.approx(spearman(rhythm, poly))
+    assert exact["leak_excess"] == {"rhythm->polyphony": 0.0, "polyphony->rhythm": 0.0}
+
+
+def test_bar_classes_padded_to_the_bars_asked_for(chorales):
+    score = next(iter(chorales.values()))
+    found = measure_bar_classes(score)
+    n = len(found["rhythm"])
+    longer = measure_bar_classes(score, bars=n + 3)
+    assert longer["rhythm"][:n].tolist() == found["rhythm"].tolist()
+    assert longer["polyphony"][n:].tolist() == [0, 0, 0]  # silent bars past the music
+    assert measure_bar_classes(score, bars=2)["rhythm"].tolist() == found["rhythm"][:2].tolist()
 
 
 def test_spearman_and_histograms():

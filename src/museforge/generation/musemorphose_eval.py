@@ -36,17 +36,6 @@ SHIFTS = (-3, -2, -1, 0, 1, 2, 3)
 PAPER = {"rho": {"rhythm": 0.95, "polyphony": 0.885}, "leak": {"rhythm": 0.023, "polyphony": 0.016}}
 
 
-def _measured(score: symusic.Score, tok: RemiTokenizer, bars: int) -> dict[str, np.ndarray]:
-    """Per-bar classes of the first ``bars`` bars; bars past the music (silent) are class 0."""
-    found = measure_bar_classes(score, tok.config.boundaries)
-    out = {}
-    for name, values in found.items():
-        padded = np.zeros(bars, dtype=np.int64)
-        padded[: min(bars, len(values))] = values[:bars]
-        out[name] = padded
-    return out
-
-
 def evaluate_transfer(
     model: MuseMorphose,
     tok: RemiTokenizer,
@@ -102,7 +91,7 @@ def evaluate_transfer(
             transfers += len(rows)
             for (r, p), tokens in zip(rows, outs, strict=True):
                 score = tok.decode(tokens)
-                found = _measured(score, tok, m)
+                found = measure_bar_classes(score, tok.config.boundaries, m)
                 asked = {"rhythm": r, "polyphony": p}
                 for b in ATTRIBUTES:
                     requested[attr][b].append(asked[b])
@@ -117,7 +106,7 @@ def evaluate_transfer(
         got = control_fidelity(asked, {b: np.concatenate(measured[attr][b]) for b in ATTRIBUTES})
         rho[attr] = got["rho"][attr]
         leak[attr] = got["leak"][f"{attr}->{other}"]
-        inherent[attr] = control_fidelity(asked, asked)["leak"][f"{attr}->{other}"]
+        inherent[attr] = got["leak_inherent"][f"{attr}->{other}"]
         fidelity[attr] = mean_similarity(pairs[attr])
     return {
         "rho": rho,

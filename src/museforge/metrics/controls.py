@@ -34,16 +34,22 @@ def control_fidelity(
     requested: Mapping[str, Sequence[float] | np.ndarray],
     measured: Mapping[str, Sequence[float] | np.ndarray],
 ) -> dict[str, dict[str, float]]:
-    """``{"rho": {attr: ρ(requested, measured)}, "leak": {"a->b": ρ(requested a, measured b)}}``.
+    """``{"rho": {attr: ρ(requested, measured)}, "leak": {"a->b": ρ(requested a, measured b)}, "leak_inherent":
+    {"a->b": ρ(requested a, requested b)}, "leak_excess": {"a->b": leak - inherent}}``.
 
     Both mappings hold the same attribute names, each a flat sequence over the same units (bars or pieces).
+    Where the requested values of two attributes are correlated themselves, a model that plays exactly what was
+    asked still shows that correlation as leak: ``leak_inherent`` is it, ``leak_excess`` what the model adds.
     """
     missing = set(requested) ^ set(measured)
     if missing:
         raise ValueError(f"requested and measured name different attributes: {sorted(missing)}")
     rho = {name: spearman(requested[name], measured[name]) for name in requested}
-    leak = {f"{a}->{b}": spearman(requested[a], measured[b]) for a in requested for b in measured if a != b}
-    return {"rho": rho, "leak": leak}
+    pairs = [(a, b) for a in requested for b in measured if a != b]
+    leak = {f"{a}->{b}": spearman(requested[a], measured[b]) for a, b in pairs}
+    inherent = {f"{a}->{b}": spearman(requested[a], requested[b]) for a, b in pairs}
+    excess = {key: leak[key] - inherent[key] for key in leak}
+    return {"rho": rho, "leak": leak, "leak_inherent": inherent, "leak_excess": excess}
 
 
 def histogram_fidelity(requested: Sequence[np.ndarray], measured: Sequence[np.ndarray]) -> float:
@@ -56,13 +62,22 @@ def histogram_fidelity(requested: Sequence[np.ndarray], measured: Sequence[np.nd
 
 
 def measure_bar_classes(
-    score: symusic.Score, boundaries: attributes.AttributeBoundaries | None = None
+    score: symusic.Score, boundaries: attributes.AttributeBoundaries | None = None, bars: int | None = None
 ) -> dict[str, np.ndarray]:
     """Measured per-bar classes (rhythm, polyphony) of a score by the tokenizer's definitions; ``boundaries``
-    are the model's (its tokenizer config's), MuseMorphose's pop-piano defaults when not given."""
+    are the model's (its tokenizer config's), MuseMorphose's pop-piano defaults when not given.
+
+    With ``bars``, exactly that many per attribute, to set beside the ``bars`` classes that were asked for:
+    bars past the music (silent) are class 0 and bars beyond ``bars`` are left out."""
     bounds = boundaries or attributes.AttributeBoundaries()
     rhythm, poly = bounds.classes(*attributes.bar_attributes(score))
-    return {"rhythm": np.asarray(rhythm), "polyphony": np.asarray(poly)}
+    found = {"rhythm": np.asarray(rhythm, dtype=np.int64), "polyphony": np.asarray(poly, dtype=np.int64)}
+    if bars is None:
+        return found
+    padded = {name: np.zeros(bars, dtype=np.int64) for name in found}
+    for name, values in found.items():
+        padded[name][: min(bars, len(values))] = values[:bars]
+    return padded
 
 
 def measure_global_controls(score: symusic.Score) -> dict[str, float | np.ndarray]:

@@ -2,7 +2,13 @@
 
 Every metric takes a `symusic.Score` and returns a float (NaN when undefined). The time unit is the score's tick:
 MusPy's ``resolution`` is our ``score.tpq`` and a *beat* is a quarter note, whatever the time signature.
-``length`` is the last note end over all tracks, drums included (MusPy's ``max(track.get_end_time())``).
+``length`` is MusPy's ``max(track.get_end_time())`` (`piece_length`): the last note end or control change over all
+tracks, drums included. ``muspy.read_midi`` keeps a MIDI file's control changes as track annotations, which
+``get_end_time`` counts, so a sustain pedal released after the last note (as in most recorded piano) lengthens
+the piece; pitch bends, tempos, lyrics and markers do not. A track without notes is dropped when museforge reads
+a file, so control changes on such a track are the one place the length can still fall short of MusPy's.
+Equality needs the same notes: a note-on that is never switched off is dropped by symusic's reader but held to
+the end of its track by MusPy's.
 
 Differences from MusPy 0.5, each on purpose and each covered by a test:
   * A score without pitched notes has no pitch range: NaN (MusPy gives -127 for drums-only music, because it
@@ -27,7 +33,7 @@ import math
 import numpy as np
 import symusic
 
-from museforge.score import bar_starts, end_tick, note_array
+from museforge.score import bar_starts, note_array
 
 MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
 MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
@@ -46,6 +52,22 @@ def _drum_notes(score: symusic.Score) -> np.ndarray:
 def _check_resolution(name: str, value: int) -> None:
     if value < 1:
         raise ValueError(f"{name} must be a positive number of ticks, got {value}")
+
+
+def piece_length(score: symusic.Score) -> int:
+    """Tick of the last note end or control change over all tracks, drums included (0 for neither).
+
+    MusPy's ``max(track.get_end_time() for track in music.tracks)`` on music read by ``muspy.read_midi``, which
+    stores control changes as track annotations: the length its beat, measure, polyphony and groove metrics use.
+    """
+    ends = [0]
+    for track in score.tracks:
+        if len(track.notes):
+            notes = track.notes.numpy()
+            ends.append(int((notes["time"] + notes["duration"]).max()))
+        if len(track.controls):
+            ends.append(int(track.controls.numpy()["time"].max()))
+    return max(ends)
 
 
 def pitch_range(score: symusic.Score) -> float:
@@ -79,9 +101,9 @@ def _unit_rate(score: symusic.Score, unit_starts: np.ndarray, length: int) -> fl
 def empty_beat_rate(score: symusic.Score) -> float:
     """Share of empty quarter-note beats: 1 − #(beats touched by any note, drums included) / (length // tpq + 1).
 
-    NaN when the score has no notes (MusPy raises for a score without tracks).
+    NaN when the length is 0: no notes nor control changes (MusPy raises for a score without tracks).
     """
-    length = end_tick(score)
+    length = piece_length(score)
     if length < 1:
         return math.nan
     starts = np.arange(length // score.tpq + 1, dtype=np.int64) * score.tpq
@@ -93,9 +115,9 @@ def empty_measure_rate(score: symusic.Score, measure_resolution: int | None = No
 
     With ``measure_resolution`` (ticks per measure) the measures are MusPy's fixed grid, ``length // res + 1`` of
     them. Without it they are the score's bars (time-signature changes followed), up to and including the bar
-    holding ``length``, which is the same count for a constant meter. NaN when the score has no notes.
+    holding ``length``, which is the same count for a constant meter. NaN when the length is 0.
     """
-    length = end_tick(score)
+    length = piece_length(score)
     if measure_resolution is not None:
         _check_resolution("measure_resolution", measure_resolution)
     if length < 1:
@@ -155,9 +177,9 @@ def polyphony(score: symusic.Score) -> float:
 def polyphony_rate(score: symusic.Score, threshold: int = 2) -> float:
     """Share of ticks with more than ``threshold`` sounding pitches: #{t: Σ_p P[t, p] > threshold} / length.
 
-    ``length`` counts drum tracks too (as in MusPy). NaN when the score has no notes.
+    ``length`` (`piece_length`) counts drum tracks and control changes too (as in MusPy). NaN when it is 0.
     """
-    length = end_tick(score)
+    length = piece_length(score)
     if length < 1:
         return math.nan
     points, active = _active_profile(score)
@@ -231,7 +253,7 @@ def groove_consistency(score: symusic.Score, measure_resolution: int | None = No
         if measure_resolution is None:
             return math.nan
     _check_resolution("measure_resolution", measure_resolution)
-    n_measures = end_tick(score) // measure_resolution + 1
+    n_measures = piece_length(score) // measure_resolution + 1
     if n_measures < 2:
         return math.nan
     onsets = np.unique(note_array(score, drums=True)["time"])

@@ -296,11 +296,15 @@ def evaluate_folder(
     index: OriginalityIndex | Path | None = None,
     progress: Callable[[str, int], Progress] | None = None,
     roll_config: PianoRollConfig | None = None,
+    model: str | None = None,
+    controls: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Everything `museforge evaluate` does: read both sets, index the training data for originality (unless
     an index is given), compare, and write report.json / report.html / plots into ``out``.
 
     ``progress(description, total)`` returns a per-item callback (the CLI passes a rich progress bar).
+    ``model`` names the model that generated the music (its track layout is ``roll_config``); ``controls`` is
+    its control fidelity, measured by the caller (`museforge.generation.control_eval`), reported as given.
     Raises ValueError/FileNotFoundError naming what is missing or unreadable.
     """
     generated_paths = music_files(generated)
@@ -328,6 +332,10 @@ def evaluate_folder(
     report, densities = compare_analyses(gen, ref, index=loaded, roll_config=roll_config)
     report["generated"] = str(generated)
     report["reference"] = reference + (f" (style {style})" if style else "")
+    if model is not None:
+        report["model"] = model
+    if controls is not None:
+        report["controls"] = dict(controls)
     from museforge.metrics.report import write_report
 
     paths = write_report(report, out, densities, gen.metrics, ref.metrics)
