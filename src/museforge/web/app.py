@@ -8,9 +8,11 @@ stops them (re-queueing a running job) on shutdown.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import torch
@@ -77,6 +79,18 @@ def _body_limit(request: Request, settings: Settings) -> int:
     return FORM_BODY_LIMIT
 
 
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity, so a non-finite number a client sent is echoed back as text ("nan",
+    "inf") instead of making the error response itself fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The museforge web app: JSON API under /api/v1 (OpenAPI at /docs) and the pages."""
     settings = settings or Settings()
@@ -124,11 +138,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """422 with one readable line per problem (and the details for programs)."""
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            loc = [str(p) for p in err.get("loc", ())]
+            where = ".".join([p for p in loc if p not in ("body", "query", "path")] or loc[:1])
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         message = "; ".join(problems)
         if request.url.path.startswith(API_PREFIX):
-            return JSONResponse({"detail": message, "errors": jsonable_encoder(exc.errors())}, 422)
+            errors = json_safe(jsonable_encoder(exc.errors()))
+            return JSONResponse({"detail": message, "errors": errors}, 422)
         return pages.error_page(request, 422, message)
 
     for router in (auth.router, models.router, jobs.router, songs.router, uploads.router):
