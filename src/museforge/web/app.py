@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,6 +50,7 @@ def open_services(settings: Settings) -> Services:
     for served in catalog.models.values():
         info = served.describe(services.limits)
         repo.upsert_model(model=ModelRecord(served.info.name, served.family.name, info))
+    repo.prune_sessions(created_before=time.time() - settings.session_max_age_s)
     requeued, failed = repo.recover_jobs(max_attempts=settings.max_attempts)
     if requeued or failed:
         log.warning(
