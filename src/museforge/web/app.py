@@ -22,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from museforge.store import FileStore, ModelRecord, open_repository
 from museforge.web.catalog import ModelCatalog
@@ -34,6 +35,7 @@ from museforge.web.settings import Settings
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 API_PREFIX = "/api/v1"
+DOCS_ASSETS = "/docs/assets"  # Swagger UI and ReDoc, from the fastapi-offline package
 FORM_BODY_LIMIT = 256 * 1024  # bytes of a request body other than an upload
 
 
@@ -94,17 +96,25 @@ def json_safe(value: Any) -> Any:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The museforge web app: JSON API under /api/v1 (OpenAPI at /docs) and the pages."""
+    """The museforge web app: JSON API under /api/v1 (OpenAPI at /docs and /redoc) and the pages."""
     settings = settings or Settings()
-    app = FastAPI(
+    app = FastAPIOffline(  # the docs pages load Swagger UI and ReDoc from the app, not from a CDN
         title="museforge",
         summary="Generate, hear and keep symbolic music.",
         version="0.1.0",
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url="/redoc",
+        static_url=DOCS_ASSETS,
         openapi_url=f"{API_PREFIX}/openapi.json",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
     )
     app.state.settings = settings
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_at_the_root() -> JSONResponse:
+        """The API document at the address tools try first, as well as at /api/v1/openapi.json."""
+        return JSONResponse(app.openapi())
 
     @app.middleware("http")
     async def session_and_limits(
