@@ -18,6 +18,7 @@ from museforge.web import create_app
 from museforge.web.security import CSRF_HEADER
 from web.conftest import api_token, make_settings
 
+pytestmark = pytest.mark.xdist_group("api-fuzz")  # one worker, one app for the module
 EXAMPLES = 20  # per operation and generation mode
 
 
