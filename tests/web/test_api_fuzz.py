@@ -36,11 +36,12 @@ def bounded(examples: int = EXAMPLES):
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory, models_folder):
     """The schema of a live app (its lifespan runs until the module's tests end), reached through the
-    in-process ASGI client Schemathesis calls it with; at most two jobs are accepted, so generation stays
-    cheap."""
+    in-process ASGI client Schemathesis calls it with; every case comes from the same address with a new
+    session, and at most three jobs are accepted from it, so generation stays cheap."""
     clear_model_cache()
     var = tmp_path_factory.mktemp("fuzz") / "var"
-    app = create_app(make_settings(var, models_folder, rate_limit_jobs=2, rate_limit_window_s=3600))
+    limits = {"rate_limit_jobs": 2, "rate_limit_address_jobs": 3, "rate_limit_window_s": 3600}
+    app = create_app(make_settings(var, models_folder, **limits))
     yield schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
     asgi.shutdown_lifespans()
 
