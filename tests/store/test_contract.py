@@ -69,6 +69,18 @@ def test_sessions_and_owner_transfer(repo):
     assert repo.get_session(session_id=logged.id) is None
 
 
+def test_expired_sessions_are_pruned(repo):
+    user = repo.create_user(username="pru", password_hash="h")
+    anon, signed_in = repo.create_session(), repo.create_session(user_id=user.id)
+    newest = max(anon.created_at, signed_in.created_at)
+    assert repo.prune_sessions(created_before=anon.created_at) == 0  # strictly before: nothing yet
+    assert repo.get_session(session_id=anon.id) is not None
+    assert repo.prune_sessions(created_before=newest + 1) == 2
+    assert repo.get_session(session_id=anon.id) is None and repo.get_session(session_id=signed_in.id) is None
+    assert repo.prune_sessions(created_before=newest + 1) == 0
+    assert repo.get_user(user_id=user.id) is not None  # the account stays
+
+
 def test_job_lifecycle_claims_each_job_once(repo):
     jobs = [repo.create_job(owner="u", model="m", operation="generate", params={"i": i}) for i in range(6)]
     assert repo.get_job(job_id=jobs[0].id).status == "queued"

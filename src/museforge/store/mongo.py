@@ -54,6 +54,7 @@ class MongoRepository(Repository):
         self.db = self.client[database]
         d = self.db
         d.users.create_index("username_key", unique=True)
+        d.sessions.create_index("created_at")
         d.uploads.create_index([("owner", 1), ("created_at", -1)])
         d.jobs.create_index([("status", 1), ("created_at", 1)])
         d.jobs.create_index([("owner", 1), ("created_at", -1)])
@@ -91,6 +92,9 @@ class MongoRepository(Repository):
 
     def delete_session(self, *, session_id: str) -> None:
         self.db.sessions.delete_one({"_id": session_id})
+
+    def prune_sessions(self, *, created_before: float) -> int:
+        return self.db.sessions.delete_many({"created_at": {"$lt": created_before}}).deleted_count
 
     def transfer_owner(self, *, old: str, new: str) -> None:
         for name in ("songs", "uploads", "jobs"):

@@ -38,6 +38,11 @@ class Repository(ABC):
     def delete_session(self, *, session_id: str) -> None: ...
 
     @abstractmethod
+    def prune_sessions(self, *, created_before: float) -> int:
+        """Delete the sessions created before ``created_before`` (expired: their cookies are refused anyway);
+        returns how many were deleted."""
+
+    @abstractmethod
     def transfer_owner(self, *, old: str, new: str) -> None:
         """Give every song, upload, job and rating of ``old`` to ``new`` (an anonymous visitor signing in);
         a rating ``new`` already gave to the same song wins."""

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     csrf TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (created_at);
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -219,6 +220,10 @@ class SqliteRepository(Repository):
     def delete_session(self, *, session_id: str) -> None:
         with self._tx() as c:
             c.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def prune_sessions(self, *, created_before: float) -> int:
+        with self._tx() as c:
+            return c.execute("DELETE FROM sessions WHERE created_at < ?", (created_before,)).rowcount
 
     def transfer_owner(self, *, old: str, new: str) -> None:
         with self._tx() as c:

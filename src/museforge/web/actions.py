@@ -7,6 +7,7 @@ that does not exist, so ids cannot be probed. A song shared by link is readable 
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from pathlib import Path
 
@@ -63,6 +64,14 @@ def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
             f"too many songs at once: at most {s.rate_limit_jobs} every {s.rate_limit_window_s:g} s; "
             "wait a little and try again",
             headers={"Retry-After": str(int(s.rate_limit_window_s))},
+        )
+    wait = services.address_limiter.take(visitor.address)
+    if wait is not None:
+        raise HTTPException(
+            429,
+            f"too many songs from your network address: at most {s.rate_limit_address_jobs} every "
+            f"{s.rate_limit_window_s:g} s, over all sessions; wait a little and try again",
+            headers={"Retry-After": str(math.ceil(wait))},
         )
     job = services.repo.create_job(
         owner=visitor.owner, model=served.info.name, operation=op.name, params=params

@@ -8,9 +8,12 @@ stops them (re-queueing a running job) on shutdown.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import torch
@@ -19,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from museforge.store import FileStore, ModelRecord, open_repository
 from museforge.web.catalog import ModelCatalog
@@ -31,6 +35,7 @@ from museforge.web.settings import Settings
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 API_PREFIX = "/api/v1"
+DOCS_ASSETS = "/docs/assets"  # Swagger UI and ReDoc, from the fastapi-offline package
 FORM_BODY_LIMIT = 256 * 1024  # bytes of a request body other than an upload
 
 
@@ -47,6 +52,7 @@ def open_services(settings: Settings) -> Services:
     for served in catalog.models.values():
         info = served.describe(services.limits)
         repo.upsert_model(model=ModelRecord(served.info.name, served.family.name, info))
+    repo.prune_sessions(created_before=time.time() - settings.session_max_age_s)
     requeued, failed = repo.recover_jobs(max_attempts=settings.max_attempts)
     if requeued or failed:
         log.warning(
@@ -77,18 +83,38 @@ def _body_limit(request: Request, settings: Settings) -> int:
     return FORM_BODY_LIMIT
 
 
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity, so a non-finite number a client sent is echoed back as text ("nan",
+    "inf") instead of making the error response itself fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The museforge web app: JSON API under /api/v1 (OpenAPI at /docs) and the pages."""
+    """The museforge web app: JSON API under /api/v1 (OpenAPI at /docs and /redoc) and the pages."""
     settings = settings or Settings()
-    app = FastAPI(
+    app = FastAPIOffline(  # the docs pages load Swagger UI and ReDoc from the app, not from a CDN
         title="museforge",
         summary="Generate, hear and keep symbolic music.",
         version="0.1.0",
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url="/redoc",
+        static_url=DOCS_ASSETS,
         openapi_url=f"{API_PREFIX}/openapi.json",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
     )
     app.state.settings = settings
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_at_the_root() -> JSONResponse:
+        """The API document at the address tools try first, as well as at /api/v1/openapi.json."""
+        return JSONResponse(app.openapi())
 
     @app.middleware("http")
     async def session_and_limits(
@@ -124,11 +150,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """422 with one readable line per problem (and the details for programs)."""
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            loc = [str(p) for p in err.get("loc", ())]
+            where = ".".join([p for p in loc if p not in ("body", "query", "path")] or loc[:1])
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         message = "; ".join(problems)
         if request.url.path.startswith(API_PREFIX):
-            return JSONResponse({"detail": message, "errors": jsonable_encoder(exc.errors())}, 422)
+            errors = json_safe(jsonable_encoder(exc.errors()))
+            return JSONResponse({"detail": message, "errors": errors}, 422)
         return pages.error_page(request, 422, message)
 
     for router in (auth.router, models.router, jobs.router, songs.router, uploads.router):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from museforge.store import FileStore, Repository, Session, User
+from museforge.store import FileStore, Repository, Session, User, new_id
 from museforge.web.catalog import ModelCatalog
 from museforge.web.families import Limits
 from museforge.web.jobs import JobQueue
+from museforge.web.ratelimit import SlidingWindowLimiter, address_key
 from museforge.web.security import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, CookieSigner, csrf_ok
 from museforge.web.settings import Settings
 
@@ -25,6 +27,11 @@ class Services:
     signer: CookieSigner
     catalog: ModelCatalog
     queue: JobQueue
+    address_limiter: SlidingWindowLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.address_limiter = SlidingWindowLimiter(s.rate_limit_address_jobs, s.rate_limit_window_s)
 
     @property
     def limits(self) -> Limits:
@@ -41,33 +48,47 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 @dataclass
 class Visitor:
-    """Who is asking: their session (anonymous or signed in) and user."""
+    """Who is asking: their session (anonymous or signed in), user, and client address (the rate limit's key)."""
 
     session: Session
     user: User | None
+    address: str = "unknown"
 
     @property
     def owner(self) -> str:
         return self.session.owner
 
 
+def anonymous_session(
+    services: Services, session_id: str | None = None, created_at: float | None = None
+) -> Session:
+    """An anonymous session: the signed cookie alone, nothing stored (its CSRF token derives from its id)."""
+    session_id = session_id or new_id(24)
+    return Session(session_id, None, services.signer.csrf_for(session_id), created_at or time.time())
+
+
+def new_anonymous_session(services: Services, request: Request) -> Session:
+    """A fresh anonymous session whose cookie the app's middleware sets on the response."""
+    session = anonymous_session(services)
+    request.state.set_session = session.id
+    return session
+
+
 def get_visitor(request: Request, services: ServicesDep) -> Visitor:
-    """The session of the request's signed cookie; a visitor without one gets a new anonymous session (the
-    cookie is set on the response by the app's middleware)."""
+    """The session of the request's signed cookie: a stored one (signed in) or an anonymous one; a visitor
+    without a valid cookie gets a new anonymous session. No request writes a session to the store here."""
     cached = getattr(request.state, "visitor", None)
     if cached is not None:
         return cached
     repo = services.repo
-    session = None
     raw = request.cookies.get(COOKIE_NAME)
-    if raw:
-        session_id = services.signer.loads(raw)
-        session = repo.get_session(session_id=session_id) if session_id else None
-    if session is None:
-        session = repo.create_session()
-        request.state.set_session = session.id
+    signed = services.signer.loads(raw) if raw else None
+    if signed is None:
+        session = new_anonymous_session(services, request)
+    else:
+        session = repo.get_session(session_id=signed[0]) or anonymous_session(services, *signed)
     user = repo.get_user(user_id=session.user_id) if session.user_id else None
-    visitor = Visitor(session, user)
+    visitor = Visitor(session, user, address_key(request.client.host if request.client else None))
     request.state.visitor = visitor
     return visitor
 

@@ -43,9 +43,11 @@ ProgressFn = Callable[[float], None]
 
 class JobRequest(BaseModel):
     """A generation request, as the JSON API and the forms send it. Which fields apply depends on the model's
-    family; a field the family does not take is refused with a message naming the ones it does."""
+    family; a field the family does not take is refused with a message naming the ones it does. NaN and
+    infinity (which Python's JSON parser accepts, and lax parsing reads from "nan" strings) are refused as
+    not finite, so a limit check never sees them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str | None = Field(None, description="Model name (default: the default model).")
     operation: str = Field(

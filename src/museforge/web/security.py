@@ -1,15 +1,18 @@
 """Passwords, signed session cookies and CSRF tokens.
 
 The signing secret is generated on first run and kept in ``<var>/secret_key`` (mode 0600), so cookies survive a
-restart and no secret is ever in the code. The cookie carries only a signed session id; who the session belongs
-to and its CSRF token live in the store.
+restart and no secret is ever in the code. The cookie carries only a signed session id. A signed-in session is a
+row in the store (its user and CSRF token); an anonymous visitor's session is the cookie alone, its CSRF token
+derived from the id with the secret, so visitors who never sign in write nothing to the store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -66,17 +69,25 @@ class CookieSigner:
 
     def __init__(self, secret: str, max_age_s: int) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt="museforge-session")
+        self._csrf_key = hashlib.sha256(f"museforge-csrf:{secret}".encode()).digest()
         self.max_age_s = max_age_s
 
     def dumps(self, session_id: str) -> str:
         return self._serializer.dumps(session_id)
 
-    def loads(self, value: str) -> str | None:
+    def loads(self, value: str) -> tuple[str, float] | None:
+        """The session id of a cookie and when it was signed, or None for a forged or expired one."""
         try:
-            session_id = self._serializer.loads(value, max_age=self.max_age_s)
+            session_id, signed = self._serializer.loads(value, max_age=self.max_age_s, return_timestamp=True)
         except BadSignature:
             return None
-        return session_id if isinstance(session_id, str) else None
+        if not isinstance(session_id, str) or not isinstance(signed, datetime):
+            return None
+        return session_id, signed.timestamp()
+
+    def csrf_for(self, session_id: str) -> str:
+        """The CSRF token of an anonymous session: only the server, holding the secret, can compute it."""
+        return hmac.new(self._csrf_key, session_id.encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:

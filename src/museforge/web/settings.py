@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_seconds: float = Field(120.0, gt=0)
     max_samples: int = Field(4, ge=1)
     rate_limit_jobs: int = Field(12, ge=1, description="Generation jobs one owner may start per window.")
+    rate_limit_address_jobs: int = Field(
+        36,
+        ge=1,
+        description="Generation jobs one client address (an IPv6 /64) may start per window, over all its sessions. "
+        "Behind a reverse proxy, let uvicorn trust its X-Forwarded-For (FORWARDED_ALLOW_IPS), or every visitor "
+        "shares the proxy's address.",
+    )
     rate_limit_window_s: float = Field(60.0, gt=0)
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only.")
     session_max_age_s: int = 30 * 24 * 3600

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
 from museforge.store import Conflict, user_owner
-from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep
+from museforge.web.deps import (
+    ApiWriterDep,
+    Services,
+    ServicesDep,
+    Visitor,
+    VisitorDep,
+    new_anonymous_session,
+)
 from museforge.web.security import check_new_credentials, hash_password, verify_password
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -26,23 +35,22 @@ def session_json(visitor: Visitor) -> dict:
 
 def start_session(services: Services, request: Request, old: Visitor, user_id: str) -> Visitor:
     """A fresh session for a user who just signed in (no session fixation); what they made anonymously in the
-    old session becomes theirs."""
+    old session becomes theirs. Sign-ins are what store sessions, so this is where expired ones are pruned."""
     repo = services.repo
     if old.user is None:
         repo.transfer_owner(old=old.owner, new=user_owner(user_id))
     repo.delete_session(session_id=old.session.id)
+    repo.prune_sessions(created_before=time.time() - services.settings.session_max_age_s)
     session = repo.create_session(user_id=user_id)
     request.state.set_session = session.id
-    visitor = Visitor(session, repo.get_user(user_id=user_id))
+    visitor = Visitor(session, repo.get_user(user_id=user_id), old.address)
     request.state.visitor = visitor
     return visitor
 
 
 def end_session(services: Services, request: Request, old: Visitor) -> Visitor:
     services.repo.delete_session(session_id=old.session.id)
-    session = services.repo.create_session()
-    request.state.set_session = session.id
-    visitor = Visitor(session, None)
+    visitor = Visitor(new_anonymous_session(services, request), None, old.address)
     request.state.visitor = visitor
     return visitor
 

@@ -62,6 +62,7 @@ async def get_job(
         Query(
             ge=0,
             le=MAX_WAIT_S,
+            allow_inf_nan=False,
             description="Seconds to hold the answer until the job changes (progress, done, failed); 0 answers "
             "at once. Following a job with wait=10 hears of its end at once, without polling.",
         ),
