@@ -35,7 +35,6 @@ test: $(STAMP)
 # UPGRADE=1` moves everything to the newest versions allowed.
 lock: $(STAMP)
 	$(COMPILE) $(if $(UPGRADE),--upgrade) --output-file requirements.lock pyproject.toml
-	touch $(STAMP)
 
 # Fails when requirements.lock no longer matches pyproject.toml (a dependency added, removed or re-bounded
 # without `make lock`). Run by CI.
