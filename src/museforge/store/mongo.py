@@ -13,7 +13,9 @@ from dataclasses import asdict
 from typing import Any
 
 from museforge.store.records import (
+    DAY_S,
     Conflict,
+    Event,
     Job,
     ModelRecord,
     NotFound,
@@ -25,7 +27,34 @@ from museforge.store.records import (
     new_id,
     now,
 )
-from museforge.store.repository import Repository, check_rating, interrupted_reason
+from museforge.store.repository import (
+    Repository,
+    check_group,
+    check_rating,
+    interrupted_reason,
+    nearest_ranks,
+)
+
+ROLLUP_KEY = ("day", "kind", "model", "style", "listener", "value")
+WEEK = {"$subtract": ["$day", {"$mod": [{"$add": ["$day", 3]}, 7]}]}  # Monday's day; day 0 was a Thursday
+
+
+def _event_match(**conds: Any) -> dict[str, Any]:
+    """A $match on day bounds and fields; a tuple becomes $in."""
+    match: dict[str, Any] = {}
+    day: dict[str, Any] = {}
+    for key, value in conds.items():
+        if value is None:
+            continue
+        if key == "since_day":
+            day["$gte"] = value
+        elif key == "until_day":
+            day["$lt"] = value
+        else:
+            match[key] = {"$in": list(value)} if isinstance(value, tuple) else value
+    if day:
+        match["day"] = day
+    return match
 
 
 def _doc(record: Any) -> dict[str, Any]:
@@ -62,6 +91,10 @@ class MongoRepository(Repository):
             "share_token", unique=True, partialFilterExpression={"share_token": {"$type": "string"}}
         )
         d.ratings.create_index([("song_id", 1), ("owner", 1)], unique=True)
+        d.events.create_index([("day", 1), ("kind", 1), ("model", 1), ("style", 1), ("listener", 1)])
+        d.events.create_index([("listener", 1), ("day", 1)])
+        d.event_rollups.create_index([(k, 1) for k in ROLLUP_KEY], unique=True)
+        d.event_rollups.create_index([("listener", 1), ("day", 1)])
 
     # ---- users and sessions ----
     def create_user(self, *, username: str, password_hash: str) -> User:
@@ -80,6 +113,10 @@ class MongoRepository(Repository):
         doc = _strip(self.db.users.find_one({"username_key": username.casefold()}))
         return None if doc is None else User(**doc)
 
+    def set_admin(self, *, user_id: str, admin: bool) -> None:
+        if self.db.users.update_one({"_id": user_id}, {"$set": {"is_admin": bool(admin)}}).matched_count != 1:
+            raise NotFound(f"no user {user_id}")
+
     def create_session(self, *, user_id: str | None = None) -> Session:
         session = Session(new_id(24), user_id, new_id(24), now())
         self.db.sessions.insert_one(_doc(session))
@@ -95,6 +132,7 @@ class MongoRepository(Repository):
     def transfer_owner(self, *, old: str, new: str) -> None:
         for name in ("songs", "uploads", "jobs"):
             self.db[name].update_many({"owner": old}, {"$set": {"owner": new}})
+        self.db.events.update_many({"listener": old}, {"$set": {"listener": new}})
         for rating in self.db.ratings.find({"owner": old}):
             try:
                 self.db.ratings.update_one({"_id": rating["_id"]}, {"$set": {"owner": new}})
@@ -263,6 +301,106 @@ class MongoRepository(Repository):
     def list_models(self) -> list[ModelRecord]:
         docs = self.db.models.find({}).sort("_id", 1)
         return [ModelRecord(d["name"], d["family"], d["info"], d["updated_at"]) for d in docs]
+
+    # ---- activity events (analytics) ----
+    def record_events(self, *, events: list[Event]) -> None:
+        if events:
+            self.db.events.insert_many([{**asdict(e), "day": e.day} for e in events], ordered=False)
+
+    def _events_pipeline(self, match: dict[str, Any]) -> list[dict[str, Any]]:
+        """Raw events (n = 1) and rolled-up counts as one stream of {day, listener, kind, ..., n}."""
+        fields = {k: 1 for k in ROLLUP_KEY}
+        return [
+            {"$match": match},
+            {"$project": {**fields, "_id": 0, "n": {"$literal": 1}}},
+            {"$unionWith": {"coll": "event_rollups",
+                            "pipeline": [{"$match": match}, {"$project": {**fields, "_id": 0, "n": 1}}]}},
+        ]  # fmt: skip
+
+    def count_events(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+        listener: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by)
+        match = _event_match(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style, listener=listener,
+        )  # fmt: skip
+        key = {f: WEEK if f == "week" else f"${f}" for f in by} or None
+        pipeline = [
+            *self._events_pipeline(match),
+            {"$group": {"_id": key, "n": {"$sum": "$n"}, "ls": {"$addToSet": "$listener"},
+                        "value_sum": {"$sum": {"$multiply": ["$n", "$value"]}}}},
+            {"$project": {"_id": 0, **{f: f"$_id.{f}" for f in by}, "n": 1, "value_sum": 1,
+                          "listeners": {"$size": "$ls"}}},
+        ]  # fmt: skip
+        if by:
+            pipeline.append({"$sort": {f: 1 for f in by}})
+        return list(self.db.events.aggregate(pipeline, allowDiskUse=True))
+
+    def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
+        later = {"$add": ["$first", after_days]}
+        pipeline = [
+            *self._events_pipeline({"day": {"$lt": until_day}}),
+            {"$group": {"_id": "$listener", "first": {"$min": "$day"}, "last": {"$max": "$day"}}},
+            {"$match": {"first": {"$gte": since_day}, "$expr": {"$lt": [later, until_day]}}},
+            {"$group": {"_id": None, "cohort": {"$sum": 1},
+                        "returned": {"$sum": {"$cond": [{"$gte": ["$last", later]}, 1, 0]}}}},
+        ]  # fmt: skip
+        rows = list(self.db.events.aggregate(pipeline, allowDiskUse=True))
+        return (int(rows[0]["cohort"]), int(rows[0]["returned"])) if rows else (0, 0)
+
+    def job_stats(
+        self, *, since_day: int | None = None, until_day: int | None = None, model: str | None = None,
+        style: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        match: dict[str, Any] = {}
+        created: dict[str, Any] = {}
+        if since_day is not None:
+            created["$gte"] = since_day * DAY_S
+        if until_day is not None:
+            created["$lt"] = until_day * DAY_S
+        if created:
+            match["created_at"] = created
+        if model is not None:
+            match["model"] = model
+        if style is not None:
+            match["params.style"] = style
+        counts = list(self.db.jobs.aggregate([
+            {"$match": match},
+            {"$group": {"_id": None, "total": {"$sum": 1},
+                        "done": {"$sum": {"$cond": [{"$eq": ["$status", "done"]}, 1, 0]}},
+                        "failed": {"$sum": {"$cond": [{"$eq": ["$status", "failed"]}, 1, 0]}}}},
+        ]))  # fmt: skip
+        stats = {k: int(counts[0][k]) if counts else 0 for k in ("total", "done", "failed")}
+        ranks = nearest_ranks(stats["done"])
+        rows = self.db.jobs.aggregate([
+            {"$match": {**match, "status": "done", "started_at": {"$ne": None}}},
+            {"$project": {"latency": {"$subtract": ["$finished_at", "$started_at"]}}},
+            {"$setWindowFields": {"sortBy": {"latency": 1}, "output": {"rank": {"$documentNumber": {}}}}},
+            {"$match": {"rank": {"$in": list(ranks.values())}}},
+        ])  # fmt: skip
+        by_rank = {int(r["rank"]): float(r["latency"]) for r in rows}
+        stats["latency"] = {p: by_rank.get(k) for p, k in ranks.items()}
+        return stats
+
+    def rollup_events(self, *, before_day: int) -> int:
+        def fold(session: Any = None) -> int:
+            groups = self.db.events.aggregate(
+                [{"$match": {"day": {"$lt": before_day}}},
+                 {"$group": {"_id": {k: f"${k}" for k in ROLLUP_KEY}, "n": {"$sum": 1}}}],
+                session=session, allowDiskUse=True,
+            )  # fmt: skip
+            ops = [self._pymongo.UpdateOne(g["_id"], {"$inc": {"n": g["n"]}}, upsert=True) for g in groups]
+            if ops:
+                self.db.event_rollups.bulk_write(ops, ordered=False, session=session)
+            return self.db.events.delete_many({"day": {"$lt": before_day}}, session=session).deleted_count
+
+        if self._supports_transactions():
+            with self.client.start_session() as session, session.start_transaction():
+                return fold(session)
+        return fold()
 
     def close(self) -> None:
         self.client.close()

@@ -8,10 +8,14 @@ anonymous visitor's records moving to their account) are single methods, so each
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
-from museforge.store.records import Job, ModelRecord, Rating, Session, Song, Upload, User
+from museforge.store.records import Event, Job, ModelRecord, Rating, Session, Song, Upload, User
+
+GROUP_FIELDS = ("day", "week", "listener", "kind", "model", "style", "value")
+PERCENTILES = (0.5, 0.9, 0.99)
 
 
 class Repository(ABC):
@@ -27,6 +31,10 @@ class Repository(ABC):
 
     @abstractmethod
     def find_user(self, *, username: str) -> User | None: ...
+
+    @abstractmethod
+    def set_admin(self, *, user_id: str, admin: bool) -> None:
+        """Grant or take back the operator role; `NotFound` for no such user."""
 
     @abstractmethod
     def create_session(self, *, user_id: str | None = None) -> Session: ...
@@ -124,6 +132,41 @@ class Repository(ABC):
     @abstractmethod
     def list_models(self) -> list[ModelRecord]: ...
 
+    # ---- activity events (analytics) ----
+    @abstractmethod
+    def record_events(self, *, events: list[Event]) -> None:
+        """Append a batch of events in one write."""
+
+    @abstractmethod
+    def count_events(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+        listener: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Events (raw and rolled up alike) on days [since_day, until_day) counted inside the database, grouped
+        by the `GROUP_FIELDS` in ``by`` ("week" is the Monday's day number) and ordered by them. Each row holds
+        those fields, ``n`` (events), ``listeners`` (distinct listeners) and ``value_sum`` (Σ value: a mean
+        rating is value_sum / n); no row for no events."""
+
+    @abstractmethod
+    def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
+        """(cohort, returned): listeners first active on a day d in [since_day, until_day − after_days), and
+        how many of them were active again on some day in [d + after_days, until_day)."""
+
+    @abstractmethod
+    def job_stats(
+        self, *, since_day: int | None = None, until_day: int | None = None, model: str | None = None,
+        style: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Jobs created on those days: ``total``, ``done``, ``failed`` and ``latency`` {p: seconds from start
+        to finish} at the nearest-rank `PERCENTILES` of done jobs (None without any)."""
+
+    @abstractmethod
+    def rollup_events(self, *, before_day: int) -> int:
+        """Fold raw events of days before ``before_day`` into per-(day, listener, kind, model, style, value)
+        counts in one transaction, so every `count_events` and `retention` answer stays the same; returns the
+        raw events folded."""
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -140,3 +183,15 @@ def interrupted_reason(attempts: int) -> str:
         f"the server stopped while this job was running (attempt {attempts}); "
         "it was not retried again - please submit it anew"
     )
+
+
+def check_group(by: tuple[str, ...]) -> None:
+    """Group fields come from a fixed list: they become column names."""
+    unknown = [f for f in by if f not in GROUP_FIELDS]
+    if unknown:
+        raise ValueError(f"cannot group events by {', '.join(unknown)}; fields: {', '.join(GROUP_FIELDS)}")
+
+
+def nearest_ranks(n: int) -> dict[float, int]:
+    """The 1-based rank of each percentile p among n sorted values: ⌈p·n⌉ (the nearest-rank method)."""
+    return {p: max(1, math.ceil(p * n - 1e-9)) for p in PERCENTILES}
