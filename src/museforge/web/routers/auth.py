@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
 from museforge.store import Conflict, user_owner
-from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep
+from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
 from museforge.web.security import check_new_credentials, hash_password, verify_password
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -29,6 +29,8 @@ def start_session(services: Services, request: Request, old: Visitor, user_id: s
     old session becomes theirs."""
     repo = services.repo
     if old.user is None:
+        if services.events is not None:
+            services.events.flush()  # the visitor's buffered events move with their records
         repo.transfer_owner(old=old.owner, new=user_owner(user_id))
     repo.delete_session(session_id=old.session.id)
     session = repo.create_session(user_id=user_id)
@@ -55,6 +57,7 @@ def sign_up(services: Services, request: Request, visitor: Visitor, username: st
         raise HTTPException(422, str(exc)) from exc
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from exc
+    record(services, user_owner(user.id), "signup")
     return start_session(services, request, visitor, user.id)
 
 

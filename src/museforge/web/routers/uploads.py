@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, HTTPException, UploadFile
 from museforge.data.formats import InputError
 from museforge.store import Upload
 from museforge.web.actions import own_upload
-from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep
+from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
 from museforge.web.uploads import UnsupportedType, UploadTooLarge, accept_upload
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
@@ -34,6 +34,7 @@ def receive(services: Services, visitor: Visitor, file: UploadFile) -> Upload:
         raise HTTPException(415, str(exc)) from exc
     except InputError as exc:
         raise HTTPException(422, f"cannot read this file as music: {exc}") from exc
+    record(services, visitor.owner, "upload", detail={"kind": upload.kind})
     return upload
 
 
