@@ -219,6 +219,10 @@ def _figures(repo):
         "by_style_kind": repo.count_events(by=("style", "kind")),
         "by_week": repo.count_events(by=("week",), since_day=D0 - 7, until_day=D0 + 7),
         "by_listener_value": repo.count_events(by=("listener", "value"), kinds=("rate",)),
+        "listeners": [
+            repo.count_listeners(by=("day",)),
+            repo.count_listeners(by=("style",), kinds=("play",)),
+        ],
         "total": repo.count_events(by=()),
         "folk_n": repo.count_events(by=("day",), model="n", style="folk"),
         "a": repo.count_events(by=("kind",), listener="a", since_day=D0 + 1),
@@ -228,24 +232,37 @@ def _figures(repo):
 
 def test_events_are_counted_in_the_database(repo):
     repo.record_events(events=_events())
-    rows = {
-        (r["style"], r["kind"]): (r["n"], r["listeners"]) for r in repo.count_events(by=("style", "kind"))
-    }
+    rows = {(r["style"], r["kind"]): r["n"] for r in repo.count_events(by=("style", "kind"))}
     assert rows == {
-        ("", "visit"): (2, 1), ("chorale", "generate"): (3, 1), ("chorale", "play"): (2, 1),
-        ("chorale", "rate"): (1, 1), ("folk", "play"): (1, 1), ("folk", "rate"): (1, 1),
+        ("", "visit"): 2, ("chorale", "generate"): 3, ("chorale", "play"): 2, ("chorale", "rate"): 1,
+        ("folk", "play"): 1, ("folk", "rate"): 1,
     }  # fmt: skip
     [total] = repo.count_events(by=())
-    assert (total["n"], total["listeners"], total["value_sum"]) == (10, 3, 6)
+    assert (total["n"], total["value_sum"]) == (10, 6)
     weeks = repo.count_events(by=("week",))
     assert [(w["week"], w["n"]) for w in weeks] == [(19_996, 9), (20_003, 1)]  # D0+3 is the next Monday
     ratings = repo.count_events(by=("listener", "value"), kinds=("rate",))
     assert [(r["listener"], r["value"], r["n"]) for r in ratings] == [("a", 1, 1), ("a", 5, 1)]
     assert [r["n"] for r in repo.count_events(by=("day",), since_day=D0 + 1, until_day=D0 + 2)] == [3]
+    assert [r["n"] for r in repo.count_events(by=("day",), model="n", style="folk")] == [1]
     assert repo.count_events(by=("kind",), kinds=("share",)) == []
     assert repo.count_events(by=()) != [] and repo.count_events(by=(), listener="nobody") == []
     with pytest.raises(ValueError, match="cannot group"):
         repo.count_events(by=("title; DROP TABLE events",))
+
+
+def test_distinct_listeners_are_counted_in_the_database(repo):
+    repo.record_events(events=_events())
+    assert repo.count_listeners(by=()) == [{"listeners": 3}]
+    per_day = repo.count_listeners(by=("day",))
+    assert [(r["day"], r["listeners"]) for r in per_day] == [(D0, 1), (D0 + 1, 1), (D0 + 2, 2), (D0 + 4, 1)]
+    assert [r["listeners"] for r in repo.count_listeners(by=("week",))] == [3, 1]
+    styles = repo.count_listeners(by=("style",), kinds=("play", "generate"))
+    assert [(r["style"], r["listeners"]) for r in styles] == [("chorale", 2), ("folk", 1)]
+    assert repo.count_listeners(by=("day",), style="folk") == [{"day": D0 + 1, "listeners": 1}]
+    assert repo.count_listeners(by=(), kinds=("share",)) == []
+    with pytest.raises(ValueError, match="cannot group"):
+        repo.count_listeners(by=("listener",))
 
 
 def test_retention_counts_listeners_who_come_back(repo):
@@ -301,6 +318,12 @@ def test_admins_and_moving_events_on_sign_in(repo):
     assert repo.find_user(username="op").is_admin is True
     with pytest.raises(NotFound):
         repo.set_admin(user_id="missing", admin=True)
-    repo.record_events(events=[_ev("play", "anon:s", D0)])
-    repo.transfer_owner(old="anon:s", new=f"user:{user.id}")
-    assert [r["listener"] for r in repo.count_events(by=("listener",))] == [f"user:{user.id}"]
+    me = f"user:{user.id}"
+    repo.record_events(
+        events=[_ev("play", "anon:s", D0), _ev("play", me, D0), _ev("visit", "anon:s", D0 + 1)]
+    )
+    repo.transfer_owner(old="anon:s", new=me)
+    assert [(r["listener"], r["n"]) for r in repo.count_events(by=("listener",))] == [(me, 3)]
+    assert [r["n"] for r in repo.count_events(by=("kind",), kinds=("play",), listener=me)] == [2]
+    assert repo.count_listeners(by=()) == [{"listeners": 1}]
+    assert repo.retention(since_day=D0, until_day=D0 + 3, after_days=1) == (1, 1)

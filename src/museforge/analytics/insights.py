@@ -99,12 +99,18 @@ def ratio(a: float, b: float) -> float | None:
 
 
 # ---- activity ----
+def _with_listeners(repo: Repository, by: tuple[str, ...], ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """Event counts per group with the group's distinct listeners alongside."""
+    people = {r[by[0]]: r["listeners"] for r in repo.count_listeners(by=by, **ev)}
+    return [{**r, "listeners": people.get(r[by[0]], 0)} for r in repo.count_events(by=by, **ev)]
+
+
 def activity(repo: Repository, scope: Scope) -> dict[str, Any]:
     """Active listeners per day and week, jobs per day by model and style, job success and latency, and
     day-1 / day-7 retention of the listeners first seen in the range."""
     ev = scope.events()
-    daily = repo.count_events(by=("day",), **ev)
-    weekly = repo.count_events(by=("week",), **ev)
+    daily = _with_listeners(repo, ("day",), ev)
+    weekly = _with_listeners(repo, ("week",), ev)
     jobs = repo.count_events(by=("day", "model", "style"), kinds=("generate",), **ev)
     stats = repo.job_stats(since_day=scope.since_day, until_day=scope.until_day, model=scope.model,
                            style=scope.style)  # fmt: skip
@@ -137,7 +143,11 @@ def interest(repo: Repository, scope: Scope, field: str = "style", listener: str
     kinds = ("generate", "play", "play_end", "rate")
     counts = repo.count_events(by=(field, "kind"), kinds=kinds, **ev)
     values = repo.count_events(by=(field, "value"), kinds=("rate",), **ev)
-    people = {r[field]: r["listeners"] for r in repo.count_events(by=(field,), kinds=kinds, **ev)}
+    people = (
+        {r[field]: r["listeners"] for r in repo.count_listeners(by=(field,), kinds=kinds, **scope.events())}
+        if listener is None
+        else {}
+    )
     rows: dict[str, dict[str, float]] = {}
     for r in counts:
         rows.setdefault(r[field], {k: 0 for k in kinds} | {"value_sum": 0, "likes": 0})[r["kind"]] += r["n"]
@@ -157,7 +167,7 @@ def interest(repo: Repository, scope: Scope, field: str = "style", listener: str
             "ratings": c["rate"],
             "mean_rating": ratio(c["value_sum"], c["rate"]),
             "like_share": ratio(c["likes"], c["rate"]),
-            "listeners": people.get(key, 0),
+            "listeners": people.get(key, 1 if listener else 0),
         }
         for key, c in sorted(rows.items())
     ]

@@ -28,14 +28,18 @@ from museforge.store.records import (
     now,
 )
 from museforge.store.repository import (
+    COUNT_KEY,
+    DAY_KEY,
+    TOTAL_KEY,
     Repository,
     check_group,
     check_rating,
     interrupted_reason,
     nearest_ranks,
+    summarize,
 )
 
-ROLLUP_KEY = ("day", "kind", "model", "style", "listener", "value")
+SUMMARIES = {"event_counts": COUNT_KEY, "event_totals": TOTAL_KEY, "listener_days": DAY_KEY}
 WEEK = {"$subtract": ["$day", {"$mod": [{"$add": ["$day", 3]}, 7]}]}  # Monday's day; day 0 was a Thursday
 
 
@@ -91,10 +95,12 @@ class MongoRepository(Repository):
             "share_token", unique=True, partialFilterExpression={"share_token": {"$type": "string"}}
         )
         d.ratings.create_index([("song_id", 1), ("owner", 1)], unique=True)
-        d.events.create_index([("day", 1), ("kind", 1), ("model", 1), ("style", 1), ("listener", 1)])
-        d.events.create_index([("listener", 1), ("day", 1)])
-        d.event_rollups.create_index([(k, 1) for k in ROLLUP_KEY], unique=True)
-        d.event_rollups.create_index([("listener", 1), ("day", 1)])
+        d.events.create_index("day")
+        d.events.create_index("listener")
+        for name, key in SUMMARIES.items():
+            d[name].create_index([(k, 1) for k in key], unique=True)
+        d.event_counts.create_index([("listener", 1), ("day", 1)])
+        d.listener_days.create_index([("listener", 1), ("day", 1)])
 
     # ---- users and sessions ----
     def create_user(self, *, username: str, password_hash: str) -> User:
@@ -133,6 +139,13 @@ class MongoRepository(Repository):
         for name in ("songs", "uploads", "jobs"):
             self.db[name].update_many({"owner": old}, {"$set": {"owner": new}})
         self.db.events.update_many({"listener": old}, {"$set": {"listener": new}})
+        for name, key in (("event_counts", COUNT_KEY), ("listener_days", DAY_KEY)):
+            docs = list(self.db[name].find({"listener": old}))
+            ops = [self._pymongo.UpdateOne({**{k: d[k] for k in key}, "listener": new}, {"$inc": {"n": d["n"]}},
+                                           upsert=True) for d in docs]  # fmt: skip
+            if ops:
+                self.db[name].bulk_write(ops, ordered=False)
+            self.db[name].delete_many({"listener": old})
         for rating in self.db.ratings.find({"owner": old}):
             try:
                 self.db.ratings.update_one({"_id": rating["_id"]}, {"$set": {"owner": new}})
@@ -304,18 +317,33 @@ class MongoRepository(Repository):
 
     # ---- activity events (analytics) ----
     def record_events(self, *, events: list[Event]) -> None:
-        if events:
-            self.db.events.insert_many([{**asdict(e), "day": e.day} for e in events], ordered=False)
+        if not events:
+            return
+        summaries = dict(zip(SUMMARIES, summarize(events), strict=True))
 
-    def _events_pipeline(self, match: dict[str, Any]) -> list[dict[str, Any]]:
-        """Raw events (n = 1) and rolled-up counts as one stream of {day, listener, kind, ..., n}."""
-        fields = {k: 1 for k in ROLLUP_KEY}
-        return [
-            {"$match": match},
-            {"$project": {**fields, "_id": 0, "n": {"$literal": 1}}},
-            {"$unionWith": {"coll": "event_rollups",
-                            "pipeline": [{"$match": match}, {"$project": {**fields, "_id": 0, "n": 1}}]}},
-        ]  # fmt: skip
+        def write(session: Any = None) -> None:
+            docs = [{**asdict(e), "day": e.day} for e in events]
+            self.db.events.insert_many(docs, ordered=False, session=session)
+            for name, key in SUMMARIES.items():
+                ops = [self._pymongo.UpdateOne(dict(zip(key, k, strict=True)), {"$inc": {"n": n}}, upsert=True)
+                       for k, n in summaries[name].items()]  # fmt: skip
+                self.db[name].bulk_write(ops, ordered=False, session=session)
+
+        if self._supports_transactions():
+            with self.client.start_session() as session, session.start_transaction():
+                write(session)
+        else:
+            write()
+
+    def _grouped(
+        self, collection: str, match: dict, by: tuple[str, ...], stages: list, out: dict
+    ) -> list[dict]:
+        """$match, the given $group stages, then one row per group with the ``by`` fields and ``out``."""
+        pipeline = [{"$match": match}, *stages,
+                    {"$project": {"_id": 0, **{f: f"$_id.{f}" for f in by}, **out}}]  # fmt: skip
+        if by:
+            pipeline.append({"$sort": {f: 1 for f in by}})
+        return list(self.db[collection].aggregate(pipeline, allowDiskUse=True))
 
     def count_events(
         self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
@@ -323,32 +351,45 @@ class MongoRepository(Repository):
         listener: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         check_group(by)
+        collection = "event_counts" if "listener" in by or listener is not None else "event_totals"
         match = _event_match(
             since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
             style=style, listener=listener,
         )  # fmt: skip
         key = {f: WEEK if f == "week" else f"${f}" for f in by} or None
-        pipeline = [
-            *self._events_pipeline(match),
-            {"$group": {"_id": key, "n": {"$sum": "$n"}, "ls": {"$addToSet": "$listener"},
-                        "value_sum": {"$sum": {"$multiply": ["$n", "$value"]}}}},
-            {"$project": {"_id": 0, **{f: f"$_id.{f}" for f in by}, "n": 1, "value_sum": 1,
-                          "listeners": {"$size": "$ls"}}},
+        group = {"$group": {"_id": key, "n": {"$sum": "$n"},
+                            "value_sum": {"$sum": {"$multiply": ["$n", "$value"]}}}}  # fmt: skip
+        return self._grouped(collection, match, by, [group], {"n": 1, "value_sum": 1})
+
+    def count_listeners(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by, listeners=True)
+        plain = set(by) <= {"day", "week"} and not kinds and model is None and style is None
+        match = _event_match(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style,
+        )  # fmt: skip
+        key = {f: WEEK if f == "week" else f"${f}" for f in by}
+        stages = [
+            {"$group": {"_id": {**key, "listener": "$listener"}}},
+            {"$group": {"_id": {f: f"$_id.{f}" for f in by} or None, "listeners": {"$sum": 1}}},
         ]  # fmt: skip
-        if by:
-            pipeline.append({"$sort": {f: 1 for f in by}})
-        return list(self.db.events.aggregate(pipeline, allowDiskUse=True))
+        return self._grouped(
+            "listener_days" if plain else "event_counts", match, by, stages, {"listeners": 1}
+        )
 
     def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
         later = {"$add": ["$first", after_days]}
         pipeline = [
-            *self._events_pipeline({"day": {"$lt": until_day}}),
+            {"$match": {"day": {"$lt": until_day}}},
             {"$group": {"_id": "$listener", "first": {"$min": "$day"}, "last": {"$max": "$day"}}},
             {"$match": {"first": {"$gte": since_day}, "$expr": {"$lt": [later, until_day]}}},
             {"$group": {"_id": None, "cohort": {"$sum": 1},
                         "returned": {"$sum": {"$cond": [{"$gte": ["$last", later]}, 1, 0]}}}},
         ]  # fmt: skip
-        rows = list(self.db.events.aggregate(pipeline, allowDiskUse=True))
+        rows = list(self.db.listener_days.aggregate(pipeline, allowDiskUse=True))
         return (int(rows[0]["cohort"]), int(rows[0]["returned"])) if rows else (0, 0)
 
     def job_stats(
@@ -386,21 +427,7 @@ class MongoRepository(Repository):
         return stats
 
     def rollup_events(self, *, before_day: int) -> int:
-        def fold(session: Any = None) -> int:
-            groups = self.db.events.aggregate(
-                [{"$match": {"day": {"$lt": before_day}}},
-                 {"$group": {"_id": {k: f"${k}" for k in ROLLUP_KEY}, "n": {"$sum": 1}}}],
-                session=session, allowDiskUse=True,
-            )  # fmt: skip
-            ops = [self._pymongo.UpdateOne(g["_id"], {"$inc": {"n": g["n"]}}, upsert=True) for g in groups]
-            if ops:
-                self.db.event_rollups.bulk_write(ops, ordered=False, session=session)
-            return self.db.events.delete_many({"day": {"$lt": before_day}}, session=session).deleted_count
-
-        if self._supports_transactions():
-            with self.client.start_session() as session, session.start_transaction():
-                return fold(session)
-        return fold()
+        return int(self.db.events.delete_many({"day": {"$lt": before_day}}).deleted_count)
 
     def close(self) -> None:
         self.client.close()

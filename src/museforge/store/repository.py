@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import Counter
 from typing import Any
 
 from museforge.store.records import Event, Job, ModelRecord, Rating, Session, Song, Upload, User
 
 GROUP_FIELDS = ("day", "week", "listener", "kind", "model", "style", "value")
+COUNT_KEY = ("day", "kind", "model", "style", "listener", "value")  # per-listener daily counts
+TOTAL_KEY = ("day", "kind", "model", "style", "value")  # daily counts over all listeners
+DAY_KEY = ("day", "listener")  # who was active on which day
 PERCENTILES = (0.5, 0.9, 0.99)
 
 
@@ -135,7 +139,7 @@ class Repository(ABC):
     # ---- activity events (analytics) ----
     @abstractmethod
     def record_events(self, *, events: list[Event]) -> None:
-        """Append a batch of events in one write."""
+        """Append a batch of raw events and add them to the daily counts, in one transaction."""
 
     @abstractmethod
     def count_events(
@@ -143,10 +147,17 @@ class Repository(ABC):
         kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
         listener: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """Events (raw and rolled up alike) on days [since_day, until_day) counted inside the database, grouped
-        by the `GROUP_FIELDS` in ``by`` ("week" is the Monday's day number) and ordered by them. Each row holds
-        those fields, ``n`` (events), ``listeners`` (distinct listeners) and ``value_sum`` (Σ value: a mean
-        rating is value_sum / n); no row for no events."""
+        """Events on days [since_day, until_day), counted inside the database, grouped by the `GROUP_FIELDS`
+        in ``by`` ("week" is its Monday's day number) and ordered by them. Each row holds those fields, ``n``
+        (events) and ``value_sum`` (Σ value: a mean rating is value_sum / n); no row for no events."""
+
+    @abstractmethod
+    def count_listeners(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Distinct listeners with such events, grouped like `count_events` (not by listener): rows of the
+        fields and ``listeners``."""
 
     @abstractmethod
     def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
@@ -163,9 +174,9 @@ class Repository(ABC):
 
     @abstractmethod
     def rollup_events(self, *, before_day: int) -> int:
-        """Fold raw events of days before ``before_day`` into per-(day, listener, kind, model, style, value)
-        counts in one transaction, so every `count_events` and `retention` answer stays the same; returns the
-        raw events folded."""
+        """Drop the raw events (with their details) of days before ``before_day``; returns how many. Figures
+        are unchanged: `record_events` keeps per-day counts (`COUNT_KEY`, `TOTAL_KEY`, `DAY_KEY`) in the same
+        write as the raw events, and every measure reads those."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -185,9 +196,10 @@ def interrupted_reason(attempts: int) -> str:
     )
 
 
-def check_group(by: tuple[str, ...]) -> None:
-    """Group fields come from a fixed list: they become column names."""
-    unknown = [f for f in by if f not in GROUP_FIELDS]
+def check_group(by: tuple[str, ...], *, listeners: bool = False) -> None:
+    """Group fields come from a fixed list: they become column names (and distinct listeners are not
+    grouped by listener)."""
+    unknown = [f for f in by if f not in GROUP_FIELDS or (listeners and f == "listener")]
     if unknown:
         raise ValueError(f"cannot group events by {', '.join(unknown)}; fields: {', '.join(GROUP_FIELDS)}")
 
@@ -195,3 +207,16 @@ def check_group(by: tuple[str, ...]) -> None:
 def nearest_ranks(n: int) -> dict[float, int]:
     """The 1-based rank of each percentile p among n sorted values: ⌈p·n⌉ (the nearest-rank method)."""
     return {p: max(1, math.ceil(p * n - 1e-9)) for p in PERCENTILES}
+
+
+def summarize(events: list[Event]) -> tuple[Counter, Counter, Counter]:
+    """A batch's additions to the three daily count tables, keyed by `COUNT_KEY`, `TOTAL_KEY`, `DAY_KEY`."""
+    counts: Counter = Counter()
+    totals: Counter = Counter()
+    days: Counter = Counter()
+    for e in events:
+        day = e.day
+        counts[(day, e.kind, e.model, e.style, e.listener, int(e.value))] += 1
+        totals[(day, e.kind, e.model, e.style, int(e.value))] += 1
+        days[(day, e.listener)] += 1
+    return counts, totals, days

@@ -31,11 +31,15 @@ from museforge.store.records import (
     now,
 )
 from museforge.store.repository import (
+    COUNT_KEY,
+    DAY_KEY,
+    TOTAL_KEY,
     Repository,
     check_group,
     check_rating,
     interrupted_reason,
     nearest_ranks,
+    summarize,
 )
 
 SCHEMA = """
@@ -120,23 +124,34 @@ CREATE TABLE IF NOT EXISTS events (
     value INTEGER NOT NULL DEFAULT 0,
     detail TEXT NOT NULL DEFAULT '{}'
 );
-CREATE INDEX IF NOT EXISTS events_by_day ON events (day, kind, model, style, listener, value);
-CREATE INDEX IF NOT EXISTS events_by_listener ON events (listener, day);
-CREATE TABLE IF NOT EXISTS event_rollups (
+CREATE INDEX IF NOT EXISTS events_by_day ON events (day);
+CREATE TABLE IF NOT EXISTS event_counts (
     day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    style TEXT NOT NULL,
     listener TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (day, kind, model, style, listener, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_counts_by_listener ON event_counts (listener, day);
+CREATE TABLE IF NOT EXISTS event_totals (
+    day INTEGER NOT NULL,
     kind TEXT NOT NULL,
     model TEXT NOT NULL,
     style TEXT NOT NULL,
     value INTEGER NOT NULL,
     n INTEGER NOT NULL,
-    PRIMARY KEY (day, kind, model, style, listener, value)
+    PRIMARY KEY (day, kind, model, style, value)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS event_rollups_by_listener ON event_rollups (listener, day);
-CREATE VIEW IF NOT EXISTS event_counts AS
-    SELECT day, listener, kind, model, style, value, 1 AS n FROM events
-    UNION ALL
-    SELECT day, listener, kind, model, style, value, n FROM event_rollups;
+CREATE TABLE IF NOT EXISTS listener_days (
+    day INTEGER NOT NULL,
+    listener TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (day, listener)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS listener_days_by_listener ON listener_days (listener, day);
 """
 MIGRATIONS = {("users", "is_admin"): "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0"}
 GROUP_SQL = {"week": "day - ((day + 3) % 7) AS week"}  # weeks start on Monday; day 0 was a Thursday
@@ -227,6 +242,7 @@ class SqliteRepository(Repository):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA temp_store=MEMORY")  # GROUP BY's sorting trees
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -295,6 +311,17 @@ class SqliteRepository(Repository):
             for table in ("songs", "uploads", "jobs"):
                 c.execute(f"UPDATE {table} SET owner = ? WHERE owner = ?", (new, old))
             c.execute("UPDATE events SET listener = ? WHERE listener = ?", (new, old))
+            for table, key in (
+                ("event_counts", "day, kind, model, style, listener, value"),
+                ("listener_days", "day, listener"),
+            ):
+                cols = key.replace("listener", "?")
+                c.execute(
+                    f"INSERT INTO {table} ({key}, n) SELECT {cols}, n FROM {table} WHERE listener = ?"
+                    f" ON CONFLICT ({key}) DO UPDATE SET n = n + excluded.n",
+                    (new, old),
+                )
+                c.execute(f"DELETE FROM {table} WHERE listener = ?", (old,))  # fmt: skip
             c.execute("UPDATE OR IGNORE ratings SET owner = ? WHERE owner = ?", (new, old))
             c.execute("DELETE FROM ratings WHERE owner = ?", (old,))
 
@@ -494,6 +521,7 @@ class SqliteRepository(Repository):
 
     # ---- activity events (analytics) ----
     def record_events(self, *, events: list[Event]) -> None:
+        counts, totals, days = summarize(events)
         with self._tx() as c:
             c.executemany(
                 "INSERT INTO events (at, day, listener, kind, model, style, song_id, value, detail)"
@@ -501,6 +529,16 @@ class SqliteRepository(Repository):
                 [(e.at, e.day, e.listener, e.kind, e.model, e.style, e.song_id, int(e.value),
                   json.dumps(e.detail)) for e in events],
             )  # fmt: skip
+            for table, key, rows in (
+                ("event_counts", COUNT_KEY, counts), ("event_totals", TOTAL_KEY, totals),
+                ("listener_days", DAY_KEY, days),
+            ):  # fmt: skip
+                cols = ", ".join(key)
+                c.executemany(
+                    f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' * (len(key) + 1))})"
+                    f" ON CONFLICT ({cols}) DO UPDATE SET n = n + excluded.n",
+                    [(*k, n) for k, n in rows.items()],
+                )
 
     def count_events(
         self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
@@ -508,22 +546,36 @@ class SqliteRepository(Repository):
         listener: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         check_group(by)
+        table = "event_counts" if "listener" in by or listener is not None else "event_totals"
         where, args = _where(
             since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
             style=style, listener=listener,
         )  # fmt: skip
+        return self._grouped(f"SUM(n) AS n, SUM(n * value) AS value_sum FROM {table}{where}", by, args)
+
+    def count_listeners(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by, listeners=True)
+        plain = set(by) <= {"day", "week"} and not kinds and model is None and style is None
+        table = "listener_days" if plain else "event_counts"
+        where, args = _where(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style,
+        )  # fmt: skip
+        return self._grouped(f"COUNT(DISTINCT listener) AS listeners FROM {table}{where}", by, args)
+
+    def _grouped(self, aggregate: str, by: tuple[str, ...], args: list[Any]) -> list[dict[str, Any]]:
         cols = ", ".join(GROUP_SQL.get(f, f) for f in by)
         group = f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}" if by else ""
-        sql = (
-            f"SELECT {cols + ', ' if cols else ''}SUM(n) AS n, COUNT(DISTINCT listener) AS listeners,"
-            f" SUM(n * value) AS value_sum FROM event_counts{where}{group}"
-        )
-        return [dict(r) for r in self._all_rows(sql, *args) if r["n"] is not None]
+        rows = self._all_rows(f"SELECT {cols + ', ' if cols else ''}{aggregate}{group}", *args)
+        return [dict(r) for r in rows if by or (r[0] is not None and r[0] != 0)]
 
     def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
         row = self._one(
             "SELECT COUNT(*) AS cohort, COALESCE(SUM(last >= first + ?), 0) AS returned FROM ("
-            " SELECT MIN(day) AS first, MAX(day) AS last FROM event_counts WHERE day < ? GROUP BY listener"
+            " SELECT MIN(day) AS first, MAX(day) AS last FROM listener_days WHERE day < ? GROUP BY listener"
             ") WHERE first >= ? AND first + ? < ?",
             after_days, until_day, since_day, after_days, until_day,
         )  # fmt: skip
@@ -562,14 +614,7 @@ class SqliteRepository(Repository):
         return stats
 
     def rollup_events(self, *, before_day: int) -> int:
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO event_rollups (day, kind, model, style, listener, value, n)"
-                " SELECT day, kind, model, style, listener, value, COUNT(*) FROM events WHERE day < ?"
-                " GROUP BY day, kind, model, style, listener, value"
-                " ON CONFLICT (day, kind, model, style, listener, value) DO UPDATE SET n = n + excluded.n",
-                (before_day,),
-            )
+        with self._tx() as c:  # the counts were kept as the events came: only the raw rows go
             return c.execute("DELETE FROM events WHERE day < ?", (before_day,)).rowcount
 
     def close(self) -> None:
