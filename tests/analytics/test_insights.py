@@ -3,9 +3,20 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
-from museforge.analytics.insights import MIN_GROUP, Scope, insights, interest, my_taste, polarization, table
+from museforge.analytics.insights import (
+    MIN_GROUP,
+    Scope,
+    insights,
+    interest,
+    listener_measures,
+    my_taste,
+    polarization,
+    population_measures,
+    table,
+)
 from museforge.analytics.report import insights_html, standalone, taste_html, to_csv
 from museforge.store import open_repository
 from museforge.store.records import Event
@@ -54,7 +65,7 @@ def test_interest_by_style_by_hand(repo):
     c, f = rows["chorale"], rows["folk"]
     assert c["generation_share"] == pytest.approx(2 / 3) and f["generation_share"] == pytest.approx(1 / 3)
     assert (c["plays"], c["completion_rate"]) == (4, 0.5)
-    assert (c["mean_rating"], c["like_share"], c["listeners"]) == (3.5, 0.5, 2)
+    assert (c["mean_rating"], c["like_share"]) == (3.5, 0.5)
     assert (f["mean_rating"], f["like_share"], f["completion_rate"]) == (4.0, 1.0, None)
     mine = {r["style"]: r for r in interest(repo, SCOPE, listener="b")}
     assert mine["chorale"]["generations"] == 0 and mine["chorale"]["mean_rating"] == 2.0
@@ -125,3 +136,16 @@ def test_scopes_refuse_bad_ranges():
     with pytest.raises(ValueError, match="after its start"):
         Scope(D0, D0)
     assert math.isclose(Scope.last(30).until_day - Scope.last(30).since_day, 30)
+
+
+def test_population_measures_match_the_per_listener_functions():
+    rng = np.random.default_rng(1)
+    interest = rng.integers(0, 4, (60, 5)).astype(float) * (rng.random((60, 1)) < 0.9)  # some with nothing
+    ratings = rng.integers(0, 3, (60, 5)).astype(float)
+    ratings[:5] = [[0, 0, 4, 0, 0], [2, 0, 0, 0, 2], [1, 1, 0, 0, 0], [0] * 5, [3, 0, 0, 0, 0]]
+    together = population_measures(interest, ratings, 6)
+    for i in range(60):
+        alone = listener_measures(interest[i], ratings[i], 6)
+        for name, values in together.items():
+            expected = np.nan if alone[name] is None else alone[name]
+            np.testing.assert_allclose(values[i], expected, rtol=1e-9, atol=1e-12, err_msg=f"{name} of {i}")

@@ -66,7 +66,8 @@ def line_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[flo
     step = (W - PAD_L - 10) / max(n - 1, 1)
     body = _y_axis(top)
     for i in sorted({0, n // 2, n - 1}):
-        body.append(f'<text x="{PAD_L + i * step:.1f}" y="{H - 8}" font-size="10" text-anchor="middle">'
+        anchor = "start" if i == 0 else "end" if i == n - 1 else "middle"
+        body.append(f'<text x="{PAD_L + i * step:.1f}" y="{H - 8}" font-size="10" text-anchor="{anchor}">'
                     f"{escape(labels[i])}</text>")  # fmt: skip
     for k, (name, values) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]

@@ -138,16 +138,11 @@ def activity(repo: Repository, scope: Scope) -> dict[str, Any]:
 # ---- style interest ----
 def interest(repo: Repository, scope: Scope, field: str = "style", listener: str | None = None) -> list[dict]:
     """Per style (or model): share of generations, plays, completion rate (plays to the end / plays), mean
-    rating and like share (ratings of 4 or 5 / ratings), and the listeners behind them."""
+    rating and like share (ratings of 4 or 5 / ratings)."""
     ev = {**scope.events(), "listener": listener}
     kinds = ("generate", "play", "play_end", "rate")
     counts = repo.count_events(by=(field, "kind"), kinds=kinds, **ev)
     values = repo.count_events(by=(field, "value"), kinds=("rate",), **ev)
-    people = (
-        {r[field]: r["listeners"] for r in repo.count_listeners(by=(field,), kinds=kinds, **scope.events())}
-        if listener is None
-        else {}
-    )
     rows: dict[str, dict[str, float]] = {}
     for r in counts:
         rows.setdefault(r[field], {k: 0 for k in kinds} | {"value_sum": 0, "likes": 0})[r["kind"]] += r["n"]
@@ -167,7 +162,6 @@ def interest(repo: Repository, scope: Scope, field: str = "style", listener: str
             "ratings": c["rate"],
             "mean_rating": ratio(c["value_sum"], c["rate"]),
             "like_share": ratio(c["likes"], c["rate"]),
-            "listeners": people.get(key, 1 if listener else 0),
         }
         for key, c in sorted(rows.items())
     ]
@@ -222,8 +216,31 @@ def listener_measures(interest_counts: np.ndarray, rating_counts: np.ndarray, n_
     }
 
 
-def _summary(values: list[float | None]) -> dict[str, Any]:
-    v = np.sort(np.array([x for x in values if x is not None], dtype=np.float64))  # sorted: in no one's order
+def population_measures(interest: np.ndarray, ratings: np.ndarray, n_styles: int) -> dict[str, np.ndarray]:
+    """`listener_measures` for every listener (row) at once: the same formulas as matrix operations, NaN where
+    undefined (no interest; no ratings; under 4 or constant ratings for the bimodality coefficient)."""
+    k = max(n_styles, interest.shape[1])
+    total = interest.sum(1)
+    n = ratings.sum(1)
+    stars = np.arange(1, 6, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = interest / total[:, None]
+        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(1)
+        entropy = np.where((total > 0) & (k >= 2), -plogp / math.log(max(k, 2)), np.nan)
+        hhi = np.where(total > 0, (p * p).sum(1), np.nan)
+        extreme = np.where(n > 0, (ratings[:, 0] + ratings[:, 4]) / n, np.nan)
+        d = stars[None, :] - ((ratings * stars).sum(1) / n)[:, None]
+        m2, m3, m4 = ((ratings * d**j).sum(1) / n for j in (2, 3, 4))
+        skew = np.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5
+        excess = (n - 1) / ((n - 2) * (n - 3)) * ((n + 1) * (m4 / m2**2 - 3) + 6)
+        bc = (skew**2 + 1) / (excess + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+    return {"entropy": entropy + 0.0, "hhi": hhi, "extreme_share": extreme,
+            "bimodality": np.where((n >= 4) & (m2 > 0), bc, np.nan)}  # fmt: skip
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    """Distribution of one measure over listeners; the values sorted, so in no listener's order."""
+    v = np.sort(values[~np.isnan(values)])
     if len(v) == 0:
         return {"listeners": 0, "mean": None, "p10": None, "median": None, "p90": None, "values": []}
     q = np.quantile(v, [0.1, 0.5, 0.9])
@@ -261,15 +278,13 @@ def polarization(repo: Repository, scope: Scope) -> dict[str, Any]:
     """Population view: distributions of the per-listener measures, the taste clusters (k by silhouette) and
     the Esteban–Ray polarization index over them."""
     p = profiles(repo, scope)
-    per = [listener_measures(p.interest[i], p.ratings[i], len(p.styles)) for i in range(len(p.listeners))]
+    per = population_measures(p.interest, p.ratings, len(p.styles))
     clusters, _, _ = _clusters(p)
     return {
         "styles": [s or NONE_LABEL for s in p.styles],
         "listeners": len(p.listeners),
-        "concentration": {"entropy": _summary([m["entropy"] for m in per]),
-                          "hhi": _summary([m["hhi"] for m in per])},
-        "ratings": {"extreme_share": _summary([m["extreme_share"] for m in per]),
-                    "bimodality": _summary([m["bimodality"] for m in per])},
+        "concentration": {"entropy": _summary(per["entropy"]), "hhi": _summary(per["hhi"])},
+        "ratings": {"extreme_share": _summary(per["extreme_share"]), "bimodality": _summary(per["bimodality"])},
         "clusters": [] if clusters is None else cluster_rows(clusters, p.styles),
         "silhouette": None if clusters is None else finite(clusters.silhouette),
         "esteban_ray": None if clusters is None else finite(esteban_ray(clusters.shares, clusters.centers)),

@@ -16,7 +16,7 @@ from typing import Any
 from museforge.store.records import Event, Job, ModelRecord, Rating, Session, Song, Upload, User
 
 GROUP_FIELDS = ("day", "week", "listener", "kind", "model", "style", "value")
-COUNT_KEY = ("day", "kind", "model", "style", "listener", "value")  # per-listener daily counts
+COUNT_KEY = ("kind", "day", "model", "style", "listener", "value")  # per-listener daily counts
 TOTAL_KEY = ("day", "kind", "model", "style", "value")  # daily counts over all listeners
 DAY_KEY = ("day", "listener")  # who was active on which day
 PERCENTILES = (0.5, 0.9, 0.99)
@@ -216,7 +216,7 @@ def summarize(events: list[Event]) -> tuple[Counter, Counter, Counter]:
     days: Counter = Counter()
     for e in events:
         day = e.day
-        counts[(day, e.kind, e.model, e.style, e.listener, int(e.value))] += 1
+        counts[(e.kind, day, e.model, e.style, e.listener, int(e.value))] += 1
         totals[(day, e.kind, e.model, e.style, int(e.value))] += 1
         days[(day, e.listener)] += 1
     return counts, totals, days

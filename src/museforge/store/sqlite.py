@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, status, model, started_at, finished_at);
 CREATE TABLE IF NOT EXISTS songs (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -133,7 +134,7 @@ CREATE TABLE IF NOT EXISTS event_counts (
     listener TEXT NOT NULL,
     value INTEGER NOT NULL,
     n INTEGER NOT NULL,
-    PRIMARY KEY (day, kind, model, style, listener, value)
+    PRIMARY KEY (kind, day, model, style, listener, value)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_counts_by_listener ON event_counts (listener, day);
 CREATE TABLE IF NOT EXISTS event_totals (
