@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sqlite3
 import statistics
@@ -35,6 +36,7 @@ MODELS = {
     "performance-rnn": [""],
 }
 KINDS = ["visit", "play", "play_end", "generate", "rate", "download", "share", "upload"]
+WHOLE = ("insights_90_days", "insights_html")  # several measures together: not held to the 300 ms goal
 KIND_P = [0.30, 0.28, 0.15, 0.13, 0.07, 0.04, 0.02, 0.01]
 
 
@@ -90,16 +92,19 @@ def fill(repo: Any, db: Path, args: argparse.Namespace) -> dict[str, float]:
     return {"write_s": write_s, "events_per_s": args.events / write_s, "jobs": len(jobs)}
 
 
-def timed(fn: Any, repeat: int) -> float:
-    times = []
+def timed(fn: Any, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds (the store runs in this process, so CPU time includes SQLite's and is
+    the steadier figure on a shared machine)."""
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall) * 1000, statistics.median(cpu) * 1000
 
 
-def page_ms(var: Path, repeat: int) -> float:
+def page_ms(var: Path, repeat: int) -> tuple[float, float]:
     """GET /insights from the real app (no models loaded) as an admin."""
     from fastapi.testclient import TestClient
 
@@ -159,15 +164,18 @@ def main() -> None:
             "insights_90_days": lambda: insights(repo, everything),
             "insights_html": lambda: insights_html(insights(repo, scope)),
         }
-        ms = {name: round(timed(fn, args.repeat), 1) for name, fn in measures.items()}
+        times = {name: timed(fn, args.repeat) for name, fn in measures.items()}
+        ms = {name: round(t[0], 1) for name, t in times.items()}
+        cpu_ms = {name: round(t[1], 1) for name, t in times.items()}
         figures = polarization(repo, scope)
         repo.close()
-        page = round(page_ms(var, args.repeat), 1)
+        page, page_cpu = page_ms(var, args.repeat)
     print(json.dumps({
         "bench": "analytics", "cpu": cpu_model(), "listeners": args.listeners, "events": args.events,
-        "days": args.days, **{k: round(v, 1) for k, v in writes.items()}, "ms": ms, "insights_page_ms": page,
+        "days": args.days, **{k: round(v, 1) for k, v in writes.items()}, "ms": ms, "cpu_ms": cpu_ms,
+        "insights_page_ms": round(page, 1), "insights_page_cpu_ms": round(page_cpu, 1), "load_avg": os.getloadavg(),
         "clusters": len(figures["clusters"]), "esteban_ray": figures["esteban_ray"],
-        "over_300ms": sorted(k for k, v in ms.items() if v > 300 and k not in ("insights_90_days", "insights_html")),
+        "over_300ms_cpu": sorted(k for k, v in cpu_ms.items() if v > 300 and k not in WHOLE),
     }))  # fmt: skip
 
 
