@@ -418,7 +418,8 @@ class MongoRepository(Repository):
         ranks = nearest_ranks(stats["done"])
         rows = self.db.jobs.aggregate([
             {"$match": {**match, "status": "done", "started_at": {"$ne": None}}},
-            {"$project": {"latency": {"$subtract": ["$finished_at", "$started_at"]}}},
+            {"$project": {"latency": {"$divide": [  # to the millisecond, as on SQLite
+                {"$round": [{"$multiply": [{"$subtract": ["$finished_at", "$started_at"]}, 1000]}, 0]}, 1000]}}},
             {"$setWindowFields": {"sortBy": {"latency": 1}, "output": {"rank": {"$documentNumber": {}}}}},
             {"$match": {"rank": {"$in": list(ranks.values())}}},
         ])  # fmt: skip

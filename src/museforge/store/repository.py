@@ -170,7 +170,7 @@ class Repository(ABC):
         style: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Jobs created on those days: ``total``, ``done``, ``failed`` and ``latency`` {p: seconds from start
-        to finish} at the nearest-rank `PERCENTILES` of done jobs (None without any)."""
+        to finish, to the millisecond} at the nearest-rank `PERCENTILES` of done jobs (None without any)."""
 
     @abstractmethod
     def rollup_events(self, *, before_day: int) -> int:
