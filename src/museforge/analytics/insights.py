@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from museforge.analytics.measures import (
+    TasteClusters,
     bimodality_coefficient,
     esteban_ray,
     extreme_share,
@@ -248,16 +249,17 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
             "p90": float(q[2]), "values": v.tolist()}  # fmt: skip
 
 
-def _clusters(p: Profiles) -> tuple[Any, np.ndarray, np.ndarray]:
-    """k-means taste clusters over the share vectors of listeners with at least MIN_INTEREST events."""
+def _clusters(p: Profiles) -> TasteClusters | None:
+    """k-means taste clusters over the share vectors of listeners with at least MIN_INTEREST events (None for
+    fewer than 3 such listeners)."""
     keep = p.interest.sum(1) >= MIN_INTEREST
     shares = p.interest[keep] / np.maximum(p.interest[keep].sum(1, keepdims=True), 1)
     if len(shares) < 3 or not p.styles:
-        return None, keep, shares
-    return taste_clusters(shares), keep, shares
+        return None
+    return taste_clusters(shares)
 
 
-def cluster_rows(clusters: Any, styles: list[str]) -> list[dict[str, Any]]:
+def cluster_rows(clusters: TasteClusters, styles: list[str]) -> list[dict[str, Any]]:
     """Each cluster's size and mean profile; a cluster of fewer than MIN_GROUP listeners shows no profile."""
     counts = np.bincount(clusters.labels, minlength=len(clusters.centers))
     rows = []
@@ -279,7 +281,7 @@ def polarization(repo: Repository, scope: Scope) -> dict[str, Any]:
     the Esteban–Ray polarization index over them."""
     p = profiles(repo, scope)
     per = population_measures(p.interest, p.ratings, len(p.styles))
-    clusters, _, _ = _clusters(p)
+    clusters = _clusters(p)
     return {
         "styles": [s or NONE_LABEL for s in p.styles],
         "listeners": len(p.listeners),
@@ -313,7 +315,7 @@ def my_taste(repo: Repository, listener: str, scope: Scope) -> dict[str, Any]:
     else:
         own, stars = np.zeros(len(p.styles)), np.zeros(5)
     resembles = None
-    clusters, _, _ = _clusters(p)
+    clusters = _clusters(p)
     if clusters is not None and own.sum() >= MIN_INTEREST:
         j = int(((clusters.centers - own / own.sum()) ** 2).sum(1).argmin())
         row = cluster_rows(clusters, p.styles)[j]
