@@ -200,3 +200,143 @@ def test_file_store_stays_inside_var(tmp_path):
     with pytest.raises(UnsafePath):
         files.relative("elsewhere", "x")
     assert not list((tmp_path / "var" / "result" / "abc").glob("*.tmp"))
+
+
+# ---- activity events: the analytics contract ----
+
+DAY = 86400.0
+D0 = 20_000  # a Friday (day 0, 1970-01-01, was a Thursday): its week began on Monday, day 19_996
+
+
+def _ev(kind, who, day, *, style="", model="m", value=0, hour=12):
+    from museforge.store.records import Event
+
+    return Event(kind, who, at=(day + hour / 24) * DAY, model=model, style=style, value=value)
+
+
+def _events():
+    """a: 2 chorale plays, 1 folk play, rates 5 and 1; b: 3 chorale generations; c: visits two days later."""
+    return [
+        _ev("play", "a", D0, style="chorale"), _ev("play", "a", D0, style="chorale"),
+        _ev("play", "a", D0 + 1, style="folk", model="n"),
+        _ev("rate", "a", D0 + 1, style="chorale", value=5), _ev("rate", "a", D0 + 1, style="folk", value=1),
+        *[_ev("generate", "b", D0 + 2, style="chorale") for _ in range(3)],
+        _ev("visit", "c", D0 + 2), _ev("visit", "c", D0 + 4),
+    ]  # fmt: skip
+
+
+def _figures(repo):
+    """Every event measure the store answers, on the fixture's days."""
+    return {
+        "by_style_kind": repo.count_events(by=("style", "kind")),
+        "by_week": repo.count_events(by=("week",), since_day=D0 - 7, until_day=D0 + 7),
+        "by_listener_value": repo.count_events(by=("listener", "value"), kinds=("rate",)),
+        "listeners": [
+            repo.count_listeners(by=("day",)),
+            repo.count_listeners(by=("style",), kinds=("play",)),
+        ],
+        "total": repo.count_events(by=()),
+        "folk_n": repo.count_events(by=("day",), model="n", style="folk"),
+        "a": repo.count_events(by=("kind",), listener="a", since_day=D0 + 1),
+        "retention": [repo.retention(since_day=D0, until_day=D0 + 6, after_days=k) for k in (1, 2, 7)],
+    }
+
+
+def test_events_are_counted_in_the_database(repo):
+    repo.record_events(events=_events())
+    rows = {(r["style"], r["kind"]): r["n"] for r in repo.count_events(by=("style", "kind"))}
+    assert rows == {
+        ("", "visit"): 2, ("chorale", "generate"): 3, ("chorale", "play"): 2, ("chorale", "rate"): 1,
+        ("folk", "play"): 1, ("folk", "rate"): 1,
+    }  # fmt: skip
+    [total] = repo.count_events(by=())
+    assert (total["n"], total["value_sum"]) == (10, 6)
+    weeks = repo.count_events(by=("week",))
+    assert [(w["week"], w["n"]) for w in weeks] == [(19_996, 9), (20_003, 1)]  # D0+3 is the next Monday
+    ratings = repo.count_events(by=("listener", "value"), kinds=("rate",))
+    assert [(r["listener"], r["value"], r["n"]) for r in ratings] == [("a", 1, 1), ("a", 5, 1)]
+    assert [r["n"] for r in repo.count_events(by=("day",), since_day=D0 + 1, until_day=D0 + 2)] == [3]
+    assert [r["n"] for r in repo.count_events(by=("day",), model="n", style="folk")] == [1]
+    assert repo.count_events(by=("kind",), kinds=("share",)) == []
+    assert repo.count_events(by=()) != [] and repo.count_events(by=(), listener="nobody") == []
+    with pytest.raises(ValueError, match="cannot group"):
+        repo.count_events(by=("title; DROP TABLE events",))
+
+
+def test_distinct_listeners_are_counted_in_the_database(repo):
+    repo.record_events(events=_events())
+    assert repo.count_listeners(by=()) == [{"listeners": 3}]
+    per_day = repo.count_listeners(by=("day",))
+    assert [(r["day"], r["listeners"]) for r in per_day] == [(D0, 1), (D0 + 1, 1), (D0 + 2, 2), (D0 + 4, 1)]
+    assert [r["listeners"] for r in repo.count_listeners(by=("week",))] == [3, 1]
+    styles = repo.count_listeners(by=("style",), kinds=("play", "generate"))
+    assert [(r["style"], r["listeners"]) for r in styles] == [("chorale", 2), ("folk", 1)]
+    assert repo.count_listeners(by=("day",), style="folk") == [{"day": D0 + 1, "listeners": 1}]
+    assert repo.count_listeners(by=(), kinds=("share",)) == []
+    with pytest.raises(ValueError, match="cannot group"):
+        repo.count_listeners(by=("listener",))
+
+
+def test_retention_counts_listeners_who_come_back(repo):
+    repo.record_events(events=_events())
+    # first days: a D0 (last D0+1), b D0+2 (last D0+2), c D0+2 (last D0+4); the range ends at D0+6
+    assert repo.retention(since_day=D0, until_day=D0 + 6, after_days=1) == (3, 2)  # a and c came back
+    assert repo.retention(since_day=D0, until_day=D0 + 6, after_days=2) == (3, 1)  # c, two days later
+    assert repo.retention(since_day=D0, until_day=D0 + 6, after_days=7) == (0, 0)  # no one had a week
+    assert repo.retention(since_day=D0 + 1, until_day=D0 + 6, after_days=1) == (2, 1)  # a began before
+
+
+def test_rollups_keep_every_figure(repo):
+    repo.record_events(events=_events())
+    before = _figures(repo)
+    assert repo.rollup_events(before_day=D0 + 2) == 5  # a's five events
+    assert _figures(repo) == before
+    repo.record_events(events=[_ev("play", "a", D0, style="chorale")])  # a late event of a rolled-up day
+    assert repo.rollup_events(before_day=D0 + 5) == 6
+    assert repo.count_events(by=("kind",), kinds=("play",), listener="a")[0]["n"] == 4
+    assert repo.rollup_events(before_day=D0 + 5) == 0
+
+
+def test_job_stats_success_and_latency(repo):
+    jobs = [repo.create_job(owner="u", model="m", operation="generate", params={"style": s})
+            for s in ("folk", "folk", "folk", "chorale")]  # fmt: skip
+    for _ in jobs:
+        repo.claim_job()
+    for job in jobs[:3]:
+        time.sleep(0.02)  # distinct latencies, milliseconds apart
+        repo.finish_job(job_id=job.id, songs=[])
+    repo.fail_job(job_id=jobs[3].id, error="x")
+    latencies = sorted(
+        j.finished_at - j.started_at for j in (repo.get_job(job_id=job.id) for job in jobs[:3])
+    )
+    stats = repo.job_stats()
+    assert (stats["total"], stats["done"], stats["failed"]) == (4, 3, 1)
+    # nearest rank among 3: p50 -> 2nd, p90 and p99 -> 3rd
+    expected = {0.5: latencies[1], 0.9: latencies[2], 0.99: latencies[2]}
+    assert stats["latency"] == pytest.approx(expected, abs=0.0005)  # to the millisecond
+    chorale = repo.job_stats(style="chorale")
+    assert (chorale["total"], chorale["failed"], chorale["latency"][0.5]) == (1, 1, None)
+    assert repo.job_stats(model="other")["total"] == 0
+    today = int(time.time() // DAY)
+    assert (
+        repo.job_stats(since_day=today + 1)["total"] == 0
+        and repo.job_stats(until_day=today + 1)["total"] == 4
+    )
+
+
+def test_admins_and_moving_events_on_sign_in(repo):
+    user = repo.create_user(username="op", password_hash="h")
+    assert repo.get_user(user_id=user.id).is_admin is False
+    repo.set_admin(user_id=user.id, admin=True)
+    assert repo.find_user(username="op").is_admin is True
+    with pytest.raises(NotFound):
+        repo.set_admin(user_id="missing", admin=True)
+    me = f"user:{user.id}"
+    repo.record_events(
+        events=[_ev("play", "anon:s", D0), _ev("play", me, D0), _ev("visit", "anon:s", D0 + 1)]
+    )
+    repo.transfer_owner(old="anon:s", new=me)
+    assert [(r["listener"], r["n"]) for r in repo.count_events(by=("listener",))] == [(me, 3)]
+    assert [r["n"] for r in repo.count_events(by=("kind",), kinds=("play",), listener=me)] == [2]
+    assert repo.count_listeners(by=()) == [{"listeners": 1}]
+    assert repo.retention(since_day=D0, until_day=D0 + 3, after_days=1) == (1, 1)

@@ -150,3 +150,59 @@ def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
         browser.close()
     assert shot.stat().st_size > 20_000
     assert errors == []
+
+
+def test_insights_and_my_taste_pages_in_chromium(server, tmp_path):
+    """An operator signs up in the browser, is promoted, and sees the Insights charts drawn (two opposed groups
+    of listeners: two taste clusters), filters them, fetches a CSV; then their My-taste page."""
+    from playwright.sync_api import sync_playwright
+
+    from museforge.store import open_repository
+    from museforge.store.records import Event
+
+    def plays(who, style, n, day):
+        return [Event("play", who, at=(day + 0.5) * 86400, model="remi-transformer", style=style)] * n
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1300})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/signup")
+        page.fill('input[name="username"]', "opal")
+        page.fill('input[name="password"]', "correct horse")
+        page.click("button.primary")
+        page.wait_for_url("**/history")
+        assert page.goto(server + "/insights").status == 403
+        repo = open_repository(tmp_path / "var")  # the server's own SQLite file
+        user = repo.find_user(username="opal")
+        repo.set_admin(user_id=user.id, admin=True)
+        today = int(time.time() // 86400)
+        events = plays(f"user:{user.id}", "chorale", 5, today)
+        for i in range(4):
+            events += plays(f"user:c{i}", "chorale", 6, today - i) + plays(f"user:f{i}", "folk", 6, today - i)
+        repo.record_events(events=events)
+        repo.close()
+        page.goto(server + "/insights")
+        assert page.locator("svg.chart").count() >= 6
+        box = page.locator("#styles svg.chart").bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 40  # drawn, not just present
+        assert page.locator("#styles svg.chart rect.bar").count() == 2
+        assert page.inner_text("#cluster-count") == "2" and float(page.inner_text("#esteban-ray")) > 0
+        shot = tmp_path / "insights-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        page.select_option('#insights-filters select[name="style"]', "folk")
+        page.click("#insights-filters button")
+        page.wait_for_url("**style=folk**")
+        assert page.locator("table.styles-table td", has_text="chorale").count() == 0
+        csv = page.request.get(server + page.locator("#styles a.csv").get_attribute("href"))
+        assert csv.ok and csv.text().startswith("style,generations") and "folk" in csv.text()
+        page.click('nav a[href="/taste"]')
+        page.wait_for_selector("#my-entropy")
+        assert page.inner_text("#my-entropy") == "0.00" and page.inner_text("#my-hhi") == "1.00"
+        assert "chorale 100%" in page.inner_text("#my-cluster")
+        taste = tmp_path / "taste-page.png"
+        page.screenshot(path=str(taste), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 20_000 and taste.stat().st_size > 10_000
+    assert errors == []

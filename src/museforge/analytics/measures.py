@@ -102,23 +102,37 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 100) -> tu
     return labels, c
 
 
-def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+def _distances(x: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of x [n, n], through the Gram matrix (no [n, n, d] array)."""
+    sq = (x * x).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(d2)
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray, *, distances: np.ndarray | None = None) -> float:
     """Mean silhouette s = mean_i (b_i − a_i) / max(a_i, b_i), with a_i the mean distance from point i to the
     others of its cluster and b_i the least mean distance to another cluster (s_i = 0 for a point alone in its
-    cluster, as scikit-learn does). NaN unless 2 ≤ #clusters ≤ n − 1."""
+    cluster, as scikit-learn does). NaN unless 2 ≤ #clusters ≤ n − 1. ``distances`` may pass the points'
+    distance matrix when several labelings of the same points are scored."""
     x = np.asarray(x, dtype=np.float64)
-    ids = np.unique(labels)
-    if not 2 <= len(ids) <= len(x) - 1:
+    ids, own = np.unique(np.asarray(labels), return_inverse=True)
+    n = len(x)
+    if not 2 <= len(ids) <= n - 1:
         return NAN
-    dist = np.sqrt(((x[:, None, :] - x[None]) ** 2).sum(-1))  # [n, n]
-    scores = np.zeros(len(x))
-    for i in range(len(x)):
-        own = labels == labels[i]
-        if own.sum() == 1:
-            continue
-        a = dist[i, own].sum() / (own.sum() - 1)
-        b = min(dist[i, labels == j].mean() for j in ids if j != labels[i])
-        scores[i] = 0.0 if max(a, b) == 0 else (b - a) / max(a, b)
+    members = np.eye(len(ids))[own]  # [n, k] one-hot
+    sums = (
+        _distances(x) if distances is None else distances
+    ) @ members  # [n, k] distance from each point to all of each cluster
+    sizes = members.sum(0)
+    rows = np.arange(n)
+    a = sums[rows, own] / np.maximum(sizes[own] - 1, 1)
+    means = sums / sizes
+    means[rows, own] = np.inf
+    b = means.min(1)
+    top = np.maximum(a, b)
+    scores = np.where(top > 0, (b - a) / np.where(top > 0, top, 1.0), 0.0)
+    scores[sizes[own] == 1] = 0.0
     return float(scores.mean())
 
 
@@ -140,10 +154,11 @@ def taste_clusters(x: np.ndarray, *, max_k: int = 6, seed: int = 0) -> TasteClus
     """k-means over the rows of ``x`` (one style-interest vector per listener) with k in 2..max_k chosen by the
     best mean silhouette; one cluster when no k scores above 0 (no structure) or there are under 3 listeners."""
     x = np.asarray(x, dtype=np.float64)
+    dist = _distances(x)
     best = TasteClusters(np.zeros(len(x), dtype=int), x.mean(0, keepdims=True), NAN)
     for k in range(2, min(max_k, len(x) - 1) + 1):
         labels, centers = kmeans(x, k, seed=seed)
-        score = silhouette(x, labels)
+        score = silhouette(x, labels, distances=dist)
         if score > 0 and (math.isnan(best.silhouette) or score > best.silhouette):
             best = TasteClusters(labels, centers, score)
     return best

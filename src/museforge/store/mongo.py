@@ -13,7 +13,9 @@ from dataclasses import asdict
 from typing import Any
 
 from museforge.store.records import (
+    DAY_S,
     Conflict,
+    Event,
     Job,
     ModelRecord,
     NotFound,
@@ -25,7 +27,38 @@ from museforge.store.records import (
     new_id,
     now,
 )
-from museforge.store.repository import Repository, check_rating, interrupted_reason
+from museforge.store.repository import (
+    COUNT_KEY,
+    DAY_KEY,
+    TOTAL_KEY,
+    Repository,
+    check_group,
+    check_rating,
+    interrupted_reason,
+    nearest_ranks,
+    summarize,
+)
+
+SUMMARIES = {"event_counts": COUNT_KEY, "event_totals": TOTAL_KEY, "listener_days": DAY_KEY}
+WEEK = {"$subtract": ["$day", {"$mod": [{"$add": ["$day", 3]}, 7]}]}  # Monday's day; day 0 was a Thursday
+
+
+def _event_match(**conds: Any) -> dict[str, Any]:
+    """A $match on day bounds and fields; a tuple becomes $in."""
+    match: dict[str, Any] = {}
+    day: dict[str, Any] = {}
+    for key, value in conds.items():
+        if value is None:
+            continue
+        if key == "since_day":
+            day["$gte"] = value
+        elif key == "until_day":
+            day["$lt"] = value
+        else:
+            match[key] = {"$in": list(value)} if isinstance(value, tuple) else value
+    if day:
+        match["day"] = day
+    return match
 
 
 def _doc(record: Any) -> dict[str, Any]:
@@ -63,6 +96,12 @@ class MongoRepository(Repository):
             "share_token", unique=True, partialFilterExpression={"share_token": {"$type": "string"}}
         )
         d.ratings.create_index([("song_id", 1), ("owner", 1)], unique=True)
+        d.events.create_index("day")
+        d.events.create_index("listener")
+        for name, key in SUMMARIES.items():
+            d[name].create_index([(k, 1) for k in key], unique=True)
+        d.event_counts.create_index([("listener", 1), ("day", 1)])
+        d.listener_days.create_index([("listener", 1), ("day", 1)])
 
     # ---- users and sessions ----
     def create_user(self, *, username: str, password_hash: str) -> User:
@@ -80,6 +119,10 @@ class MongoRepository(Repository):
     def find_user(self, *, username: str) -> User | None:
         doc = _strip(self.db.users.find_one({"username_key": username.casefold()}))
         return None if doc is None else User(**doc)
+
+    def set_admin(self, *, user_id: str, admin: bool) -> None:
+        if self.db.users.update_one({"_id": user_id}, {"$set": {"is_admin": bool(admin)}}).matched_count != 1:
+            raise NotFound(f"no user {user_id}")
 
     def create_session(self, *, user_id: str | None = None) -> Session:
         session = Session(new_id(24), user_id, new_id(24), now())
@@ -99,6 +142,14 @@ class MongoRepository(Repository):
     def transfer_owner(self, *, old: str, new: str) -> None:
         for name in ("songs", "uploads", "jobs"):
             self.db[name].update_many({"owner": old}, {"$set": {"owner": new}})
+        self.db.events.update_many({"listener": old}, {"$set": {"listener": new}})
+        for name, key in (("event_counts", COUNT_KEY), ("listener_days", DAY_KEY)):
+            docs = list(self.db[name].find({"listener": old}))
+            ops = [self._pymongo.UpdateOne({**{k: d[k] for k in key}, "listener": new}, {"$inc": {"n": d["n"]}},
+                                           upsert=True) for d in docs]  # fmt: skip
+            if ops:
+                self.db[name].bulk_write(ops, ordered=False)
+            self.db[name].delete_many({"listener": old})
         for rating in self.db.ratings.find({"owner": old}):
             try:
                 self.db.ratings.update_one({"_id": rating["_id"]}, {"$set": {"owner": new}})
@@ -267,6 +318,121 @@ class MongoRepository(Repository):
     def list_models(self) -> list[ModelRecord]:
         docs = self.db.models.find({}).sort("_id", 1)
         return [ModelRecord(d["name"], d["family"], d["info"], d["updated_at"]) for d in docs]
+
+    # ---- activity events (analytics) ----
+    def record_events(self, *, events: list[Event]) -> None:
+        if not events:
+            return
+        summaries = dict(zip(SUMMARIES, summarize(events), strict=True))
+
+        def write(session: Any = None) -> None:
+            docs = [{**asdict(e), "day": e.day} for e in events]
+            self.db.events.insert_many(docs, ordered=False, session=session)
+            for name, key in SUMMARIES.items():
+                ops = [self._pymongo.UpdateOne(dict(zip(key, k, strict=True)), {"$inc": {"n": n}}, upsert=True)
+                       for k, n in summaries[name].items()]  # fmt: skip
+                self.db[name].bulk_write(ops, ordered=False, session=session)
+
+        if self._supports_transactions():
+            with self.client.start_session() as session, session.start_transaction():
+                write(session)
+        else:
+            write()
+
+    def _grouped(
+        self, collection: str, match: dict, by: tuple[str, ...], stages: list, out: dict
+    ) -> list[dict]:
+        """$match, the given $group stages, then one row per group with the ``by`` fields and ``out``."""
+        pipeline = [{"$match": match}, *stages,
+                    {"$project": {"_id": 0, **{f: f"$_id.{f}" for f in by}, **out}}]  # fmt: skip
+        if by:
+            pipeline.append({"$sort": {f: 1 for f in by}})
+        return list(self.db[collection].aggregate(pipeline, allowDiskUse=True))
+
+    def count_events(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+        listener: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by)
+        collection = "event_counts" if "listener" in by or listener is not None else "event_totals"
+        match = _event_match(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style, listener=listener,
+        )  # fmt: skip
+        key = {f: WEEK if f == "week" else f"${f}" for f in by} or None
+        group = {"$group": {"_id": key, "n": {"$sum": "$n"},
+                            "value_sum": {"$sum": {"$multiply": ["$n", "$value"]}}}}  # fmt: skip
+        return self._grouped(collection, match, by, [group], {"n": 1, "value_sum": 1})
+
+    def count_listeners(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by, listeners=True)
+        plain = set(by) <= {"day", "week"} and not kinds and model is None and style is None
+        match = _event_match(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style,
+        )  # fmt: skip
+        key = {f: WEEK if f == "week" else f"${f}" for f in by}
+        stages = [
+            {"$group": {"_id": {**key, "listener": "$listener"}}},
+            {"$group": {"_id": {f: f"$_id.{f}" for f in by} or None, "listeners": {"$sum": 1}}},
+        ]  # fmt: skip
+        return self._grouped(
+            "listener_days" if plain else "event_counts", match, by, stages, {"listeners": 1}
+        )
+
+    def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
+        later = {"$add": ["$first", after_days]}
+        pipeline = [
+            {"$match": {"day": {"$lt": until_day}}},
+            {"$group": {"_id": "$listener", "first": {"$min": "$day"}, "last": {"$max": "$day"}}},
+            {"$match": {"first": {"$gte": since_day}, "$expr": {"$lt": [later, until_day]}}},
+            {"$group": {"_id": None, "cohort": {"$sum": 1},
+                        "returned": {"$sum": {"$cond": [{"$gte": ["$last", later]}, 1, 0]}}}},
+        ]  # fmt: skip
+        rows = list(self.db.listener_days.aggregate(pipeline, allowDiskUse=True))
+        return (int(rows[0]["cohort"]), int(rows[0]["returned"])) if rows else (0, 0)
+
+    def job_stats(
+        self, *, since_day: int | None = None, until_day: int | None = None, model: str | None = None,
+        style: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        match: dict[str, Any] = {}
+        created: dict[str, Any] = {}
+        if since_day is not None:
+            created["$gte"] = since_day * DAY_S
+        if until_day is not None:
+            created["$lt"] = until_day * DAY_S
+        if created:
+            match["created_at"] = created
+        if model is not None:
+            match["model"] = model
+        if style is not None:
+            match["params.style"] = style
+        counts = list(self.db.jobs.aggregate([
+            {"$match": match},
+            {"$group": {"_id": None, "total": {"$sum": 1},
+                        "done": {"$sum": {"$cond": [{"$eq": ["$status", "done"]}, 1, 0]}},
+                        "failed": {"$sum": {"$cond": [{"$eq": ["$status", "failed"]}, 1, 0]}}}},
+        ]))  # fmt: skip
+        stats = {k: int(counts[0][k]) if counts else 0 for k in ("total", "done", "failed")}
+        ranks = nearest_ranks(stats["done"])
+        rows = self.db.jobs.aggregate([
+            {"$match": {**match, "status": "done", "started_at": {"$ne": None}}},
+            {"$project": {"latency": {"$divide": [  # to the millisecond, as on SQLite
+                {"$round": [{"$multiply": [{"$subtract": ["$finished_at", "$started_at"]}, 1000]}, 0]}, 1000]}}},
+            {"$setWindowFields": {"sortBy": {"latency": 1}, "output": {"rank": {"$documentNumber": {}}}}},
+            {"$match": {"rank": {"$in": list(ranks.values())}}},
+        ])  # fmt: skip
+        by_rank = {int(r["rank"]): float(r["latency"]) for r in rows}
+        stats["latency"] = {p: by_rank.get(k) for p, k in ranks.items()}
+        return stats
+
+    def rollup_events(self, *, before_day: int) -> int:
+        return int(self.db.events.delete_many({"day": {"$lt": before_day}}).deleted_count)
 
     def close(self) -> None:
         self.client.close()

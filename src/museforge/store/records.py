@@ -48,6 +48,7 @@ class User:
     username: str
     password_hash: str
     created_at: float
+    is_admin: bool = False  # operators: may see population analytics
 
 
 @dataclass
@@ -132,3 +133,38 @@ class ModelRecord:
     family: str
     info: dict[str, Any]
     updated_at: float = field(default_factory=now)
+
+
+EVENT_KINDS: tuple[str, ...] = (
+    "visit", "generate", "play", "play_end", "download", "share", "upload", "rate", "signup",
+)  # fmt: skip
+DAY_S = 86400
+
+
+def day_of(at: float) -> int:
+    """The UTC day number (days since 1970-01-01) of a time: the grain of every activity figure."""
+    return int(at // DAY_S)
+
+
+@dataclass
+class Event:
+    """One thing a listener did. ``model``/``style`` say what music it concerned ('' when none), ``value`` is a
+    rating's stars, ``detail`` keeps the rest (a model's version and the controls of a generation) in raw
+    events only: rollups keep the counted fields."""
+
+    kind: str
+    listener: str  # an owner key: user:<id> or anon:<session>
+    at: float = field(default_factory=now)
+    model: str = ""
+    style: str = ""
+    song_id: str | None = None
+    value: int = 0  # a rating's 1..5 stars; 0 for other kinds
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}; kinds: {', '.join(EVENT_KINDS)}")
+
+    @property
+    def day(self) -> int:
+        return day_of(self.at)

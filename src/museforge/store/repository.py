@@ -8,10 +8,18 @@ anonymous visitor's records moving to their account) are single methods, so each
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections import Counter
 from typing import Any
 
-from museforge.store.records import Job, ModelRecord, Rating, Session, Song, Upload, User
+from museforge.store.records import Event, Job, ModelRecord, Rating, Session, Song, Upload, User
+
+GROUP_FIELDS = ("day", "week", "listener", "kind", "model", "style", "value")
+COUNT_KEY = ("kind", "day", "model", "style", "listener", "value")  # per-listener daily counts
+TOTAL_KEY = ("day", "kind", "model", "style", "value")  # daily counts over all listeners
+DAY_KEY = ("day", "listener")  # who was active on which day
+PERCENTILES = (0.5, 0.9, 0.99)
 
 
 class Repository(ABC):
@@ -27,6 +35,10 @@ class Repository(ABC):
 
     @abstractmethod
     def find_user(self, *, username: str) -> User | None: ...
+
+    @abstractmethod
+    def set_admin(self, *, user_id: str, admin: bool) -> None:
+        """Grant or take back the operator role; `NotFound` for no such user."""
 
     @abstractmethod
     def create_session(self, *, user_id: str | None = None) -> Session: ...
@@ -129,6 +141,48 @@ class Repository(ABC):
     @abstractmethod
     def list_models(self) -> list[ModelRecord]: ...
 
+    # ---- activity events (analytics) ----
+    @abstractmethod
+    def record_events(self, *, events: list[Event]) -> None:
+        """Append a batch of raw events and add them to the daily counts, in one transaction."""
+
+    @abstractmethod
+    def count_events(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+        listener: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Events on days [since_day, until_day), counted inside the database, grouped by the `GROUP_FIELDS`
+        in ``by`` ("week" is its Monday's day number) and ordered by them. Each row holds those fields, ``n``
+        (events) and ``value_sum`` (Σ value: a mean rating is value_sum / n); no row for no events."""
+
+    @abstractmethod
+    def count_listeners(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Distinct listeners with such events, grouped like `count_events` (not by listener): rows of the
+        fields and ``listeners``."""
+
+    @abstractmethod
+    def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
+        """(cohort, returned): listeners first active on a day d in [since_day, until_day − after_days), and
+        how many of them were active again on some day in [d + after_days, until_day)."""
+
+    @abstractmethod
+    def job_stats(
+        self, *, since_day: int | None = None, until_day: int | None = None, model: str | None = None,
+        style: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Jobs created on those days: ``total``, ``done``, ``failed`` and ``latency`` {p: seconds from start
+        to finish, to the millisecond} at the nearest-rank `PERCENTILES` of done jobs (None without any)."""
+
+    @abstractmethod
+    def rollup_events(self, *, before_day: int) -> int:
+        """Drop the raw events (with their details) of days before ``before_day``; returns how many. Figures
+        are unchanged: `record_events` keeps per-day counts (`COUNT_KEY`, `TOTAL_KEY`, `DAY_KEY`) in the same
+        write as the raw events, and every measure reads those."""
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -145,3 +199,29 @@ def interrupted_reason(attempts: int) -> str:
         f"the server stopped while this job was running (attempt {attempts}); "
         "it was not retried again - please submit it anew"
     )
+
+
+def check_group(by: tuple[str, ...], *, listeners: bool = False) -> None:
+    """Group fields come from a fixed list: they become column names (and distinct listeners are not
+    grouped by listener)."""
+    unknown = [f for f in by if f not in GROUP_FIELDS or (listeners and f == "listener")]
+    if unknown:
+        raise ValueError(f"cannot group events by {', '.join(unknown)}; fields: {', '.join(GROUP_FIELDS)}")
+
+
+def nearest_ranks(n: int) -> dict[float, int]:
+    """The 1-based rank of each percentile p among n sorted values: ⌈p·n⌉ (the nearest-rank method)."""
+    return {p: max(1, math.ceil(p * n - 1e-9)) for p in PERCENTILES}
+
+
+def summarize(events: list[Event]) -> tuple[Counter, Counter, Counter]:
+    """A batch's additions to the three daily count tables, keyed by `COUNT_KEY`, `TOTAL_KEY`, `DAY_KEY`."""
+    counts: Counter = Counter()
+    totals: Counter = Counter()
+    days: Counter = Counter()
+    for e in events:
+        day = e.day
+        counts[(e.kind, day, e.model, e.style, e.listener, int(e.value))] += 1
+        totals[(day, e.kind, e.model, e.style, int(e.value))] += 1
+        days[(day, e.listener)] += 1
+    return counts, totals, days

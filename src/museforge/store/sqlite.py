@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from museforge.store.records import (
+    DAY_S,
     Conflict,
+    Event,
     Job,
     ModelRecord,
     NotFound,
@@ -28,14 +30,25 @@ from museforge.store.records import (
     new_id,
     now,
 )
-from museforge.store.repository import Repository, check_rating, interrupted_reason
+from museforge.store.repository import (
+    COUNT_KEY,
+    DAY_KEY,
+    TOTAL_KEY,
+    Repository,
+    check_group,
+    check_rating,
+    interrupted_reason,
+    nearest_ranks,
+    summarize,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    is_admin INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -73,6 +86,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, status, model, started_at, finished_at);
 CREATE TABLE IF NOT EXISTS songs (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -100,11 +114,75 @@ CREATE TABLE IF NOT EXISTS models (
     info TEXT NOT NULL CHECK (json_valid(info)),
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    day INTEGER NOT NULL,
+    listener TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    style TEXT NOT NULL DEFAULT '',
+    song_id TEXT,
+    value INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_by_day ON events (day);
+CREATE TABLE IF NOT EXISTS event_counts (
+    day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    style TEXT NOT NULL,
+    listener TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (kind, day, model, style, listener, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_counts_by_listener ON event_counts (listener, day);
+CREATE TABLE IF NOT EXISTS event_totals (
+    day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    style TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (day, kind, model, style, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listener_days (
+    day INTEGER NOT NULL,
+    listener TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (day, listener)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS listener_days_by_listener ON listener_days (listener, day);
 """
+MIGRATIONS = {("users", "is_admin"): "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0"}
+GROUP_SQL = {"week": "day - ((day + 3) % 7) AS week"}  # weeks start on Monday; day 0 was a Thursday
+
+
+def _where(**conds: Any) -> tuple[str, list[Any]]:
+    """AND of the given column conditions; a ``since_day``/``until_day`` bound the day, a tuple is IN."""
+    sql, args = [], []
+    for key, value in conds.items():
+        if value is None:
+            continue
+        if key == "since_day":
+            sql.append("day >= ?")
+        elif key == "until_day":
+            sql.append("day < ?")
+        elif isinstance(value, tuple):
+            sql.append(f"{key} IN ({', '.join('?' * len(value))})")
+            args.extend(value)
+            continue
+        else:
+            sql.append(f"{key} = ?")
+        args.append(value)
+    return (" WHERE " + " AND ".join(sql)) if sql else "", args
 
 
 def _user(row: sqlite3.Row | None) -> User | None:
-    return None if row is None else User(row["id"], row["username"], row["password_hash"], row["created_at"])
+    if row is None:
+        return None
+    return User(row["id"], row["username"], row["password_hash"], row["created_at"], bool(row["is_admin"]))
 
 
 def _session(row: sqlite3.Row | None) -> Session | None:
@@ -153,6 +231,9 @@ class SqliteRepository(Repository):
         self._lock = threading.Lock()
         conn = self._conn()
         conn.executescript(SCHEMA)
+        for (table, column), alter in MIGRATIONS.items():
+            if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(alter)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -163,6 +244,7 @@ class SqliteRepository(Repository):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA temp_store=MEMORY")  # GROUP BY's sorting trees
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -205,6 +287,11 @@ class SqliteRepository(Repository):
     def find_user(self, *, username: str) -> User | None:
         return _user(self._one("SELECT * FROM users WHERE username = ?", username))
 
+    def set_admin(self, *, user_id: str, admin: bool) -> None:
+        with self._tx() as c:
+            if c.execute("UPDATE users SET is_admin = ? WHERE id = ?", (int(admin), user_id)).rowcount != 1:
+                raise NotFound(f"no user {user_id}")
+
     def create_session(self, *, user_id: str | None = None) -> Session:
         session = Session(new_id(24), user_id, new_id(24), now())
         with self._tx() as c:
@@ -229,6 +316,18 @@ class SqliteRepository(Repository):
         with self._tx() as c:
             for table in ("songs", "uploads", "jobs"):
                 c.execute(f"UPDATE {table} SET owner = ? WHERE owner = ?", (new, old))
+            c.execute("UPDATE events SET listener = ? WHERE listener = ?", (new, old))
+            for table, key in (
+                ("event_counts", "day, kind, model, style, listener, value"),
+                ("listener_days", "day, listener"),
+            ):
+                cols = key.replace("listener", "?")
+                c.execute(
+                    f"INSERT INTO {table} ({key}, n) SELECT {cols}, n FROM {table} WHERE listener = ?"
+                    f" ON CONFLICT ({key}) DO UPDATE SET n = n + excluded.n",
+                    (new, old),
+                )
+                c.execute(f"DELETE FROM {table} WHERE listener = ?", (old,))  # fmt: skip
             c.execute("UPDATE OR IGNORE ratings SET owner = ? WHERE owner = ?", (new, old))
             c.execute("DELETE FROM ratings WHERE owner = ?", (old,))
 
@@ -425,6 +524,108 @@ class SqliteRepository(Repository):
     def list_models(self) -> list[ModelRecord]:
         rows = self._all_rows("SELECT * FROM models ORDER BY name")
         return [ModelRecord(r["name"], r["family"], json.loads(r["info"]), r["updated_at"]) for r in rows]
+
+    # ---- activity events (analytics) ----
+    def record_events(self, *, events: list[Event]) -> None:
+        counts, totals, days = summarize(events)
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO events (at, day, listener, kind, model, style, song_id, value, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.at, e.day, e.listener, e.kind, e.model, e.style, e.song_id, int(e.value),
+                  json.dumps(e.detail)) for e in events],
+            )  # fmt: skip
+            for table, key, rows in (
+                ("event_counts", COUNT_KEY, counts), ("event_totals", TOTAL_KEY, totals),
+                ("listener_days", DAY_KEY, days),
+            ):  # fmt: skip
+                cols = ", ".join(key)
+                c.executemany(
+                    f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' * (len(key) + 1))})"
+                    f" ON CONFLICT ({cols}) DO UPDATE SET n = n + excluded.n",
+                    [(*k, n) for k, n in rows.items()],
+                )
+
+    def count_events(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+        listener: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by)
+        table = "event_counts" if "listener" in by or listener is not None else "event_totals"
+        where, args = _where(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style, listener=listener,
+        )  # fmt: skip
+        return self._grouped(f"SUM(n) AS n, SUM(n * value) AS value_sum FROM {table}{where}", by, args)
+
+    def count_listeners(
+        self, *, by: tuple[str, ...], since_day: int | None = None, until_day: int | None = None,
+        kinds: tuple[str, ...] | None = None, model: str | None = None, style: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        check_group(by, listeners=True)
+        plain = set(by) <= {"day", "week"} and not kinds and model is None and style is None
+        table = "listener_days" if plain else "event_counts"
+        where, args = _where(
+            since_day=since_day, until_day=until_day, kind=tuple(kinds) if kinds else None, model=model,
+            style=style,
+        )  # fmt: skip
+        return self._grouped(f"COUNT(DISTINCT listener) AS listeners FROM {table}{where}", by, args)
+
+    def _grouped(self, aggregate: str, by: tuple[str, ...], args: list[Any]) -> list[dict[str, Any]]:
+        cols = ", ".join(GROUP_SQL.get(f, f) for f in by)
+        group = f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}" if by else ""
+        rows = self._all_rows(f"SELECT {cols + ', ' if cols else ''}{aggregate}{group}", *args)
+        return [dict(r) for r in rows if by or (r[0] is not None and r[0] != 0)]
+
+    def retention(self, *, since_day: int, until_day: int, after_days: int) -> tuple[int, int]:
+        row = self._one(
+            "SELECT COUNT(*) AS cohort, COALESCE(SUM(last >= first + ?), 0) AS returned FROM ("
+            " SELECT MIN(day) AS first, MAX(day) AS last FROM listener_days WHERE day < ? GROUP BY listener"
+            ") WHERE first >= ? AND first + ? < ?",
+            after_days, until_day, since_day, after_days, until_day,
+        )  # fmt: skip
+        return (int(row["cohort"]), int(row["returned"])) if row else (0, 0)
+
+    def job_stats(
+        self, *, since_day: int | None = None, until_day: int | None = None, model: str | None = None,
+        style: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        conds, args = [], []
+        for sql, value in (("created_at >= ?", since_day), ("created_at < ?", until_day)):
+            if value is not None:
+                conds.append(sql)
+                args.append(value * DAY_S)
+        for sql, value in (("model = ?", model), ("json_extract(params, '$.style') = ?", style)):
+            if value is not None:
+                conds.append(sql)
+                args.append(value)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        row = self._one(
+            "SELECT COUNT(*) AS total, COALESCE(SUM(status = 'done'), 0) AS done,"
+            f" COALESCE(SUM(status = 'failed'), 0) AS failed FROM jobs{where}",
+            *args,
+        )
+        stats: dict[str, Any] = {k: int(row[k]) for k in ("total", "done", "failed")} if row else {}
+        # +status: read the (created_at, ...) covering index, not the status one; latencies to the millisecond,
+        # so the sort runs over distinct milliseconds rather than every job
+        done_where = where + (" AND " if where else " WHERE ") + "+status = 'done' AND started_at IS NOT NULL"
+        ranks = nearest_ranks(stats.get("done", 0))
+        row = self._one(
+            "WITH b AS (SELECT CAST(ROUND((finished_at - started_at) * 1000) AS INTEGER) AS ms, COUNT(*) AS n"
+            f" FROM jobs{done_where} GROUP BY ms), c AS (SELECT ms, SUM(n) OVER (ORDER BY ms) AS cum FROM b)"
+            f" SELECT {', '.join('(SELECT MIN(ms) FROM c WHERE cum >= ?)' for _ in ranks)}",
+            *args, *ranks.values(),
+        )  # fmt: skip
+        stats["latency"] = {
+            p: None if row is None or row[i] is None or not stats.get("done") else row[i] / 1000
+            for i, p in enumerate(ranks)
+        }
+        return stats
+
+    def rollup_events(self, *, before_day: int) -> int:
+        with self._tx() as c:  # the counts were kept as the events came: only the raw rows go
+            return c.execute("DELETE FROM events WHERE day < ?", (before_day,)).rowcount
 
     def close(self) -> None:
         with self._lock:

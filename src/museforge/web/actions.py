@@ -17,7 +17,7 @@ from fastapi import HTTPException
 from museforge.data.formats import InputError
 from museforge.store import Job, Song, Upload, new_id
 from museforge.web.catalog import UnknownModel
-from museforge.web.deps import Services, Visitor
+from museforge.web.deps import Services, Visitor, record
 from museforge.web.families import JobRequest, RequestError
 from museforge.web.jobs import render_audio, source_score
 from museforge.web.uploads import read_upload, upload_limits
@@ -77,6 +77,11 @@ def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
         owner=visitor.owner, model=served.info.name, operation=op.name, params=params
     )
     services.queue.notify()
+    controls = {
+        k: v for k, v in params.items() if v is not None and k not in ("source_upload", "source_song")
+    }
+    record(services, visitor.owner, "generate", model=job.model, style=params.get("style") or "",
+           detail={"version": served.info.step, "controls": controls})  # fmt: skip
     return job
 
 

@@ -24,11 +24,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from museforge.analytics.sink import EventSink
 from museforge.store import FileStore, ModelRecord, open_repository
 from museforge.web.catalog import ModelCatalog
 from museforge.web.deps import Services
 from museforge.web.jobs import JobExecutor, ThreadJobQueue
-from museforge.web.routers import auth, jobs, models, pages, songs, uploads
+from museforge.web.routers import analytics, auth, jobs, models, pages, songs, uploads
 from museforge.web.security import COOKIE_NAME, CookieSigner, load_or_create_secret
 from museforge.web.settings import Settings
 
@@ -49,6 +50,7 @@ def open_services(settings: Settings) -> Services:
     catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision)
     queue = ThreadJobQueue(repo, JobExecutor(repo, files, catalog), settings.workers)
     services = Services(settings, repo, files, signer, catalog, queue)
+    services.events = EventSink(repo, keep_days=settings.analytics_keep_days)
     for served in catalog.models.values():
         info = served.describe(services.limits)
         repo.upsert_model(model=ModelRecord(served.info.name, served.family.name, info))
@@ -69,10 +71,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = await anyio.to_thread.run_sync(open_services, settings)
     app.state.services = services
     services.queue.start()
+    services.events.start()
     try:
         yield
     finally:
         await anyio.to_thread.run_sync(services.queue.stop)
+        await anyio.to_thread.run_sync(services.events.close)
         services.repo.close()
         torch.set_num_threads(threads_before)
 
@@ -159,8 +163,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"detail": message, "errors": errors}, 422)
         return pages.error_page(request, 422, message)
 
-    for router in (auth.router, models.router, jobs.router, songs.router, uploads.router):
+    for router in (auth.router, models.router, jobs.router, songs.router, uploads.router, analytics.api):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(pages.router)
+    app.include_router(analytics.pages)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

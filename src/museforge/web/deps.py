@@ -8,7 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from museforge.store import FileStore, Repository, Session, User, new_id
+from museforge.analytics.sink import EventSink
+from museforge.store import FileStore, Repository, Session, Song, User, new_id
+from museforge.store.records import Event
 from museforge.web.catalog import ModelCatalog
 from museforge.web.families import Limits
 from museforge.web.jobs import JobQueue
@@ -27,6 +29,7 @@ class Services:
     signer: CookieSigner
     catalog: ModelCatalog
     queue: JobQueue
+    events: EventSink | None = None  # made with the services, started and closed by the lifespan
     address_limiter: SlidingWindowLimiter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +40,15 @@ class Services:
     def limits(self) -> Limits:
         s = self.settings
         return Limits(s.max_bars, s.max_seconds, s.max_samples)
+
+
+def record(services: Services, listener: str, kind: str, song: Song | None = None, **fields: object) -> None:
+    """Note an analytics event (a memory append: the sink writes it later); a song gives its model and style."""
+    if services.events is None:
+        return
+    if song is not None:
+        fields = {"model": song.model, "style": song.params.get("style") or "", "song_id": song.id, **fields}
+    services.events.record(Event(kind, listener, **fields))  # type: ignore[arg-type]
 
 
 def get_services(request: Request) -> Services:
@@ -120,3 +132,23 @@ async def require_form_csrf(request: Request, visitor: VisitorDep) -> Visitor:
 
 
 FormWriterDep = Annotated[Visitor, Depends(require_form_csrf)]
+
+
+def require_member(visitor: VisitorDep) -> Visitor:
+    """A signed-in user (their own analytics); anonymous visitors see none."""
+    if visitor.user is None:
+        raise HTTPException(403, "log in to see your taste: anonymous visits keep no profile")
+    return visitor
+
+
+MemberDep = Annotated[Visitor, Depends(require_member)]
+
+
+def require_admin(visitor: VisitorDep) -> Visitor:
+    """An operator (`museforge users promote NAME`): the only visitors who see population figures."""
+    if visitor.user is None or not visitor.user.is_admin:
+        raise HTTPException(403, "only operators (admin users) may see the insights")
+    return visitor
+
+
+AdminDep = Annotated[Visitor, Depends(require_admin)]

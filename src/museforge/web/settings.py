@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     rate_limit_window_s: float = Field(60.0, gt=0)
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only.")
     session_max_age_s: int = 30 * 24 * 3600
+    analytics_keep_days: int = Field(
+        0,
+        ge=0,
+        description="Roll raw analytics events older than this many days into daily counts (0: never).",
+    )
 
     def threads_per_worker(self) -> int:
         """Torch threads for one job: the cores shared by the workers, so they do not oversubscribe."""

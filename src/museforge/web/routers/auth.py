@@ -15,6 +15,7 @@ from museforge.web.deps import (
     Visitor,
     VisitorDep,
     new_anonymous_session,
+    record,
 )
 from museforge.web.security import check_new_credentials, hash_password, verify_password
 
@@ -38,6 +39,8 @@ def start_session(services: Services, request: Request, old: Visitor, user_id: s
     old session becomes theirs. Sign-ins are what store sessions, so this is where expired ones are pruned."""
     repo = services.repo
     if old.user is None:
+        if services.events is not None:
+            services.events.flush()  # the visitor's buffered events move with their records
         repo.transfer_owner(old=old.owner, new=user_owner(user_id))
     repo.delete_session(session_id=old.session.id)
     repo.prune_sessions(created_before=time.time() - services.settings.session_max_age_s)
@@ -63,6 +66,7 @@ def sign_up(services: Services, request: Request, visitor: Visitor, username: st
         raise HTTPException(422, str(exc)) from exc
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from exc
+    record(services, user_owner(user.id), "signup")
     return start_session(services, request, visitor, user.id)
 
 

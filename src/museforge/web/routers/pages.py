@@ -27,7 +27,7 @@ from museforge.web.actions import (
     submit_job,
 )
 from museforge.web.cards import card_html
-from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep
+from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
 from museforge.web.families import PITCH_CLASSES, JobRequest
 from museforge.web.routers import uploads as upload_api
 from museforge.web.routers.auth import end_session, log_in, sign_up
@@ -53,6 +53,8 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
         "catalog": services.catalog,
         "limits": services.limits,
     }
+    if visitor is not None and status_code == 200:
+        record(services, visitor.owner, "visit", detail={"page": name})
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
@@ -212,6 +214,7 @@ def rate_song(
 ) -> Response:  # fmt: skip
     song = readable_song(services, visitor, song_id, share)
     services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=value)
+    record(services, visitor.owner, "rate", song, value=value)
     return see_other(f"/s/{share}#rating" if song.owner != visitor.owner else f"/songs/{song.id}#rating")
 
 
@@ -224,6 +227,7 @@ def share(
         services.repo.set_share_token(song_id=song.id, share_token=None)
     else:
         share_song(services, song)
+        record(services, visitor.owner, "share", song)
     return see_other(f"/songs/{song.id}#share")
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from museforge.web.actions import AUDIO_TYPES, own_song, readable_song, share_song, song_file, song_json
-from museforge.web.deps import ApiWriterDep, ServicesDep, VisitorDep
+from museforge.web.deps import ApiWriterDep, ServicesDep, VisitorDep, record
 
 router = APIRouter(prefix="/songs", tags=["songs"])
 Share = Annotated[str | None, Query(description="The share token of a song shared by link.")]
@@ -34,6 +34,7 @@ def get_song(song_id: str, services: ServicesDep, visitor: VisitorDep, share: Sh
 @router.get("/{song_id}/midi", response_class=FileResponse)
 def get_midi(song_id: str, services: ServicesDep, visitor: VisitorDep, share: Share = None) -> FileResponse:
     song = readable_song(services, visitor, song_id, share)
+    record(services, visitor.owner, "download", song, detail={"format": "midi"})
     return FileResponse(song_file(services, song, "midi"), media_type="audio/midi", filename=f"{song.id}.mid")
 
 
@@ -43,6 +44,8 @@ def get_audio(
 ) -> FileResponse:
     """Audio rendered with the General MIDI SoundFont: OGG at generation time, WAV on first request (cached)."""
     song = readable_song(services, visitor, song_id, share)
+    if fmt == "wav":  # the player streams the OGG; a WAV is only ever downloaded
+        record(services, visitor.owner, "download", song, detail={"format": "wav"})
     return FileResponse(
         song_file(services, song, fmt), media_type=AUDIO_TYPES[fmt], filename=f"{song.id}.{fmt}"
     )
@@ -62,13 +65,17 @@ def rate(
 ) -> dict:
     """Rate a song you own or can read by link; a second rating replaces your first."""
     song = readable_song(services, visitor, song_id, share)
-    return services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=rating.value).to_dict()
+    result = services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=rating.value)
+    record(services, visitor.owner, "rate", song, value=rating.value)
+    return result.to_dict()
 
 
 @router.post("/{song_id}/share")
 def share(song_id: str, services: ServicesDep, visitor: ApiWriterDep) -> dict:
     """Make a link anyone can open; only the owner can."""
-    token = share_song(services, own_song(services, visitor, song_id))
+    song = own_song(services, visitor, song_id)
+    token = share_song(services, song)
+    record(services, visitor.owner, "share", song)
     return {"share_token": token, "url": f"/s/{token}"}
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from museforge.data.formats import InputError
 from museforge.store import Upload
 from museforge.web.actions import own_upload, upload_audio
-from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep
+from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
 from museforge.web.uploads import UnsupportedType, UploadTooLarge, accept_upload, upload_limits
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
@@ -36,6 +36,7 @@ def receive(services: Services, visitor: Visitor, file: UploadFile, tune: str | 
         raise HTTPException(415, str(exc)) from exc
     except InputError as exc:
         raise HTTPException(422, f"cannot read this file as music: {exc}") from exc
+    record(services, visitor.owner, "upload", detail={"kind": upload.kind})
     return upload
 
 

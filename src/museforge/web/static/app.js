@@ -136,8 +136,26 @@ async function followJob() {
   }
 }
 
+function notePlays() {
+  // tell the analytics a song was played (once per page) and played to the end
+  const player = document.querySelector("#player");
+  const m = player && new URL(player.src, location.href);
+  const id = m && m.pathname.match(/^\/api\/v1\/songs\/([^/]+)\//);
+  if (!id) return;
+  const token = document.querySelector('meta[name="csrf-token"]').content;
+  const note = (kind) =>
+    fetch("/api/v1/analytics/events", {
+      method: "POST", credentials: "same-origin", keepalive: true,
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
+      body: JSON.stringify({ kind, song_id: id[1], share: m.searchParams.get("share") }),
+    }).catch(() => {});
+  player.addEventListener("play", () => note("play"), { once: true });
+  player.addEventListener("ended", () => note("play_end"));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   initGenerateForm();
   initKeepGoing();
   followJob();
+  notePlays();
 });
