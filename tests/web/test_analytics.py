@@ -54,6 +54,16 @@ def test_events_are_noted_where_they_happen(client):
     ]  # fmt: skip
 
 
+def test_clients_that_drop_their_cookie_write_no_visits(client):
+    before = sum(r["n"] for r in flushed(client).count_events(by=("kind",), kinds=("visit",)))
+    for _ in range(30):
+        client.cookies.clear()
+        assert client.get("/").status_code == 200
+    assert client.get("/").status_code == 200  # the 30th visitor kept its cookie: its second page counts
+    after = sum(r["n"] for r in flushed(client).count_events(by=("kind",), kinds=("visit",)))
+    assert after - before == 1
+
+
 def test_plays_need_csrf_and_a_song_the_visitor_may_hear(client):
     h, _ = signup(client, "bea")
     song_id = finished_job(client, h, {"bars": 1, "seed": 1})["song_ids"][0]

@@ -53,7 +53,10 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
         "catalog": services.catalog,
         "limits": services.limits,
     }
-    if visitor is not None and status_code == 200:
+    # A visit counts once the browser keeps its cookie: a client that never does (a bot, a script) would
+    # otherwise write an event row per request, as it once wrote a session row per request.
+    returning = not hasattr(request.state, "set_session")
+    if visitor is not None and status_code == 200 and returning:
         record(services, visitor.owner, "visit", detail={"page": name})
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
