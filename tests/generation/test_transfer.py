@@ -16,7 +16,13 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
-from museforge.generation.api import generate_song, get_model, half_precision_kl, restyle_song
+from museforge.generation.api import (
+    clear_model_cache,
+    generate_song,
+    get_model,
+    half_precision_kl,
+    restyle_song,
+)
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
     choose_candidate,
@@ -330,6 +336,7 @@ def test_musemorphose_samples_in_float16_where_it_agrees_with_float32(trained, t
     save_decision(
         PrecisionDecision("fp16", "faster", cpu_model(), torch.__version__, model_key(weights), 1), tmp_path
     )
+    clear_model_cache()  # an earlier load followed this machine's own probe
     loaded = get_model(ckpt, precision="auto", cache_dir=tmp_path)
     assert loaded.precision == "fp16 up to batch 4"
     assert half_precision_kl(loaded.checkpoint.model, loaded.half) < 1e-3

@@ -98,6 +98,11 @@ def save_decision(decision: PrecisionDecision, cache_dir: Path | None = None) ->
     return path
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(device)
+
+
 def decode_speed(model: TransformerLM | MuseMorphose, steps: int = PROBE_STEPS) -> float:
     """Tokens per second of the one-token decoding step sampling runs at batch 1 (KV cache, incremental step;
     a MuseMorphose with a zero condition)."""
@@ -107,9 +112,11 @@ def decode_speed(model: TransformerLM | MuseMorphose, steps: int = PROBE_STEPS) 
     with torch.inference_mode():
         step, cache = model.incremental_decoder(), model.new_cache()
         step(ids, cache, cond)  # allocates the cache: not part of the rate
+        _synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             step(ids, cache, cond)
+        _synchronize(device)
         return steps / (time.perf_counter() - start)
 
 
