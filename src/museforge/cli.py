@@ -518,9 +518,8 @@ def train(
     from museforge.training.distributed import select_device
     from museforge.training.recipes import resume_run, start_run
 
-    _threads(
-        threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    )  # torchrun's processes on this machine
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's trainers on this machine
+    _threads(threads, share=local_processes)
     dev = str(select_device(device))
     try:
         if resume is not None:

@@ -79,9 +79,10 @@ PRECISIONS = ("fp32", "fp16", "auto")
 HALF_PROBE_TOKENS = 256  # length of the probe on which a float16 Transformer must agree with float32
 HALF_MAX_KL = 1e-3  # mean KL(fp32 || fp16) per next-token distribution, nats; the shipped model gives ~5e-6
 # With "auto", batches up to this size sample in float16 where a probe on this machine finds float16 faster
-# (`museforge.generation.precision`): at batch 1 reading the weights can be the bottleneck and float16 halves it
-# (1.8x the tokens/s on a 2-core EPYC; no faster on an Intel Xeon); by batch 4 the products are compute-bound, and CPUs
-# without float16 arithmetic convert every element, so float32 catches up (and is 1.25x faster at batch 8).
+# (`museforge.generation.precision`): at batch 1 reading the weights can be the bottleneck and float16 halves
+# it (1.8x the tokens/s on a 2-core EPYC; no faster on an Intel Xeon); by batch 4 the products are
+# compute-bound, and CPUs without float16 arithmetic convert every element, so float32 catches up (and is 1.25x
+# faster at batch 8).
 HALF_AUTO_MAX_BATCH = 4
 HALF_FAMILIES = ("transformer", "musemorphose")  # the families that can sample with float16 weights
 HALF_ALWAYS = 1 << 30
@@ -288,9 +289,8 @@ def _auto_precision(
         decision = measure_precision(model, half, weights)
     else:
         decision = unfaithful(f"fp16 disagrees with fp32 (KL {kl:.3g} nats per token)", weights, device)
-    with contextlib.suppress(
-        OSError
-    ):  # a read-only var folder: the decision holds, the next load measures again
+    # a read-only var folder: the decision holds, and the next load measures again
+    with contextlib.suppress(OSError):
         save_decision(decision, cache_dir)
     return (half if decision.precision == "fp16" else None), decision
 
