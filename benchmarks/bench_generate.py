@@ -29,6 +29,7 @@ import torch
 from museforge.audio import render_to_file
 from museforge.generation import generate_transformer
 from museforge.generation.api import LoadedModel, generate_song, get_model
+from museforge.machine import cpu_model
 from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
 from museforge.models.zoo import DEFAULT_MODEL, resolve_model
@@ -132,6 +133,7 @@ def main() -> None:
             ]
         result: dict[str, object] = {
             "benchmark": "generate",
+            "cpu": cpu_model(),  # speeds and their ratios differ between CPUs: say which one measured them
             "model": source,
             "parameters": sum(p.numel() for p in models["fp32"].parameters()),
             "config": {
@@ -152,6 +154,7 @@ def main() -> None:
         )
         served = loaded["auto"][0]
         result["request_precision"] = served.sampler(1)[1]
+        result["request_precision_decision"] = str(served.precision_decision)
         generate_song(served, style="folk", bars=2, seed=0)  # warm-up
         timings = []
         for _ in range(args.repeats):

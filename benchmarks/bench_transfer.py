@@ -15,6 +15,7 @@ import torch
 from museforge.data.formats import load_score
 from museforge.generation.api import get_model
 from museforge.generation.musemorphose import DEFAULT_GUIDANCE, decoded_rows, transfer
+from museforge.machine import cpu_model
 from museforge.models import build_model
 from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.tokenizers.remi import RemiTokenizer
@@ -65,7 +66,8 @@ def main() -> None:
         tokens = len(result.tokens)
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
-        "bench": "transfer", "piece": args.piece, "bars": bars, "threads": args.threads, "params": params,
+        "bench": "transfer", "cpu": cpu_model(), "piece": args.piece, "bars": bars, "threads": args.threads,
+        "params": params,
         "candidates": args.candidates, "guidance": args.guidance, "precision": precision,
         "tokens": tokens, "seconds_median": sorted(times)[len(times) // 2], "seconds": [round(t, 3) for t in times],
     }))  # fmt: skip

@@ -1,8 +1,11 @@
 """Shared test helpers: the committed MIDI fixtures and real pieces of the music21 corpus."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+from museforge.machine import VAR_DIR_ENV
 
 FIXTURES = Path(__file__).parent / "data"
 GOOD_FIXTURES = ("single_track.mid", "multitrack_drums.mid", "odd_meter.mid", "tempo_changes.mid")
@@ -19,6 +22,14 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Per-machine state (the precision probe's cache) goes to a temporary folder, never the checkout's var/."""
+    path = tmp_path_factory.mktemp("var")
+    os.environ[VAR_DIR_ENV] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

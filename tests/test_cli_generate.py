@@ -2,6 +2,7 @@
 installed as the default model of a models folder made for the test."""
 
 import json
+import re
 from pathlib import Path
 
 import music21
@@ -65,7 +66,10 @@ def test_generate_writes_midi_and_audio_with_the_default_model(env, tmp_path):
     result = runner.invoke(app, [*args, "--out", str(out), "--audio", str(wav), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and f"wrote {wav}" in result.output
-    assert "seed 1" in result.output and f"model {DEFAULT_MODEL} (fp16)" in result.output
+    chosen = re.search(
+        rf"model {DEFAULT_MODEL} \((fp16|fp32), 1 thread \(--threads\)\), seed 1", result.output
+    )
+    assert chosen and f"precision {chosen.group(1)} by " in result.output  # the probe's choice, and why
     score = symusic.Score.from_file(str(out))
     assert sum(len(t.notes) for t in score.tracks) > 0
     audio, rate = soundfile.read(str(wav))

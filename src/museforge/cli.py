@@ -1,15 +1,13 @@
 """The `museforge` command line. Thin: it parses options, picks devices and calls the library."""
 
-from __future__ import annotations
-
 import json
+import os
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 
@@ -20,10 +18,30 @@ app = typer.Typer(
     help="museforge: symbolic music datasets, models, generation and evaluation.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # plain help: typer's rich help imports a Markdown parser, 0.15 s of every --help
 )
 data_app = typer.Typer(help="Build, tokenize and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(soft_wrap=True)  # messages stay on one line: greppable, copyable paths
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from museforge.machine import ThreadChoice
+
+
+class _LazyConsole:
+    """rich's Console, made on first use: `museforge --help` does without rich."""
+
+    @cached_property
+    def rich(self) -> "Console":
+        from rich.console import Console
+
+        return Console(soft_wrap=True)  # messages stay on one line: greppable, copyable paths
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.rich.print(*objects, **options)
+
+
+console = _LazyConsole()
 
 Candidates = Annotated[
     int,
@@ -59,11 +77,29 @@ CardCandidates = Annotated[
         help="MuseMorphose: measure control again with this many tries per bar (1: single samples).",
     ),
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Torch threads (default: $MUSEFORGE_THREADS, else the CPUs this process may use that are idle now; "
+        "more threads than idle cores make sampling many times slower).",
+    ),
+]
 
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=2)
+
+
+def _threads(threads: int | None, share: int = 1) -> "ThreadChoice":
+    """Set torch's thread count once, at the edge, the same way for every command that runs a model."""
+    from museforge.machine import use_threads
+
+    try:
+        return use_threads(threads, share)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
@@ -144,6 +180,8 @@ def data_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Counts per style and split, notes, tokens and durations of a built dataset."""
+    from rich.table import Table
+
     from museforge.data.stats import dataset_stats
 
     try:
@@ -262,7 +300,7 @@ def evaluate(
     except (ValueError, TypeError) as exc:
         raise _fail(f"bad --roll-config: {exc}") from exc
     try:
-        with Progress(console=console, transient=True) as bar:
+        with Progress(console=console.rich, transient=True) as bar:
 
             def progress(description: str, total: int) -> Callable[[], None]:
                 task = bar.add_task(description, total=total)
@@ -337,15 +375,19 @@ def score(
     seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
+    threads: Threads = None,
 ) -> None:
     """Held-out likelihood: per-token NLL and perplexity of a Transformer or Performance RNN on a split, overall
     and per style."""
+    from rich.table import Table
+
     from museforge.data.manifest import SPLITS
     from museforge.io import atomic_write_json
     from museforge.lab.model_card import heldout_likelihood
     from museforge.models.zoo import DEFAULT_MODEL, resolve_model
     from museforge.training.distributed import select_device
 
+    _threads(threads)
     if split not in SPLITS:
         raise _fail(f"--split must be {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, got {split!r}")
     try:
@@ -398,7 +440,7 @@ def originality_index(
         raise _fail(str(exc)) from exc
     if not paths:
         raise _fail(f"no pieces in {data}" + (f" with style {style!r}" if style else ""))
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console.rich, transient=True) as progress:
         task = progress.add_task("indexing", total=len(paths))
         built, failed = OriginalityIndex.from_files(
             paths,
@@ -510,6 +552,7 @@ def train(
             "the preset's (auto; MuseGAN fp32). bf16 also speeds up a CPU with native bf16 (AVX-512 BF16, AMX)."
         ),
     ] = None,
+    threads: Threads = None,
 ) -> None:
     """Train a model family on a dataset; checkpoints go to OUT/best and OUT/last, the log to OUT/log.csv.
 
@@ -519,6 +562,8 @@ def train(
     from museforge.training.distributed import select_device
     from museforge.training.recipes import resume_run, start_run
 
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's trainers on this machine
+    _threads(threads, share=local_processes)
     dev = str(select_device(device))
     try:
         if resume is not None:
@@ -670,25 +715,17 @@ def generate(
             "(fp16 where it agrees with fp32 on a probe)."
         ),
     ] = "auto",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="CPU threads (default: torch's; 1 is fastest for small models on a busy CPU)."
-        ),
-    ] = None,
+    threads: Threads = None,
 ) -> None:
     """Sample music from a trained model and write it as MIDI (and audio)."""
     import time
-
-    import torch
 
     from museforge.generation.api import attribute_plan, generate_song, get_model
     from museforge.models.zoo import DEFAULT_MODEL
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    chosen = _threads(threads)
     try:
         rhythm_list = _class_list(rhythm, "rhythm")
         polyphony_list = _class_list(polyphony, "polyphony")
@@ -745,9 +782,11 @@ def generate(
                 f"[bold yellow]warning:[/] {path} is a near-copy of the training data (longest copied run "
                 f"{check.result.longest_run} notes, {check.result.copied_share:.0%} of notes in copied runs)"
             )
+    if loaded.precision_decision is not None:
+        console.print(f"[dim]precision {loaded.precision_decision}[/]")
     console.print(
-        f"model {loaded.name} ({songs[0].params.get('precision', 'fp32')}), seed {songs[0].params['seed']}, "
-        f"{len(songs)} song(s) in "
+        f"model {loaded.name} ({songs[0].params.get('precision', 'fp32')}, {chosen}), seed "
+        f"{songs[0].params['seed']}, {len(songs)} song(s) in "
         f"{time.perf_counter() - start:.1f} s (sampling {songs[0].seconds:.1f} s)"
     )
 
@@ -819,6 +858,7 @@ def transfer(
     precision: Annotated[
         str, typer.Option(help="Weights while sampling: fp32, fp16 or auto (fp16 where it agrees with fp32).")
     ] = "auto",
+    threads: Threads = None,
 ) -> None:
     """Style transfer (MuseMorphose): re-generate a piece with shifted rhythm/polyphony classes, keeping its
     melody and harmony."""
@@ -828,6 +868,7 @@ def transfer(
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()
+    chosen = _threads(threads)
     try:
         loaded = get_model(model, select_device(device), precision)
         (song,) = restyle_song(
@@ -850,9 +891,11 @@ def transfer(
     rhythm_classes, polyphony_classes = (list(c) for c in zip(*song.params["attributes"], strict=True))
     console.print(
         f"[bold green]wrote[/] {path} ({song.params['source_bars']} bars; rhythm {rhythm_classes}, "
-        f"polyphony {polyphony_classes}; seed {song.params['seed']}; {song.params['precision']}) in "
+        f"polyphony {polyphony_classes}; seed {song.params['seed']}; {song.params['precision']}; {chosen}) in "
         f"{time.perf_counter() - start:.1f} s"
     )
+    if loaded.precision_decision is not None:
+        console.print(f"[dim]precision {loaded.precision_decision}[/]")
     check = song.originality
     if check is not None and check.near_copy:
         console.print(
@@ -875,12 +918,14 @@ def interpolate(
     candidates: Candidates = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Threads = None,
 ) -> None:
     """Interpolate between two pieces' per-bar latents (MuseMorphose)."""
     from museforge.generation.api import get_model
     from museforge.generation.musemorphose import interpolate as morph
     from museforge.training.distributed import select_device
 
+    _threads(threads)
     try:
         loaded = get_model(model, select_device(device))
         results = morph(
@@ -923,9 +968,11 @@ def evaluate_transfer(
     seed: Annotated[int, typer.Option(help="Seed for the draw and the sampling.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Threads = None,
 ) -> None:
     """MuseMorphose's evaluation: control ρ and leak (shifts -3..+3), fidelity to the input, perplexity."""
     import numpy as np
+    from rich.table import Table
 
     from museforge.data.manifest import load_manifest
     from museforge.generation.api import get_model
@@ -933,6 +980,7 @@ def evaluate_transfer(
     from museforge.models.musemorphose import MuseMorphose
     from museforge.training.distributed import select_device
 
+    _threads(threads)
     try:
         loaded = get_model(model, select_device(device))
         net, tok = loaded.checkpoint.model, loaded.tokenizer
@@ -978,6 +1026,8 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The shipped models (`$MUSEFORGE_MODELS_DIR` or the repository's models/ folder)."""
+    from rich.table import Table
+
     from museforge.models.zoo import DEFAULT_MODEL, list_models, models_dir
 
     try:
@@ -1034,11 +1084,13 @@ def models_ship(
     samples: Annotated[int, typer.Option(min=1, help="Samples evaluated against the test split.")] = 40,
     candidates: CardCandidates = 8,
     guidance: CardGuidance = DEFAULT_GUIDANCE,
+    threads: Threads = None,
 ) -> None:
     """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
     from museforge.lab.model_card import ShipOptions, ship_model
     from museforge.models.zoo import models_dir
 
+    _threads(threads)
     try:
         root = models_root or models_dir()
         dest = ship_model(
@@ -1070,12 +1122,14 @@ def models_resample(
     ] = "auto",
     candidates: CardCandidates = 8,
     guidance: CardGuidance = DEFAULT_GUIDANCE,
+    threads: Threads = None,
 ) -> None:
     """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and
     evaluation/), keeping the rest: for when sampling changed since the model was shipped."""
     from museforge.lab.model_card import ShipOptions, resample_card
     from museforge.models.zoo import resolve_model
 
+    _threads(threads)
     try:
         folder = resolve_model(model)
         options = ShipOptions(
@@ -1103,6 +1157,13 @@ def serve(
     models_dir: Annotated[
         Path | None, typer.Option(help="Folder of model checkpoints (default: the shipped models).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Torch threads of each job (default: MUSEFORGE_TORCH_THREADS, else the idle CPUs / workers).",
+        ),
+    ] = None,
 ) -> None:
     """Start the web app: pages at http://HOST:PORT/, the JSON API under /api/v1 (OpenAPI docs at /docs).
 
@@ -1112,7 +1173,7 @@ def serve(
 
     from museforge.web import Settings, create_app
 
-    given = {"workers": workers, "var_dir": var, "models_dir": models_dir}
+    given = {"workers": workers, "var_dir": var, "models_dir": models_dir, "torch_threads": threads}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     console.print(f"[bold green]museforge[/] on http://{host}:{port}/ (data in {settings.var_dir.resolve()})")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

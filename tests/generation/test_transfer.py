@@ -3,6 +3,7 @@ continuation and the `museforge transfer` / `interpolate` commands."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,13 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
-from museforge.generation.api import generate_song, get_model, half_precision_kl, restyle_song
+from museforge.generation.api import (
+    clear_model_cache,
+    generate_song,
+    get_model,
+    half_precision_kl,
+    restyle_song,
+)
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
     choose_candidate,
@@ -27,7 +34,9 @@ from museforge.generation.musemorphose import (
     transfer,
 )
 from museforge.generation.musemorphose_eval import SHIFTS, evaluate_transfer, reconstruction_nll
+from museforge.generation.precision import PrecisionDecision, model_key, save_decision
 from museforge.lab.model_card import ShipOptions, resample_card, ship_model
+from museforge.machine import cpu_model
 from museforge.metrics.controls import spearman
 from museforge.metrics.originality import OriginalityIndex
 from museforge.metrics.transfer import bar_similarity
@@ -325,11 +334,17 @@ def test_generate_song_dispatches_musemorphose(trained):
         generate_song(loaded, seconds=5.0)
 
 
-def test_musemorphose_samples_in_float16_where_it_agrees_with_float32(trained):
-    """`auto` precision gives a MuseMorphose a float16 copy when its next-token distributions match float32's on
-    the probe; re-styles and generation from the prior then run in it (attention in float32) and say so."""
+def test_musemorphose_samples_in_float16_where_it_agrees_with_float32(trained, tmp_path):
+    """`auto` precision gives a MuseMorphose a float16 copy when this machine's probe found it faster (recorded
+    here: the speed is the machine's); re-styles and generation from the prior then run in it (attention in
+    float32) and say so."""
     _, tok, ckpt, pieces, _ = trained
-    loaded = get_model(ckpt, precision="auto")
+    weights = Path(ckpt) / "model.safetensors"
+    save_decision(
+        PrecisionDecision("fp16", "faster", cpu_model(), torch.__version__, model_key(weights), 1), tmp_path
+    )
+    clear_model_cache()  # an earlier load followed this machine's own probe
+    loaded = get_model(ckpt, precision="auto", cache_dir=tmp_path)
     assert loaded.precision == "fp16 up to batch 4"
     assert half_precision_kl(loaded.checkpoint.model, loaded.half) < 1e-3
     (song,) = restyle_song(loaded, pieces[0], rhythm=+2, seed=1)

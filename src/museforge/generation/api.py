@@ -17,6 +17,7 @@ caller.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -46,10 +47,17 @@ from museforge.generation.musegan import (
 from museforge.generation.musemorphose import continue_piece, decoded_rows, scaled_progress
 from museforge.generation.musemorphose import generate as morph_generate
 from museforge.generation.musemorphose import transfer as morph_transfer
+from museforge.generation.precision import (
+    PrecisionDecision,
+    cached_decision,
+    measure_precision,
+    save_decision,
+    unfaithful,
+)
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.generation.splice import keep_source_bars, keep_source_seconds
 from museforge.metrics.originality import OriginalityIndex, OriginalityResult, check_originality, is_near_copy
-from museforge.models.checkpoint import Checkpoint, load_checkpoint
+from museforge.models.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from museforge.models.musegan import MuseGAN
 from museforge.models.musemorphose import MuseMorphose
 from museforge.models.performance_rnn import N_DENSITY_CLASSES, PerformanceRNN, encode_controls
@@ -71,9 +79,11 @@ MAX_EVENTS_PER_STEP = 32  # events at one instant before time must move on (a ch
 PRECISIONS = ("fp32", "fp16", "auto")
 HALF_PROBE_TOKENS = 256  # length of the probe on which a float16 Transformer must agree with float32
 HALF_MAX_KL = 1e-3  # mean KL(fp32 || fp16) per next-token distribution, nats; the shipped model gives ~5e-6
-# With "auto", batches up to this size sample in float16: at batch 1 reading the weights is the bottleneck and
-# float16 halves it (1.8x the tokens/s on a 2-core EPYC); by batch 4 the products are compute-bound, and CPUs
-# without float16 arithmetic convert every element, so float32 catches up (and is 1.25x faster at batch 8).
+# With "auto", batches up to this size sample in float16 where a probe on this machine finds float16 faster
+# (`museforge.generation.precision`): at batch 1 reading the weights can be the bottleneck and float16 halves
+# it (1.8x the tokens/s on a 2-core EPYC; no faster on an Intel Xeon); by batch 4 the products are
+# compute-bound, and CPUs without float16 arithmetic convert every element, so float32 catches up (and is 1.25x
+# faster at batch 8).
 HALF_AUTO_MAX_BATCH = 4
 HALF_FAMILIES = ("transformer", "musemorphose")  # the families that can sample with float16 weights
 HALF_ALWAYS = 1 << 30
@@ -94,6 +104,14 @@ class LoadedModel:
     originality_index: OriginalityIndex | None
     half: TransformerLM | MuseMorphose | None = None  # a float16 copy, for batches up to ``half_up_to``
     half_up_to: int = 0
+    precision_decision: PrecisionDecision | None = None  # what "auto" measured and chose, None otherwise
+
+    def precision_params(self, batch: int) -> dict[str, str]:
+        """A song's record of its precision, and under "auto" of the decision and its measurements."""
+        made = {"precision": self.sampler(batch)[1]}
+        if self.precision_decision is not None:
+            made["precision_decision"] = str(self.precision_decision)
+        return made
 
     def sampler(self, batch: int) -> tuple[torch.nn.Module, str]:
         """The model that samples ``batch`` sequences at once, and its precision ("fp32" or "fp16")."""
@@ -169,15 +187,19 @@ def _tokenizer_from_state(state: dict[str, Any], path: Path) -> TokenTokenizer |
 
 
 def get_model(
-    name_or_path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
     """The model of a shipped name or checkpoint directory on ``device``, loaded once and reused.
 
     ``precision="fp16"`` samples a REMI Transformer or a MuseMorphose with its weights in float16: at batch 1
     each token reads every weight once, so halving their bytes gives about 1.8x the tokens/s on a CPU (attention
     stays float32). ``"auto"`` does that for batches up to `HALF_AUTO_MAX_BATCH`, and only when the float16
-    model's next-token distributions agree with float32's on a probe (`half_precision_kl`); other families stay
-    float32.
+    model's next-token distributions agree with float32's on a probe (`half_precision_kl`) and it samples faster
+    on this machine (`museforge.generation.precision`; measured once per machine, torch and weights, and kept in
+    ``cache_dir``, default ``$MUSEFORGE_VAR_DIR`` or ``var/``); other families stay float32.
     ``LoadedModel.precision`` says what was chosen, and each song's params which precision made it. A checkpoint
     rewritten on disk (new weights) is loaded again, so a long-running server picks it up.
     """
@@ -190,13 +212,19 @@ def get_model(
         if key in _CACHE:
             return _CACHE[key]
         ckpt = load_checkpoint(path, device=dev)
-        half = None if precision == "fp32" else _half_precision(ckpt, check=precision == "auto")
+        half, decision = None, None
+        if precision == "fp16":
+            half = _half_precision(ckpt)
+        elif precision == "auto":
+            half, decision = _auto_precision(ckpt, path / WEIGHTS_FILE, cache_dir)
         tokenizer = _tokenizer_from_state(ckpt.tokenizer, path)
         index_file = path / ORIGINALITY_FILE
         index = OriginalityIndex.load(index_file) if index_file.is_file() else None
         name = str(name_or_path) if not Path(name_or_path).is_dir() else path.name
         up_to = HALF_AUTO_MAX_BATCH if precision == "auto" else HALF_ALWAYS
-        loaded = LoadedModel(name, path, ckpt, tokenizer, dev, index, half, up_to if half is not None else 0)
+        loaded = LoadedModel(
+            name, path, ckpt, tokenizer, dev, index, half, up_to if half is not None else 0, decision
+        )
         for old in [k for k in _CACHE if k[:3] == key[:3]]:  # an older version of the same weights
             del _CACHE[old]
         _CACHE[key] = loaded
@@ -232,21 +260,40 @@ def half_precision_kl(
     return float((ref.exp() * (ref - low)).sum(-1).mean())
 
 
-def _half_precision(ckpt: Checkpoint, check: bool) -> TransformerLM | MuseMorphose | None:
-    """A float16 copy of a Transformer's or MuseMorphose's model; ``None`` where ``check`` finds it unfaithful,
-    or, when ``check`` is off (fp16 asked for by name), an error for the families that sample in float32 only."""
+def _half_precision(ckpt: Checkpoint) -> TransformerLM | MuseMorphose:
+    """A float16 copy of a Transformer's or MuseMorphose's model; an error for the families that sample in
+    float32 only."""
     model = ckpt.model
     if ckpt.model_name not in HALF_FAMILIES:
-        if check:
-            return None
         raise ValueError(
             f"precision fp16 is for REMI Transformers and MuseMorphose; {ckpt.model_name} samples in fp32"
         )
     assert isinstance(model, TransformerLM | MuseMorphose)
-    half = copy.deepcopy(model).half().eval()
-    if check and not half_precision_kl(model, half) < HALF_MAX_KL:
-        return None
-    return half
+    return copy.deepcopy(model).half().eval()
+
+
+def _auto_precision(
+    ckpt: Checkpoint, weights: Path, cache_dir: Path | None
+) -> tuple[TransformerLM | MuseMorphose | None, PrecisionDecision | None]:
+    """The float16 copy "auto" samples with (None: float32), and the decision: this machine's recorded one, else
+    the KL check and the speed probe, recorded for the next load."""
+    if ckpt.model_name not in HALF_FAMILIES:
+        return None, None
+    device = next(ckpt.model.parameters()).device
+    decision = cached_decision(weights, device, cache_dir)
+    if decision is not None:
+        return (_half_precision(ckpt) if decision.precision == "fp16" else None), decision
+    model, half = ckpt.model, _half_precision(ckpt)
+    assert isinstance(model, TransformerLM | MuseMorphose)
+    kl = half_precision_kl(model, half)
+    if kl < HALF_MAX_KL:
+        decision = measure_precision(model, half, weights)
+    else:
+        decision = unfaithful(f"fp16 disagrees with fp32 (KL {kl:.3g} nats per token)", weights, device)
+    # a read-only var folder: the decision holds, and the next load measures again
+    with contextlib.suppress(OSError):
+        save_decision(decision, cache_dir)
+    return (half if decision.precision == "fp16" else None), decision
 
 
 def clear_model_cache() -> None:
@@ -812,7 +859,7 @@ def generate_song(
         params = {
             "model": loaded.name, "family": family, "style": style, "bars": bars, "temperature": temperature,
             "top_p": top_p, "seed": seed, "num_samples": num_samples, "candidates": candidates,
-            "precision": loaded.sampler(candidates)[1],
+            **loaded.precision_params(candidates),
             "primer": None if primer is None else (str(primer) if not isinstance(primer, symusic.Score) else "score"),
             "primer_bars": primer_bars, "attributes": [None if a is None else list(a) for a in plan] or None,
         }  # fmt: skip
@@ -895,7 +942,7 @@ def generate_song(
         "top_k": top_k,
         "top_p": top_p,
         "seed": seed,
-        "precision": loaded.sampler(num_samples)[1],
+        **loaded.precision_params(num_samples),
         "num_samples": num_samples,
         "primer": None
         if primer is None
@@ -955,7 +1002,8 @@ def restyle_song(
     music.
     """
     loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
-    (net, precision), tok = loaded.sampler(decoded_rows(candidates, guidance)), loaded.tokenizer
+    rows = decoded_rows(candidates, guidance)
+    (net, _), tok = loaded.sampler(rows), loaded.tokenizer
     if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
         raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
     if num_samples < 1:
@@ -983,7 +1031,7 @@ def restyle_song(
             check = OriginalityCheck(result, is_near_copy(result), index_source)
         params = {
             "model": loaded.name, "family": loaded.family, "style": style, "seed": seed, "sample": i,
-            "candidates": candidates, "guidance": guidance, "precision": precision, "source_bars": n_bars,
+            "candidates": candidates, "guidance": guidance, **loaded.precision_params(rows), "source_bars": n_bars,
             "restyled_bars": [int(b) for b in chosen],
             "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
         }  # fmt: skip

@@ -29,7 +29,6 @@ from museforge.generation.sampling import sample
 from museforge.models.modules import IncrementalDecoder, KVCache
 from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.remi import RemiTokenizer
-from museforge.training.vae import collate_segments, make_segment
 
 ClassPlan = Sequence[tuple[int | None, int | None] | None]
 # Best-of-N counts a try's miss on a class the transfer keeps this many times a miss on a moved one
@@ -156,6 +155,8 @@ def encode_piece(model: MuseMorphose, tok: RemiTokenizer, piece: str | Path | sy
 def encode_tokens(model: MuseMorphose, tok: RemiTokenizer, tokens: Sequence[int]) -> EncodedPiece:
     """Encode REMI tokens with attribute tokens after each Bar (as the tokenizer and the model write them),
     window by window of the model's ``n_bars``."""
+    from museforge.training.vae import collate_segments, make_segment  # here: training imports its loop
+
     ids = np.asarray(_content(tokens, tok), dtype=np.int64)
     starts = np.flatnonzero(ids == tok.bar_id)
     device = next(model.parameters()).device

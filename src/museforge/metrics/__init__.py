@@ -3,42 +3,53 @@
 Metrics are pure functions of a `symusic.Score` (MuseGAN's of a piano-roll array) returning NaN when undefined.
 """
 
-from museforge.metrics.compare import compare_feature, compare_sets, kl_divergence, overlap_area
-from museforge.metrics.controls import control_fidelity, histogram_fidelity, spearman
-from museforge.metrics.core import (
-    drum_in_pattern_rate,
-    drum_pattern_consistency,
-    empty_beat_rate,
-    empty_measure_rate,
-    groove_consistency,
-    n_pitch_classes_used,
-    n_pitches_used,
-    pitch_class_entropy,
-    pitch_entropy,
-    pitch_in_scale_rate,
-    pitch_range,
-    polyphony,
-    polyphony_rate,
-    scale_consistency,
-)
-from museforge.metrics.features import piece_features, piece_metrics
-from museforge.metrics.likelihood import NGramModel, TokenScorer, evaluate_likelihood, validity_rate
-from museforge.metrics.musegan import (
-    drum_pattern_rate,
-    empty_bar_rate,
-    musegan_metrics,
-    musegan_table,
-    qualified_note_rate,
-    tonal_distance,
-    used_pitch_classes,
-)
-from museforge.metrics.originality import OriginalityIndex, OriginalityResult, check_originality, is_near_copy
-from museforge.metrics.structure import (
-    longest_pitch_run,
-    repeated_note_rate,
-    self_similarity,
-    structure_indicator,
-)
+from museforge._lazy import lazy_exports
+
+_EXPORTS = {
+    "NGramModel": "likelihood",
+    "OriginalityIndex": "originality",
+    "OriginalityResult": "originality",
+    "TokenScorer": "likelihood",
+    "check_originality": "originality",
+    "compare_feature": "compare",
+    "compare_sets": "compare",
+    "control_fidelity": "controls",
+    "drum_in_pattern_rate": "core",
+    "drum_pattern_consistency": "core",
+    "drum_pattern_rate": "musegan",
+    "empty_bar_rate": "musegan",
+    "empty_beat_rate": "core",
+    "empty_measure_rate": "core",
+    "evaluate_likelihood": "likelihood",
+    "groove_consistency": "core",
+    "histogram_fidelity": "controls",
+    "is_near_copy": "originality",
+    "kl_divergence": "compare",
+    "longest_pitch_run": "structure",
+    "musegan_metrics": "musegan",
+    "musegan_table": "musegan",
+    "n_pitch_classes_used": "core",
+    "n_pitches_used": "core",
+    "overlap_area": "compare",
+    "piece_features": "features",
+    "piece_metrics": "features",
+    "pitch_class_entropy": "core",
+    "pitch_entropy": "core",
+    "pitch_in_scale_rate": "core",
+    "pitch_range": "core",
+    "polyphony": "core",
+    "polyphony_rate": "core",
+    "qualified_note_rate": "musegan",
+    "repeated_note_rate": "structure",
+    "scale_consistency": "core",
+    "self_similarity": "structure",
+    "spearman": "controls",
+    "structure_indicator": "structure",
+    "tonal_distance": "musegan",
+    "used_pitch_classes": "musegan",
+    "validity_rate": "likelihood",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # generation checks originality without scipy
 
 __all__ = [
     "NGramModel",

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.spatial.distance import cdist, pdist
 
 GRID_POINTS = 1000
 MAX_KDE_SAMPLES = 5000
@@ -33,12 +32,16 @@ def _stack(vectors: Sequence[np.ndarray]) -> np.ndarray:
 def intra_distances(vectors: Sequence[np.ndarray]) -> np.ndarray:
     """Euclidean distance of every pair of pieces within a set (NaN-featured pieces left out)."""
     matrix = _stack(vectors)
+    from scipy.spatial.distance import pdist  # here: scipy is slow to import and generation never needs it
+
     return pdist(matrix) if len(matrix) > 1 else np.zeros(0)
 
 
 def inter_distances(vectors_a: Sequence[np.ndarray], vectors_b: Sequence[np.ndarray]) -> np.ndarray:
     """Euclidean distance of every piece of one set to every piece of the other."""
     a, b = _stack(vectors_a), _stack(vectors_b)
+    from scipy.spatial.distance import cdist
+
     return cdist(a, b).ravel() if len(a) and len(b) else np.zeros(0)
 
 

@@ -30,17 +30,16 @@ from torch import nn
 
 import museforge
 from museforge.models import build_model, config_from_dict, model_name
+from museforge.models.checkpoint_files import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    TRAINING_STATE_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+)
 from museforge.models.config import ModelConfig
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-TRAINING_STATE_FILE = "training_state.pt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, incomplete or unreadable; the message says which part."""
 
 
 @dataclass

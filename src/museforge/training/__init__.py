@@ -1,13 +1,20 @@
 """Training: one loop for every model family, and the process-group helpers it uses under torchrun."""
 
-from museforge.training.distributed import (
-    DistInfo,
-    dist_info,
-    init_distributed,
-    seed_everything,
-    select_device,
-)
-from museforge.training.trainer import StepFn, TrainConfig, Trainer, TrainResult, lm_step
+from museforge._lazy import lazy_exports
+
+_EXPORTS = {
+    "DistInfo": "distributed",
+    "StepFn": "trainer",
+    "TrainConfig": "trainer",
+    "TrainResult": "trainer",
+    "Trainer": "trainer",
+    "dist_info": "distributed",
+    "init_distributed": "distributed",
+    "lm_step": "trainer",
+    "seed_everything": "distributed",
+    "select_device": "distributed",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # picking a device needs no optimizer
 
 __all__ = [
     "DistInfo",

@@ -47,7 +47,7 @@ def open_services(settings: Settings) -> Services:
     repo = open_repository(var, settings.mongo_uri, settings.mongo_db)
     files = FileStore(var)
     signer = CookieSigner(load_or_create_secret(var), settings.session_max_age_s)
-    catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision)
+    catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision, var)
     queue = ThreadJobQueue(repo, JobExecutor(repo, files, catalog), settings.workers)
     services = Services(settings, repo, files, signer, catalog, queue)
     services.events = EventSink(repo, keep_days=settings.analytics_keep_days)

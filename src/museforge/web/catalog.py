@@ -55,7 +55,9 @@ class ServedModel:
 class ModelCatalog:
     """Loads every servable checkpoint of a models folder at start-up; skipped ones are logged with a reason."""
 
-    def __init__(self, root: Path | None, device: str, precision: str = "fp32") -> None:
+    def __init__(
+        self, root: Path | None, device: str, precision: str = "fp32", cache_dir: Path | None = None
+    ) -> None:
         self.skipped: dict[str, str] = {}
         self.models: dict[str, ServedModel] = {}
         try:
@@ -77,7 +79,7 @@ class ModelCatalog:
                     raise CheckpointError(f"the app has no controls for the {info.family!r} family yet")
                 # fp16 is an option of some families only: the others are served in fp32 whatever is set
                 wanted = precision if info.family in HALF_FAMILIES else "fp32"
-                self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted))
+                self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted, cache_dir))
             except (CheckpointError, ValueError, OSError) as exc:
                 self.skipped[path.name] = str(exc)
                 log.warning("model %s not served: %s", path.name, exc)

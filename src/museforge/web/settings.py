@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from museforge.machine import choose_threads
 
 
 class Settings(BaseSettings):
@@ -27,7 +28,9 @@ class Settings(BaseSettings):
         description="REMI Transformer and MuseMorphose weights while sampling (auto: fp16 where it matches fp32).",
     )
     workers: int = Field(2, ge=1, le=64, description="Generation jobs run at once.")
-    torch_threads: int = Field(0, ge=0, description="Torch threads per process (0: cores / workers).")
+    torch_threads: int = Field(
+        0, ge=0, description="Torch threads per job (0: the idle CPUs this process may use / workers)."
+    )
     max_attempts: int = Field(2, ge=1, description="Runs of a job before a restart gives it up.")
     max_upload_mb: float = Field(2.0, gt=0)
     max_upload_notes: int = Field(50_000, ge=1)
@@ -54,7 +57,6 @@ class Settings(BaseSettings):
     )
 
     def threads_per_worker(self) -> int:
-        """Torch threads for one job: the cores shared by the workers, so they do not oversubscribe."""
-        if self.torch_threads:
-            return self.torch_threads
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        """Torch threads for one job: the idle CPUs this process may use, shared by the workers so they do not
+        oversubscribe (`museforge.machine.choose_threads`, as every command decides)."""
+        return choose_threads(self.torch_threads or None, share=self.workers).threads
