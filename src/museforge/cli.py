@@ -343,7 +343,7 @@ def evaluate(
 
 def _evaluated_model(
     model: str | None, device: str, pieces: int, seed: int, progress: Callable[[str, int], Callable[[], None]]
-) -> tuple[LoadedModel | None, dict[str, Any] | None]:
+) -> "tuple[LoadedModel | None, dict[str, Any] | None]":
     """The --model of `evaluate`, loaded, and its control fidelity over ``pieces`` generated pieces (None for a
     model without attribute controls, or none asked for)."""
     if model is None:
