@@ -22,7 +22,7 @@ from museforge.models.checkpoint import load_checkpoint
 from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer, lm_step
-from museforge.training.trainer import TrainResult, counts_as_gain
+from museforge.training.trainer import TrainResult, counts_as_gain, cpu_has_bf16
 
 TOKENIZER = build_tokenizer("performance")
 
@@ -108,13 +108,19 @@ def test_performance_rnn_with_controls_overfits_one_batch(tmp_path, bwv66):
 
 def test_bf16_on_a_cpu_autocasts_the_step_and_still_learns(tmp_path, bwv66):
     """``precision="bf16"`` is opt-in on a CPU (``auto`` stays fp32 there): the step's loss moves off fp32's
-    by rounding only, the weights stay fp32, and training in it lowers the loss."""
+    by rounding only, the weights stay fp32, and training in it lowers the loss; a CPU without bf16 kernels
+    refuses it up front."""
     controls = event_controls(bwv66)
     data = Windows(bwv66[: 2 * 64], 64, controls[: 2 * 64])
     batch = {
         "input_ids": torch.stack([data[i]["input_ids"] for i in range(2)]),
         "controls": controls[:128].view(2, 64, -1),
     }
+    if not cpu_has_bf16():
+        model = PerformanceRNN(PerformanceRNNConfig(embed_dim=64, hidden_size=128, n_layers=1))
+        with pytest.raises(ValueError, match="bf16 needs a CPU"):
+            Trainer(model, data, quiet(tmp_path / "bf16", batch_size=2, precision="bf16"))
+        return
     losses = {}
     for precision in ("auto", "bf16"):
         torch.manual_seed(0)

@@ -47,6 +47,14 @@ from museforge.training.distributed import (
 StepFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
 IGNORE_INDEX = -100
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or AMX): without them bf16 autocast fails in some
+    primitives (an LSTM's) instead of running slowly."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 LOG_FIELDS = ("step", "epoch", "split", "loss", "ppl", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
 
 
@@ -189,6 +197,11 @@ class Trainer:
         self.config = config
         self.model = model
         self.device = next(model.parameters()).device
+        if config.precision == "bf16" and self.device.type == "cpu" and not cpu_has_bf16():
+            raise ValueError(
+                "bf16 needs a CPU whose oneDNN kernels do bf16 (AVX-512 or AMX); this one has none, and its "
+                "LSTM and other primitives would fail mid-run: train with --precision fp32 (or auto)"
+            )
         self.dist: DistInfo = init_distributed(self.device)
         self.train_data, self.eval_data = train_data, eval_data
         self.step_fn = step_fn
