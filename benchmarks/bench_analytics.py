@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 
 from museforge.analytics.insights import Scope, activity, insights, interest, my_taste, polarization, profiles
 from museforge.analytics.report import insights_html
+from museforge.machine import cpu_model
 from museforge.store import open_repository
 from museforge.store.records import DAY_S, Event, day_of
 
@@ -38,13 +38,6 @@ MODELS = {
 KINDS = ["visit", "play", "play_end", "generate", "rate", "download", "share", "upload"]
 WHOLE = ("insights_90_days", "insights_html")  # several measures together: not held to the 300 ms goal
 KIND_P = [0.30, 0.28, 0.15, 0.13, 0.07, 0.04, 0.02, 0.01]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def fill(repo: Any, db: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -32,13 +32,7 @@ from bombs import (
 )
 from museforge.data.formats import Unit, _parse_music21, list_units, read_unit
 from museforge.data.limits import DEFAULT_LIMITS, ReaderLimits
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+from museforge.machine import cpu_model
 
 
 def _best_of(n: int, fn) -> float:
@@ -77,7 +71,7 @@ def main() -> None:
     }
     chorale = Path(music21.corpus.getWork("bach/bwv66.6"))
     read_unit(Unit(chorale))  # start the fork server before anything is timed
-    out: dict = {"cpu": _cpu(), "bombs": {}}
+    out: dict = {"cpu": cpu_model(), "bombs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             path = Path(tmp) / name

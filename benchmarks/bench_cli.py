@@ -25,15 +25,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from museforge.machine import cpu_model
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 SAMPLING = re.compile(r"sampling ([0-9.]+) s")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown CPU"
 
 
 @contextmanager

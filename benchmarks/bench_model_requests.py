@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 
@@ -29,15 +28,8 @@ from museforge.audio.render import DEFAULT_SAMPLE_RATE
 from museforge.data.formats import load_score
 from museforge.generation.api import GeneratedSong, get_model, restyle_song
 from museforge.generation.api import generate_song as generate
+from museforge.machine import cpu_model
 from museforge.models.zoo import model_names
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def requests() -> dict[str, dict[str, Callable[[object], list[GeneratedSong]]]]:
