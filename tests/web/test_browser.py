@@ -7,6 +7,8 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import music21
@@ -28,6 +30,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@contextmanager
+def chromium_page(errors: list[str]) -> Iterator:
+    """A page of a fresh headless Chromium; the page's uncaught script errors are appended to ``errors``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1300})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield page
+        browser.close()
+
+
 @pytest.fixture
 def server(tmp_path, models_folder):
     with socket.socket() as s:
@@ -47,13 +62,8 @@ def server(tmp_path, models_folder):
 
 
 def test_generate_play_and_rate_in_chromium(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 1300})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = []
+    with chromium_page(errors) as page:
         page.goto(server + "/")
         page.select_option("#model-select", "performance-rnn")
         assert page.is_hidden('fieldset[data-model="remi-transformer"]')
@@ -103,7 +113,6 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
         page.wait_for_function("document.querySelector('#player').readyState >= 3", timeout=30_000)
         restyled = tmp_path / "restyled-page.png"
         page.screenshot(path=str(restyled), full_page=True)
-        browser.close()
     assert (
         shot.stat().st_size > 20_000
         and restyled.stat().st_size > 20_000
@@ -115,15 +124,10 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
 def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
     """Upload the four-part chorale through the page: it plays and shows its piano roll like a song; the panel
     switches between continue and re-style and continues it with the chosen model."""
-    from playwright.sync_api import sync_playwright
-
     chorale = tmp_path / "bwv66.6.mid"
     load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(chorale))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 1300})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = []
+    with chromium_page(errors) as page:
         page.goto(server + "/upload")
         page.set_input_files('input[name="file"]', str(chorale))
         page.click("form.card button.primary")
@@ -147,7 +151,6 @@ def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
         page.wait_for_url("**/songs/*", timeout=120_000)
         assert page.locator("h1").inner_text() == "the first 4 bars of bwv66.6 + 2 bars (REMI Transformer)"
         assert page.locator("#made-from a").inner_text() == "bwv66.6"
-        browser.close()
     assert shot.stat().st_size > 20_000
     assert errors == []
 
@@ -155,19 +158,14 @@ def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
 def test_insights_and_my_taste_pages_in_chromium(server, tmp_path):
     """An operator signs up in the browser, is promoted, and sees the Insights charts drawn (two opposed groups
     of listeners: two taste clusters), filters them, fetches a CSV; then their My-taste page."""
-    from playwright.sync_api import sync_playwright
-
     from museforge.store import open_repository
     from museforge.store.records import Event
 
     def plays(who, style, n, day):
         return [Event("play", who, at=(day + 0.5) * 86400, model="remi-transformer", style=style)] * n
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 1300})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = []
+    with chromium_page(errors) as page:
         page.goto(server + "/signup")
         page.fill('input[name="username"]', "opal")
         page.fill('input[name="password"]', "correct horse")
@@ -203,6 +201,5 @@ def test_insights_and_my_taste_pages_in_chromium(server, tmp_path):
         assert "chorale 100%" in page.inner_text("#my-cluster")
         taste = tmp_path / "taste-page.png"
         page.screenshot(path=str(taste), full_page=True)
-        browser.close()
     assert shot.stat().st_size > 20_000 and taste.stat().st_size > 10_000
     assert errors == []
