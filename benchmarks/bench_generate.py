@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from museforge.audio import render_to_file
+from museforge.families import generate_song
 from museforge.generation import generate_transformer
-from museforge.generation.api import LoadedModel, generate_song, get_model
+from museforge.generation.api import LoadedModel, get_model
 from museforge.machine import cpu_model
 from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint

@@ -1,5 +1,6 @@
 """The `museforge` command line. Thin: it parses options, picks devices and calls the library."""
 
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -349,7 +350,7 @@ def _evaluated_model(
     if model is None:
         return None, None
     from museforge.generation.api import get_model
-    from museforge.generation.control_eval import generation_control, has_controls
+    from museforge.lab.control_eval import generation_control, has_controls
     from museforge.training.distributed import select_device
 
     loaded = get_model(model, select_device(device))
@@ -609,100 +610,59 @@ def train(
     )
 
 
-PITCH_CLASSES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-
-
-def _pitch_class(name: str) -> int:
-    """A pitch-class name (C, C#, Db, ...) or number (0..11) as 0..11."""
-    text = name.strip()
-    if text.isdigit() and 0 <= int(text) < 12:
-        return int(text)
-    letter, accidentals = text[:1].upper(), text[1:]
-    if letter not in PITCH_CLASSES or any(a not in "#b" for a in accidentals):
-        raise ValueError(f"unknown pitch class {name!r}: use names like C, F#, Bb or numbers 0..11")
-    return (PITCH_CLASSES[letter] + accidentals.count("#") - accidentals.count("b")) % 12
-
-
-def _class_list(text: str | None, label: str) -> list[int | None] | None:
-    """'2,2,-,6' -> [2, 2, None, 6]: one class per bar, '-' (or nothing) where the model chooses."""
-    if text is None:
-        return None
-    out: list[int | None] = []
-    for item in text.split(","):
-        item = item.strip()
-        if item in ("", "-"):
-            out.append(None)
-        elif item.isdigit():
-            out.append(int(item))
-        else:
-            raise ValueError(f"--{label} takes comma-separated classes 0..7 (or '-'), got {item!r}")
-    return out
-
-
 def _numbered(path: Path, i: int, n: int) -> Path:
     """song.mid -> song-1.mid ... when several samples are written."""
     return path if n == 1 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}")
 
 
-@app.command("generate")
+OPTION_ALIASES = {"style": ("--genre",), "walk": ("--morph",)}  # earlier spellings people already use
+
+
+def _request_options() -> list[inspect.Parameter]:
+    """``generate``'s model options: every family's request fields, each once, typed as a person types it and
+    with each family's default in its help. The family of the chosen model checks them."""
+    from museforge.families import FAMILIES
+
+    seen: dict[str, list[tuple[str, Any, Any]]] = {}
+    for family in FAMILIES:
+        for name, field in family.request.model_fields.items():
+            if name != "operation":
+                seen.setdefault(name, []).append((family.label, field, field.default))
+    params = []
+    for name, takers in seen.items():
+        field = takers[0][1]
+        kind = next((t for t in (int, float) if field.annotation in (t, t | None)), str)
+        defaults = "; ".join(
+            f"{label}: {'unset' if default is None else default}" for label, _, default in takers
+        )
+        flag = "--" + name.replace("_", "-")
+        option = typer.Option(flag, *OPTION_ALIASES.get(name, ()), help=f"{field.description} [{defaults}]")
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+            )
+        )
+    return params
+
+
 def generate(
     out: Annotated[Path, typer.Option(help="MIDI file to write (song-1.mid, song-2.mid ... with several).")],
     model: Annotated[
         str | None,
         typer.Option(help="A shipped model name (`museforge models list`) or a checkpoint folder."),
     ] = None,
-    style: Annotated[
-        str | None, typer.Option(help="Style of a REMI model, e.g. folk, chorale, fiddle.")
-    ] = None,
-    bars: Annotated[
-        int | None, typer.Option(help="Bars of new music (REMI models, MuseGAN; default 16).")
-    ] = None,
-    genre: Annotated[
-        str | None, typer.Option(help="Genre of a MuseGAN, e.g. chorale, renaissance (same as --style).")
-    ] = None,
-    accompany: Annotated[
-        Path | None,
-        typer.Option(help="MuseGAN: accompany this music file; its --tracks are kept as they are."),
-    ] = None,
-    tracks: Annotated[
-        str | None,
-        typer.Option(
-            help="With --accompany: model track:file track pairs to keep, e.g. 'piano:0' or 'soprano:0'."
-        ),
-    ] = None,
-    binarize: Annotated[
-        str, typer.Option(help="MuseGAN: 'threshold' (at 0) or 'bernoulli' (sample each cell).")
-    ] = "threshold",
-    morph: Annotated[
-        int | None,
-        typer.Option(
-            help="MuseGAN: a piece of N phrases walking in latent space from one phrase to another."
-        ),
-    ] = None,
-    candidates: Candidates = 1,
-    seconds: Annotated[
-        float | None, typer.Option(help="Seconds of new music (Performance RNN; default 30).")
-    ] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
-    top_k: Annotated[int | None, typer.Option(help="Sample among the K most likely tokens.")] = None,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1].")] = 0.95,
-    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same music.")] = None,
-    num_samples: Annotated[int, typer.Option(help="Songs to sample in one batch.")] = 1,
     primer: Annotated[
         Path | None, typer.Option(help="Continue this music file (MIDI, MusicXML, ABC, kern).")
     ] = None,
-    primer_bars: Annotated[int | None, typer.Option(help="Use only the primer's first N bars.")] = None,
-    rhythm: Annotated[
-        str | None, typer.Option(help="Rhythmic-intensity class 0..7 per bar, e.g. 2,2,4,6 ('-' = free).")
+    accompany: Annotated[
+        Path | None,
+        typer.Option(help="Accompany this music file (MuseGAN): its --tracks are kept as they are."),
     ] = None,
-    polyphony: Annotated[
-        str | None, typer.Option(help="Polyphony class 0..7 per bar, e.g. 3,3,5,5 ('-' = free).")
-    ] = None,
-    density: Annotated[
-        int | None, typer.Option(help="Note-density class 0..7 (Performance RNN; 4 = 8-16 notes/s).")
-    ] = None,
-    pitch_classes: Annotated[
-        str | None, typer.Option(help="Pitch classes to favour (Performance RNN), e.g. 'C,E,G'.")
+    operation: Annotated[
+        str | None,
+        typer.Option(
+            help="generate, continue, or a family's own (restyle with --primer as the piece, accompany)."
+        ),
     ] = None,
     audio: Annotated[
         Path | None, typer.Option(help="Also render audio (.wav, .flac, .ogg or .mp3) with the GM SoundFont.")
@@ -716,72 +676,30 @@ def generate(
         ),
     ] = "auto",
     threads: Threads = None,
+    **options: Any,
 ) -> None:
-    """Sample music from a trained model and write it as MIDI (and audio)."""
+    """Sample music from a trained model and write it as MIDI (and audio). The model options are its family's:
+    an option another family takes is refused with the list of those this model takes."""
     import time
 
-    from museforge.generation.api import attribute_plan, generate_song, get_model
+    from museforge.families import generate_song
+    from museforge.generation.api import get_model
     from museforge.models.zoo import DEFAULT_MODEL
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()
     chosen = _threads(threads)
     try:
-        rhythm_list = _class_list(rhythm, "rhythm")
-        polyphony_list = _class_list(polyphony, "polyphony")
-        plan = attribute_plan(rhythm_list, polyphony_list) if rhythm or polyphony else None
-        histogram = None
-        if pitch_classes is not None:
-            wanted = {_pitch_class(p) for p in pitch_classes.split(",") if p.strip()}
-            if not wanted:
-                raise ValueError("--pitch-classes names no pitch class")
-            histogram = [1.0 if pc in wanted else 0.0 for pc in range(12)]
         if audio is not None and audio.suffix.lower() not in (".wav", ".flac", ".ogg", ".mp3"):
             raise ValueError(f"--audio must end in .wav, .flac, .ogg or .mp3, got {audio.name}")
-        if genre is not None and style is not None and genre != style:
-            raise ValueError(f"--genre {genre} and --style {style} disagree: give one")
         loaded = get_model(model or DEFAULT_MODEL, select_device(device), precision)
-        songs = generate_song(  # the MuseGAN options are refused there for the other families
-            loaded,
-            style=genre or style,
-            bars=bars,
-            seconds=seconds,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            num_samples=num_samples,
-            primer=primer,
-            primer_bars=primer_bars,
-            attributes=plan,
-            density=density,
-            pitch_histogram=histogram,
-            candidates=candidates,
-            accompany=accompany,
-            tracks=tracks,
-            binarize=binarize,
-            morph=morph,
-        )
+        songs = generate_song(loaded, primer=primer, accompany=accompany, operation=operation, **options)
     except (ValueError, OSError) as exc:  # bad options, unknown model/style, unreadable checkpoint/primer
         raise _fail(str(exc)) from exc
     for i, song in enumerate(songs):
-        path = song.save_midi(_numbered(out, i, len(songs)))
-        notes = sum(len(t.notes) for t in song.score.tracks)
-        made = f"{song.new_tokens} tokens" if song.tokens else f"{len(song.score.tracks)} tracks"
-        console.print(f"[bold green]wrote[/] {path} ({notes} notes, {made})")
-        if audio is not None:
-            from museforge.audio import render_to_file
-
-            wav = _numbered(audio, i, len(songs))
-            wav.parent.mkdir(parents=True, exist_ok=True)
-            render_to_file(song.score, wav)
-            console.print(f"[bold green]wrote[/] {wav}")
-        check = song.originality
-        if check is not None and check.near_copy:
-            console.print(
-                f"[bold yellow]warning:[/] {path} is a near-copy of the training data (longest copied run "
-                f"{check.result.longest_run} notes, {check.result.copied_share:.0%} of notes in copied runs)"
-            )
+        _report_song(
+            song, _numbered(out, i, len(songs)), None if audio is None else _numbered(audio, i, len(songs))
+        )
     if loaded.precision_decision is not None:
         console.print(f"[dim]precision {loaded.precision_decision}[/]")
     console.print(
@@ -789,6 +707,33 @@ def generate(
         f"{songs[0].params['seed']}, {len(songs)} song(s) in "
         f"{time.perf_counter() - start:.1f} s (sampling {songs[0].seconds:.1f} s)"
     )
+
+
+def _report_song(song: Any, path: Path, audio: Path | None) -> None:
+    """Write one song (and its audio), and say what was written and whether it copies its training data."""
+    path = song.save_midi(path)
+    notes = sum(len(t.notes) for t in song.score.tracks)
+    made = f"{song.new_tokens} tokens" if song.tokens else f"{len(song.score.tracks)} tracks"
+    console.print(f"[bold green]wrote[/] {path} ({notes} notes, {made})")
+    if audio is not None:
+        from museforge.audio import render_to_file
+
+        audio.parent.mkdir(parents=True, exist_ok=True)
+        render_to_file(song.score, audio)
+        console.print(f"[bold green]wrote[/] {audio}")
+    check = song.originality
+    if check is not None and check.near_copy:
+        console.print(
+            f"[bold yellow]warning:[/] {path} is a near-copy of the training data (longest copied run "
+            f"{check.result.longest_run} notes, {check.result.copied_share:.0%} of notes in copied runs)"
+        )
+
+
+_fixed = [
+    p for p in inspect.signature(generate).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD
+]
+generate.__signature__ = inspect.Signature(_fixed + _request_options())  # type: ignore[attr-defined]
+app.command("generate")(generate)
 
 
 def _bar_list(text: str | None) -> list[int] | None:
@@ -864,7 +809,8 @@ def transfer(
     melody and harmony."""
     import time
 
-    from museforge.generation.api import get_model, restyle_song
+    from museforge.families import restyle_song
+    from museforge.generation.api import get_model
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()

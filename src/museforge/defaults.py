@@ -6,3 +6,10 @@ the CLI reads them while it builds its options, and ``museforge --help`` must no
 # twice the time.
 DEFAULT_GUIDANCE = 1.0
 MAX_GUIDANCE = 4.0
+
+# Rhythmic-intensity and polyphony are each quantised into this many classes (MuseMorphose's 8).
+N_ATTRIBUTE_CLASSES = 8
+
+# Magenta's Performance RNN note-density bins (notes per second): class k holds densities below bin k.
+DENSITY_BINS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+N_DENSITY_CLASSES = len(DENSITY_BINS) + 1  # 8

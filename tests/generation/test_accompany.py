@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from conftest import corpus_path
 from museforge.cli import app
 from museforge.data.formats import load_score
-from museforge.generation.api import clear_model_cache, generate_song
+from museforge.families import generate_song
+from museforge.generation.api import clear_model_cache
 from museforge.generation.musegan import (
     accompaniment_score,
     accompany,
@@ -167,7 +168,7 @@ def test_generate_cli_genre_bars_and_accompaniment(tmp_path, model, chorale):
     assert [t.program for t in song.tracks] == [t["program"] for t in PART_TRACKS]
     assert 8 * 4 * song.tpq < song.end() <= 12 * 4 * song.tpq  # three 4-bar phrases
     for bad, message in (
-        (["--morph", "1"], "morph needs >= 2 phrases"),
+        (["--morph", "1"], "walk: Input should be greater than or equal to 2"),
         (["--morph", "3", "--bars", "4"], "no bars"),
     ):
         result = runner.invoke(

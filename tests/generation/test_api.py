@@ -10,14 +10,9 @@ import symusic
 import torch
 
 from museforge.data.formats import list_units, load_score, read_unit
-from museforge.generation.api import (
-    GeneratedSong,
-    clear_model_cache,
-    close_open_notes,
-    generate_song,
-    get_model,
-    half_precision_kl,
-)
+from museforge.families import generate_song
+from museforge.families.performance.sample import close_open_notes
+from museforge.generation.api import GeneratedSong, clear_model_cache, get_model, half_precision_kl
 from museforge.generation.precision import PrecisionDecision, model_key, save_decision
 from museforge.machine import cpu_model
 from museforge.metrics.originality import OriginalityIndex
@@ -169,13 +164,13 @@ def test_primer_continuation_keeps_the_primer(remi_ckpt, tmp_path):
 
 
 def test_attribute_plan_forces_the_tokens(remi_ckpt):
-    plan = {0: (7, 0), 2: (0, None)}
-    for song in generate_song(remi_ckpt, style="folk", bars=3, attributes=plan, seed=5, num_samples=4):
+    plan = {"rhythm": [7, None, 0], "polyphony": [0, None, None]}
+    for song in generate_song(remi_ckpt, style="folk", bars=3, **plan, seed=5, num_samples=4):
         ids = song.tokens
         bars = [i for i, t in enumerate(ids) if t == REMI.bar_id]
         assert ids[bars[0] + 1 : bars[0] + 3] == REMI.attribute_tokens(7, 0)
         assert ids[bars[2] + 1] == REMI.rhythm_ids[0] and ids[bars[2] + 2] in REMI.polyphony_ids
-    songs = generate_song(remi_ckpt, style="folk", bars=2, attributes=[(3, 3), (6, 6)], seed=1)
+    songs = generate_song(remi_ckpt, style="folk", bars=2, rhythm=[3, 6], polyphony=[3, 6], seed=1)
     ids = songs[0].tokens
     bars = [i for i, t in enumerate(ids) if t == REMI.bar_id]
     assert [ids[b + 1 : b + 3] for b in bars] == [REMI.attribute_tokens(3, 3), REMI.attribute_tokens(6, 6)]
@@ -258,18 +253,18 @@ def test_sampling_slides_past_the_context_window(remi_ckpt):
 def test_remi_errors_are_clear(remi_ckpt):
     with pytest.raises(ValueError, match=r"unknown style 'jazz'.*chorale, folk"):
         generate_song(remi_ckpt, style="jazz")
-    with pytest.raises(ValueError, match="bars must be >= 1"):
+    with pytest.raises(ValueError, match="bars: Input should be greater than or equal to 1"):
         generate_song(remi_ckpt, bars=0)
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match="top_p: Input should be greater than 0"):
         generate_song(remi_ckpt, top_p=0.0)
-    with pytest.raises(ValueError, match="seconds, density or pitch classes"):
+    with pytest.raises(ValueError, match="a REMI Transformer model does not take seconds; it takes seed, num_samples, style, bars"):
         generate_song(remi_ckpt, seconds=10)
-    with pytest.raises(ValueError, match=r"candidates \(tries per bar\) is for a MuseMorphose"):
+    with pytest.raises(ValueError, match="does not take candidates"):
         generate_song(remi_ckpt, candidates=4)
-    with pytest.raises(ValueError, match=r"rhythm class must be in 0\.\.7"):
-        generate_song(remi_ckpt, bars=2, attributes=[(9, 0)])
-    with pytest.raises(ValueError, match="covers 3 bars but only 2"):
-        generate_song(remi_ckpt, bars=2, attributes=[None, None, (1, 1)])
+    with pytest.raises(ValueError, match=r"rhythm\.0: Input should be less than or equal to 7"):
+        generate_song(remi_ckpt, bars=2, rhythm=[9], polyphony=[0])
+    with pytest.raises(ValueError, match="rhythm has 3 entries but only 2 bars"):
+        generate_song(remi_ckpt, bars=2, rhythm="-,-,1", polyphony=[None, None, 1])
     with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
         generate_song("no-such-model")
     with pytest.raises(ValueError, match=r"primer .* does not exist"):
@@ -369,24 +364,22 @@ def test_density_control_moves_the_note_rate(perf_ckpt):
 
 
 def test_pitch_class_control_moves_the_notes(perf_ckpt):
-    def share(histogram: list[float], pcs: list[int]) -> float:
-        songs = generate_song(perf_ckpt, seconds=4, pitch_histogram=histogram, seed=0, num_samples=8)
+    def share(histogram: str | list[int], pcs: list[int]) -> float:
+        songs = generate_song(perf_ckpt, seconds=4, pitch_classes=histogram, seed=0, num_samples=8)
         ids = np.concatenate([np.asarray(s.tokens[1:]) for s in songs])
         counts = np.bincount(ids[ids < PERF.note_off_offset] % 12, minlength=12)
         return counts[pcs].sum() / counts.sum()
 
     c_triad, fs_triad = [0, 4, 7], [6, 10, 1]
-    c = [1.0 if pc in c_triad else 0.0 for pc in range(12)]
-    fs = [1.0 if pc in fs_triad else 0.0 for pc in range(12)]
-    assert share(fs, fs_triad) > share(c, fs_triad) + 0.1
+    assert share("F#,A#,C#", fs_triad) > share(c_triad, fs_triad) + 0.1
 
 
 def test_performance_errors_are_clear(perf_ckpt):
-    with pytest.raises(ValueError, match="not bars, style or per-bar attributes"):
+    with pytest.raises(ValueError, match="a Performance RNN model does not take style; it takes .*seconds, density, pitch_classes"):
         generate_song(perf_ckpt, style="folk")
-    with pytest.raises(ValueError, match=r"density must be a class in 0\.\.7"):
+    with pytest.raises(ValueError, match="density: Input should be less than or equal to 7"):
         generate_song(perf_ckpt, density=8)
-    with pytest.raises(ValueError, match="12 non-negative weights"):
-        generate_song(perf_ckpt, pitch_histogram=[1.0, 0.0])
-    with pytest.raises(ValueError, match="seconds must be > 0"):
+    with pytest.raises(ValueError, match="unknown pitch class 'H'"):
+        generate_song(perf_ckpt, pitch_classes="C,H")
+    with pytest.raises(ValueError, match="seconds: Input should be greater than 0"):
         generate_song(perf_ckpt, seconds=0)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from museforge.generation.api import clear_model_cache, generate_song, get_model
+from museforge.families import generate_song
+from museforge.generation.api import clear_model_cache, get_model
 from museforge.generation.precision import (
     CACHE_FILE,
     MIN_SPEEDUP,

@@ -11,8 +11,8 @@ import symusic
 import torch
 
 from museforge.data.formats import load_score
+from museforge.families import generate_song
 from museforge.generation import generate_transformer
-from museforge.generation.api import generate_song
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint

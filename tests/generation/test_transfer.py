@@ -16,13 +16,8 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
-from museforge.generation.api import (
-    clear_model_cache,
-    generate_song,
-    get_model,
-    half_precision_kl,
-    restyle_song,
-)
+from museforge.families import generate_song, restyle_song
+from museforge.generation.api import clear_model_cache, get_model, half_precision_kl
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
     choose_candidate,
@@ -314,7 +309,9 @@ def test_evaluate_transfer_control_fidelity_and_perplexity(trained):
 def test_generate_song_dispatches_musemorphose(trained):
     _, tok, ckpt, pieces, _ = trained
     loaded = get_model(ckpt)
-    songs = generate_song(loaded, bars=4, style="folk", attributes=[(1, 0), (6, 0)], seed=2, num_samples=2)
+    songs = generate_song(
+        loaded, bars=4, style="folk", rhythm=[1, 6], polyphony=[0, 0], seed=2, num_samples=2
+    )
     assert len(songs) == 2 and all(bars_of(tok, s.tokens) == 4 for s in songs)
     assert songs[0].params["family"] == "musemorphose" and songs[0].new_tokens == len(songs[0].tokens)
     cont = generate_song(loaded, bars=2, primer=pieces[0], primer_bars=2, seed=2, candidates=2)[0]
@@ -330,7 +327,7 @@ def test_generate_song_dispatches_musemorphose(trained):
     kept_notes = sorted((n.time, n.pitch, n.duration) for n in cont.score.tracks[0].notes)
     assert kept_notes == sorted((n.time, n.pitch, n.duration) for n in source.tracks[0].notes if n.time < cut)
     assert min(n.time for n in cont.score.tracks[1].notes) >= cut
-    with pytest.raises(ValueError, match="is a MuseMorphose"):
+    with pytest.raises(ValueError, match="a MuseMorphose model does not take seconds"):
         generate_song(loaded, seconds=5.0)
 
 

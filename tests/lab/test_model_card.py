@@ -10,7 +10,8 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
-from museforge.generation.api import clear_model_cache, generate_song, get_model
+from museforge.families import generate_song
+from museforge.generation.api import clear_model_cache, get_model
 from museforge.lab.model_card import _epochs, _stop_line, heldout_likelihood, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models

@@ -24,7 +24,8 @@ import pytest
 import symusic
 
 from museforge.data.formats import load_score
-from museforge.generation.api import generate_song, get_model, restyle_song
+from museforge.families import generate_song, restyle_song
+from museforge.generation.api import get_model
 from museforge.generation.musemorphose import interpolate
 
 BASELINES = Path(__file__).with_name("baselines.json")
@@ -93,7 +94,9 @@ CASES: dict[str, Callable[[dict], bytes]] = {
         generate_song(w["remi-transformer"], primer=w["bwv"], primer_bars=2, bars=2, seed=SEED)
     ),
     "api/remi/attributes": lambda w: _first(
-        generate_song(w["remi-transformer"], style="chorale", bars=2, attributes=[(2, 3), (6, 1)], seed=SEED)
+        generate_song(
+            w["remi-transformer"], style="chorale", bars=2, rhythm=[2, 6], polyphony=[3, 1], seed=SEED
+        )
     ),
     "api/performance/generate": lambda w: _first(
         generate_song(w["performance-rnn"], seconds=4, density=4, seed=SEED)

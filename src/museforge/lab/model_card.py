@@ -28,7 +28,8 @@ from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.defaults import DEFAULT_GUIDANCE
-from museforge.generation.api import LoadedModel, generate_song, get_model
+from museforge.families import generate_song
+from museforge.generation.api import LoadedModel, get_model
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
     decoded_rows,

@@ -304,7 +304,7 @@ def evaluate_folder(
 
     ``progress(description, total)`` returns a per-item callback (the CLI passes a rich progress bar).
     ``model`` names the model that generated the music (its track layout is ``roll_config``); ``controls`` is
-    its control fidelity, measured by the caller (`museforge.generation.control_eval`), reported as given.
+    its control fidelity, measured by the caller (`museforge.lab.control_eval`), reported as given.
     Raises ValueError/FileNotFoundError naming what is missing or unreadable.
     """
     generated_paths = music_files(generated)

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from museforge.defaults import DENSITY_BINS, N_DENSITY_CLASSES
 from museforge.models.config import ModelConfig
 
-DENSITY_BINS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-N_DENSITY_CLASSES = len(DENSITY_BINS) + 1  # 8
 DENSITY_DIM = N_DENSITY_CLASSES + 1  # one-hot + unset flag
 HISTOGRAM_DIM = 12 + 1  # pitch classes + unset flag
 CONTROL_DIM = DENSITY_DIM + HISTOGRAM_DIM  # 22

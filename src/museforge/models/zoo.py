@@ -84,6 +84,10 @@ def model_names() -> list[str]:
     return [p.name for p in _shipped_dirs()]
 
 
+def _spelling(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
 def resolve_model(name_or_path: str | Path) -> Path:
     """The checkpoint directory for a shipped model name or a checkpoint directory path."""
     path = Path(name_or_path).expanduser()
@@ -98,8 +102,9 @@ def resolve_model(name_or_path: str | Path) -> Path:
         raise ModelNotFoundError(
             f"unknown model {name!r} and no shipped models to choose from: {exc}"
         ) from exc
-    if name in known:
-        return models_dir() / name
+    spelled = {_spelling(k): k for k in known}  # remi_transformer, Remi-Transformer: one model
+    if _spelling(name) in spelled:
+        return models_dir() / spelled[_spelling(name)]
     listing = ", ".join(known) if known else f"none in {models_dir()}"
     raise ModelNotFoundError(
         f"unknown model {name!r}; shipped models: {listing}; or pass a checkpoint directory"

@@ -25,13 +25,12 @@ from typing import Literal, Self
 import numpy as np
 import symusic
 
+from museforge.defaults import DENSITY_BINS, N_ATTRIBUTE_CLASSES
 from museforge.io import atomic_write_json
 from museforge.score import bar_starts, end_tick, note_array
 
 RHYTHM_BOUNDARIES: tuple[float, ...] = (0.20, 0.25, 0.32, 0.38, 0.44, 0.50, 0.63)
 POLYPHONY_BOUNDARIES: tuple[float, ...] = (2.63, 3.06, 3.50, 4.00, 4.63, 5.44, 6.44)
-N_ATTRIBUTE_CLASSES = 8
-DENSITY_BINS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 def bar_bounds(score: symusic.Score, until: int | None = None) -> np.ndarray:

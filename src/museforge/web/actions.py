@@ -13,19 +13,21 @@ from pathlib import Path
 
 import symusic
 from fastapi import HTTPException
+from pydantic import BaseModel
 
 from museforge.data.formats import InputError
+from museforge.families import RequestError
 from museforge.store import Job, Song, Upload, new_id
 from museforge.web.catalog import UnknownModel
 from museforge.web.deps import Services, Visitor, record
-from museforge.web.families import JobRequest, RequestError
 from museforge.web.jobs import render_audio, source_score
+from museforge.web.requests import family_options
 from museforge.web.uploads import read_upload, upload_limits
 
 AUDIO_TYPES = {"ogg": "audio/ogg", "wav": "audio/wav"}
 
 
-def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
+def submit_job(services: Services, visitor: Visitor, req: BaseModel) -> Job:
     """Check a generation request completely, then queue it; nothing is stored for a refused request."""
     try:
         served = services.catalog.get(req.model)
@@ -37,7 +39,8 @@ def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
             raise RequestError(f"{op.label.lower()} needs a source piece: source_upload or source_song")
         if has_source and not op.needs_source:
             raise RequestError(f"{op.name} starts from nothing: leave source_upload and source_song empty")
-        params = served.family.check(req, served.info, services.limits)
+        request = served.family.parse({**family_options(req), "operation": op.name})
+        request = served.family.resolve(request, served.info, services.limits)
     except (UnknownModel, RequestError) as exc:
         raise HTTPException(422, str(exc)) from exc
     if req.source_upload is not None:
@@ -46,14 +49,15 @@ def submit_job(services: Services, visitor: Visitor, req: JobRequest) -> Job:
         raise HTTPException(422, "source_tune picks a tune of source_upload: give source_upload too")
     if req.source_song is not None:
         own_song(services, visitor, req.source_song)
+    params = request.model_dump(mode="json")
     params.update(operation=op.name, source_upload=req.source_upload, source_song=req.source_song)
     if req.source_tune is not None:
         params["source_tune"] = req.source_tune
-    if op.needs_source and served.family.check_source is not None:
+    if op.needs_source:
         try:
             source = source_score(services.repo, services.files, params)
             assert source is not None  # needs_source: one of the two was given and is owned
-            served.family.check_source(params, source, served.loaded, services.limits)
+            served.family.check_source(request, source, served.loaded, services.limits)
         except (RequestError, InputError) as exc:
             raise HTTPException(422, str(exc)) from exc
     s = services.settings

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from museforge.generation.api import HALF_FAMILIES, LoadedModel, get_model
+from museforge.families import Family, Limits, get_family
+from museforge.generation.api import LoadedModel, get_model
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.zoo import DEFAULT_MODEL, ModelInfo, ModelNotFoundError, model_info, models_dir
-from museforge.web.families import FAMILIES, Family, Limits
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ class ServedModel:
         """The model as the API lists it: what it is, what it can do (each operation with the names of the
         controls it takes, in the order a form shows them), and its controls."""
         controls = self.family.controls(self.info, limits)
-        names = {c.name for c in controls}
         return {
             "name": self.info.name,
             "family": self.family.name,
@@ -44,7 +43,7 @@ class ServedModel:
                     "label": o.label,
                     "needs_source": o.needs_source,
                     "description": o.description,
-                    "controls": [name for name in o.controls if name in names],
+                    "controls": self.family.operation_controls(o.name),
                 }
                 for o in self.family.operations
             ],
@@ -74,11 +73,9 @@ class ModelCatalog:
                 continue
             try:
                 info = model_info(path)
-                family = FAMILIES.get(info.family)
-                if family is None:
-                    raise CheckpointError(f"the app has no controls for the {info.family!r} family yet")
+                family = get_family(info.family)
                 # fp16 is an option of some families only: the others are served in fp32 whatever is set
-                wanted = precision if info.family in HALF_FAMILIES else "fp32"
+                wanted = precision if family.half_precision else "fp32"
                 self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted, cache_dir))
             except (CheckpointError, ValueError, OSError) as exc:
                 self.skipped[path.name] = str(exc)

@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from museforge.analytics.sink import EventSink
+from museforge.families import Limits
 from museforge.store import FileStore, Repository, Session, Song, User, new_id
 from museforge.store.records import Event
 from museforge.web.catalog import ModelCatalog
-from museforge.web.families import Limits
 from museforge.web.jobs import JobQueue
 from museforge.web.ratelimit import SlidingWindowLimiter, address_key
 from museforge.web.security import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, CookieSigner, csrf_ok

@@ -23,11 +23,11 @@ import symusic
 from museforge.audio import encode_audio, render_score
 from museforge.audio.render import DEFAULT_SAMPLE_RATE
 from museforge.data.formats import InputError
+from museforge.families import RequestError, get_family
 from museforge.generation.api import GeneratedSong
 from museforge.store import FileStore, Job, Repository, Song, new_id
 from museforge.visual import pianoroll_svg
 from museforge.web.catalog import ModelCatalog, UnknownModel
-from museforge.web.families import FAMILIES, PITCH_CLASSES, RequestError
 from museforge.web.uploads import NAME_KINDS, read_upload
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,16 @@ def song_title(params: dict, family: str, source: str | None = None) -> str:
     """A readable title from what the song was asked for: a new piece by its style and length, a piece made
     from another by that piece's name (``source``) and what the model added, e.g. "bwv66.6 + 8 bars (REMI
     Transformer)"."""
-    what = (params.get("style") or "").capitalize() or ("Piano" if family == "performance_rnn" else "Song")
+    what = (params.get("style") or "").capitalize() or ("Piano" if params.get("seconds") else "Song")
     bars = params.get("bars")
     length = _bars(bars) if bars else f"{params.get('seconds', 0):g} s"
     operation = params.get("operation")
     if operation not in ("continue", "restyle", "accompany"):
         return f"{what}, {length}, seed {params.get('seed')}"
-    label = FAMILIES[family].label if family in FAMILIES else family
+    try:
+        label = get_family(family).label
+    except ValueError:  # a song of a family this app no longer serves
+        label = family
     piece = source or "your piece"
     if operation == "continue":
         kept = params.get("primer_bars")
@@ -178,10 +181,6 @@ class JobExecutor:
         }
         originality = None if song.originality is None else _finite(song.originality.to_dict())
         params = {**job.params, **{k: v for k, v in song.params.items() if k not in ("primer",)}}
-        if params.get("pitch_histogram"):
-            params["pitch_classes"] = [
-                p for p, w in zip(PITCH_CLASSES, params["pitch_histogram"], strict=True) if w
-            ]
         return Song(song_id, job.owner, job.id, job.model, title, params, meta, files, originality)
 
     def run(self, job: Job) -> None:
@@ -207,7 +206,9 @@ class JobExecutor:
         try:
             served = self.catalog.get(job.model)
             source = source_score(self.repo, self.files, job.params)
-            generated = served.family.run(served.loaded, job.params, source, progress)
+            family = served.family
+            request = family.parse({k: v for k, v in job.params.items() if k in family.request.model_fields})
+            generated = family.sample(served.loaded, request, source, progress)
             show(GENERATION_SHARE)
             origin = source_label(self.repo, job.params)
             songs = [self._store(job, g, served.family.name, origin) for g in generated]

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from museforge.store import Job
 from museforge.web.actions import own_job, submit_job
 from museforge.web.deps import ApiWriterDep, ServicesDep, VisitorDep
-from museforge.web.families import JobRequest
+from museforge.web.requests import JobRequest
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 MAX_WAIT_S = 30.0

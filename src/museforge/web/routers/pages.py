@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from museforge.data.formats import InputError
+from museforge.families.fields import PITCH_CLASSES
 from museforge.models.zoo import CARD_FILE
 from museforge.store import Song
 from museforge.visual import pianoroll_svg
@@ -28,7 +29,7 @@ from museforge.web.actions import (
 )
 from museforge.web.cards import card_html
 from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
-from museforge.web.families import PITCH_CLASSES, JobRequest
+from museforge.web.requests import JobRequest
 from museforge.web.routers import uploads as upload_api
 from museforge.web.routers.auth import end_session, log_in, sign_up
 from museforge.web.security import CSRF_FIELD

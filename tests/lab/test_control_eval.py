@@ -4,8 +4,9 @@ measured classes and ρ are those of the music it wrote."""
 import numpy as np
 import pytest
 
-from museforge.generation.api import generate_song, get_model
-from museforge.generation.control_eval import generation_control, has_controls
+from museforge.families import generate_song
+from museforge.generation.api import get_model
+from museforge.lab.control_eval import generation_control, has_controls
 from museforge.metrics.controls import histogram_fidelity, measure_bar_classes, spearman
 from museforge.tokenizers.attributes import density_class, note_density, pitch_class_histogram
 
@@ -19,11 +20,14 @@ def test_bar_controls_of_a_remi_transformer():
     for i in range(2):
         asked = {a: rng.integers(0, 8, 4).tolist() for a in ("rhythm", "polyphony")}
         assert {a: result["requested"][a][i] for a in asked} == asked
-        plan = list(zip(asked["rhythm"], asked["polyphony"], strict=True))
-        song = generate_song(loaded, bars=4, attributes=plan, seed=3 + i)[0]
+        song = generate_song(
+            loaded, bars=4, rhythm=asked["rhythm"], polyphony=asked["polyphony"], seed=3 + i
+        )[0]
         # the plan reached the model: each Bar is followed by the asked Rhythm and Polyphony tokens
         bars = [k for k, t in enumerate(song.tokens) if t == tok.bar_id]
-        assert [song.tokens[k + 1 : k + 3] for k in bars[:4]] == [tok.attribute_tokens(r, p) for r, p in plan]
+        assert [song.tokens[k + 1 : k + 3] for k in bars[:4]] == [
+            tok.attribute_tokens(r, p) for r, p in zip(asked["rhythm"], asked["polyphony"], strict=True)
+        ]
         found = measure_bar_classes(song.score, tok.config.boundaries, 4)
         assert {a: result["measured"][a][i] for a in asked} == {a: found[a].tolist() for a in asked}
     for a, other in (("rhythm", "polyphony"), ("polyphony", "rhythm")):
@@ -45,9 +49,7 @@ def test_piece_controls_of_a_performance_rnn():
         scale = np.zeros(12)
         scale[classes] = 1.0
         scales.append(scale)
-        song = generate_song(
-            loaded, seconds=4.0, density=density, pitch_histogram=scale.tolist(), seed=1 + i
-        )[0]
+        song = generate_song(loaded, seconds=4.0, density=density, pitch_classes=list(classes), seed=1 + i)[0]
         assert result["measured"]["density"][i] == density_class(note_density(song.score))
         histograms.append(pitch_class_histogram(song.score))
     assert result["rho"]["density"] == pytest.approx(

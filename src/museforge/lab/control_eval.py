@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from museforge.generation.api import LoadedModel, generate_song
+from museforge.families import generate_song
+from museforge.generation.api import LoadedModel
 from museforge.metrics.controls import (
     control_fidelity,
     histogram_fidelity,
@@ -39,7 +40,7 @@ def has_controls(loaded: LoadedModel) -> bool:
     model = loaded.checkpoint.model
     if isinstance(model, PerformanceRNN):
         return bool(model.config.use_controls)
-    return loaded.family in ("transformer", "musemorphose") and isinstance(loaded.tokenizer, RemiTokenizer)
+    return isinstance(loaded.tokenizer, RemiTokenizer)  # every REMI vocabulary holds the per-bar classes
 
 
 def generation_control(
@@ -83,8 +84,10 @@ def _bar_controls(
     measured: dict[str, list[np.ndarray]] = {a: [] for a in BAR_ATTRIBUTES}
     for i in range(pieces):
         asked = {a: rng.integers(0, N_ATTRIBUTE_CLASSES, bars) for a in BAR_ATTRIBUTES}
-        plan = [(int(r), int(p)) for r, p in zip(asked["rhythm"], asked["polyphony"], strict=True)]
-        song = generate_song(loaded, bars=bars, style=style, attributes=plan, seed=seed + i)[0]
+        rhythm, polyphony = asked["rhythm"].tolist(), asked["polyphony"].tolist()
+        song = generate_song(
+            loaded, bars=bars, style=style, rhythm=rhythm, polyphony=polyphony, seed=seed + i
+        )[0]
         found = measure_bar_classes(song.score, tok.config.boundaries, bars)
         for a in BAR_ATTRIBUTES:
             requested[a].append(asked[a])
@@ -124,7 +127,11 @@ def _piece_controls(
     for i in range(pieces):
         density, scale = int(rng.integers(N_DENSITY_CLASSES)), _random_scale(rng)
         song = generate_song(
-            loaded, seconds=seconds, density=density, pitch_histogram=scale.tolist(), seed=seed + i
+            loaded,
+            seconds=seconds,
+            density=density,
+            pitch_classes=np.flatnonzero(scale).tolist(),
+            seed=seed + i,
         )[0]
         found = measure_global_controls(song.score)
         densities.append(density)

@@ -1,0 +1,307 @@
+"""What every model family is: a typed request, the controls a person sees, the operations it offers, and how it
+samples.
+
+A family's `SongRequest` subclass is the one source of its options, their defaults and their bounds. The command
+line's ``generate`` options, the web form's controls, the JSON API's schema and the refusals of options a family
+does not take are all read from these request types, so they cannot disagree. A field's `Form` metadata says how
+a person sees it (label, widget, step, which operations take it, which deployment limit caps it, where its
+choices come from).
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+if TYPE_CHECKING:
+    import symusic
+
+    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.metrics.originality import OriginalityIndex
+    from museforge.models.zoo import ModelInfo
+
+MAX_SEED = 2**31 - 1
+MAX_SAMPLES = 64  # one request's songs; a deployment caps it lower (`Limits.max_samples`)
+ProgressFn = Callable[[float], None]
+
+
+class RequestError(ValueError):
+    """A request the model cannot serve; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits of a deployment (the web app's settings); the command line has none beyond the types'."""
+
+    max_bars: int
+    max_seconds: float
+    max_samples: int
+
+
+@dataclass(frozen=True)
+class Form:
+    """How a request field appears to a person: in the form, the API's model listing and the CLI's help.
+
+    ``kind`` is the widget (select, int, float, seed, bar_plan, pitch_classes, track_map, shift, bar_range,
+    strength, count); ``operations`` the operations that take the field (empty: every one); ``cap`` names the
+    `Limits` field that caps it in a deployment; ``choices`` names where its choices come from when they depend
+    on the model ("styles", "tracks") or lists them."""
+
+    label: str
+    kind: str
+    step: float | None = None
+    operations: tuple[str, ...] = ()
+    cap: str | None = None
+    choices: str | tuple[tuple[str, str], ...] = ()
+    form_min: float | None = None  # the form's slider range where it is narrower than the type's bounds
+    form_max: float | None = None
+    shown: Any = None  # the value a form starts at where the type's default is "the family decides" (None)
+    control: str | None = (
+        None  # the control's name where it differs from the field's (one control, two fields)
+    )
+
+
+@dataclass(frozen=True)
+class Control:
+    """One form field / API parameter, as ``GET /api/v1/models`` lists it."""
+
+    name: str
+    label: str
+    kind: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: list[tuple[str, str]] = field(default_factory=list)  # (value, label)
+    help: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Something a family does: from nothing, or from a source piece (continue, re-style, accompany)."""
+
+    name: str
+    label: str
+    needs_source: bool
+    description: str
+
+
+GENERATE = Operation("generate", "Generate", False, "New music from nothing but the controls.")
+CONTINUE = Operation("continue", "Continue", True, "Keep the start of a piece and let the model carry on.")
+
+
+def form(label: str, kind: str, **kwargs: Any) -> Form:
+    return Form(label, kind, **kwargs)
+
+
+class SongRequest(BaseModel):
+    """The options every family takes. NaN and infinity (which Python's JSON parser accepts) are refused as not
+    finite, so a bound is never compared with them; an option a family does not know is refused by name."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    operation: str = Field(
+        "generate", description="generate, continue, or a family's own (restyle, accompany)."
+    )
+    seed: Annotated[
+        int | None,
+        Field(
+            ge=0, le=MAX_SEED, description="The same seed and settings give the same song; empty: a new one."
+        ),
+        form("Seed", "seed", step=1),
+    ] = None
+    num_samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description="Songs to make at once.")] = 1
+
+    operations: ClassVar[tuple[Operation, ...]] = (GENERATE,)
+
+    def drawn_seed(self) -> int:
+        """The seed the songs are made with: the asked one, or a fresh one recorded with them."""
+        return secrets.randbelow(MAX_SEED) if self.seed is None else self.seed
+
+
+def form_of(info: FieldInfo) -> Form | None:
+    return next((m for m in info.metadata if isinstance(m, Form)), None)
+
+
+def bounds(info: FieldInfo) -> tuple[float | None, float | None]:
+    """The (minimum, maximum) a field's type allows (``ge``/``gt``, ``le``/``lt``), None where unbounded."""
+    lo = hi = None
+    for m in info.metadata:
+        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
+        lo = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo
+        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
+        hi = getattr(m, "lt", None) if getattr(m, "lt", None) is not None else hi
+    return lo, hi
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line naming each field and what is wrong with it."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+
+
+class Family(ABC):
+    """A model family: its names, its request type and the operations, checks and sampling behind them.
+
+    A subclass sets the class attributes and implements `sample`; `resolve` fills the defaults that depend on
+    the model (its styles, its own sampling settings) and checks what the type alone cannot.
+    """
+
+    name: ClassVar[str]  # the family's name in commands and the API
+    label: ClassVar[str]  # as people read it
+    checkpoint_model: ClassVar[str]  # the model name a checkpoint's config.json carries
+    aliases: ClassVar[tuple[str, ...]] = ()  # other spellings people already use
+    request: ClassVar[type[SongRequest]]
+    half_precision: ClassVar[bool] = False  # whether float16 weights can sample it (`get_model`'s precision)
+    style_word: ClassVar[str] = "style"  # what its styles are called (a MuseGAN's are genres)
+
+    @property
+    def operations(self) -> tuple[Operation, ...]:
+        return self.request.operations
+
+    def operation(self, name: str) -> Operation:
+        for op in self.operations:
+            if op.name == name:
+                return op
+        known = ", ".join(o.name for o in self.operations)
+        raise RequestError(f"a {self.label} model cannot {name!r}; it can: {known}")
+
+    def takes(self) -> list[str]:
+        """The options this family's requests take, in the order a form shows them."""
+        return [n for n in self.request.model_fields if n not in ("operation",)]
+
+    def parse(self, options: dict[str, Any]) -> SongRequest:
+        """A request from loose options (the API's, the form's, the CLI's or Python keywords); an option the
+        family does not take, or a value out of its bounds, is a `RequestError` naming it."""
+        unknown = sorted(
+            k for k, v in options.items() if k not in self.request.model_fields and v is not None
+        )
+        if unknown:
+            raise RequestError(
+                f"a {self.label} model does not take {', '.join(unknown)}; it takes {', '.join(self.takes())}"
+            )
+        given = {k: v for k, v in options.items() if v is not None}
+        try:
+            request = self.request.model_validate(given)
+        except ValidationError as exc:
+            raise RequestError(validation_message(exc)) from exc
+        self.operation(request.operation)
+        return request
+
+    def resolve(self, request: SongRequest, info: ModelInfo, limits: Limits | None = None) -> SongRequest:
+        """``request`` with every default filled for this model and every check done that needs the model or
+        the deployment's limits (a style it knows, bars within the deployment's cap)."""
+        if limits is not None:
+            self._within(request, limits)
+        options = {**self.model_defaults(info), **request.model_dump(exclude_none=True)}
+        for (
+            name
+        ) in request.model_fields_set:  # an explicit null asks for the family's default, as an omission does
+            if getattr(request, name) is None:
+                options.pop(name, None)
+        request = self.request.model_validate({**options, "seed": request.drawn_seed()})
+        self.check(request, info)
+        return request
+
+    def _within(self, request: SongRequest, limits: Limits) -> None:
+        for name, info in request.model_fields.items():
+            meta, value = form_of(info), getattr(request, name)
+            if meta is None or meta.cap is None or value is None:
+                continue
+            cap = getattr(limits, meta.cap)
+            if value > cap:
+                raise RequestError(f"{name} may be at most {cap:g} here, got {value:g}")
+        if request.num_samples > limits.max_samples:
+            raise RequestError(f"num_samples may be at most {limits.max_samples}, got {request.num_samples}")
+
+    def model_defaults(self, info: ModelInfo) -> dict[str, Any]:
+        """Defaults that depend on the model (its first genre, its own temperature); none by default."""
+        return {}
+
+    def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:
+        """A field's choices that depend on the model: its styles or its tracks."""
+        if source == "styles":
+            return [(s, s.capitalize()) for s in info.styles]
+        if source == "tracks":
+            return [(t, t.capitalize()) for t in info.tracks]
+        raise ValueError(f"no choices called {source!r}")
+
+    def check(self, request: SongRequest, info: ModelInfo) -> None:
+        """Checks that need the model; the base one knows its styles."""
+        style = getattr(request, "style", None)
+        if style is not None and style not in info.styles:
+            known = ", ".join(info.styles) or f"none (this model has no {self.style_word}s)"
+            raise RequestError(
+                f"unknown {self.style_word} {style!r} for model {info.name}; {self.style_word}s: {known}"
+            )
+
+    def check_source(
+        self, request: SongRequest, source: symusic.Score, loaded: LoadedModel, limits: Limits
+    ) -> None:
+        """Checks a request against its source piece at submission, where that matters; none by default."""
+        return None
+
+    def controls(self, info: ModelInfo, limits: Limits) -> list[Control]:
+        """The request's fields as form controls, with this model's choices and defaults and the deployment's
+        caps."""
+        defaults = self.model_defaults(info)
+        out = []
+        for name, field_info in self.request.model_fields.items():
+            meta = form_of(field_info)
+            if meta is None:
+                continue
+            lo, hi = bounds(field_info)
+            lo = meta.form_min if meta.form_min is not None else lo
+            hi = meta.form_max if meta.form_max is not None else hi
+            if meta.cap is not None:
+                hi = getattr(limits, meta.cap)
+            choices = (
+                list(meta.choices) if isinstance(meta.choices, tuple) else self.choices(meta.choices, info)
+            )
+            default = defaults.get(name, field_info.default)
+            default = meta.shown if default is None else default
+            help_text = field_info.description or ""
+            out.append(
+                Control(
+                    meta.control or name,
+                    meta.label,
+                    meta.kind,
+                    default,
+                    lo,
+                    hi,
+                    meta.step,
+                    choices,
+                    help_text,
+                )
+            )
+        return out
+
+    def operation_controls(self, operation: str) -> list[str]:
+        """The names of the controls ``operation`` takes, in form order."""
+        out = []
+        for name, field_info in self.request.model_fields.items():
+            meta = form_of(field_info)
+            if meta is not None and (not meta.operations or operation in meta.operations):
+                out.append(meta.control or name)
+        return out
+
+    @abstractmethod
+    def sample(
+        self,
+        loaded: LoadedModel,
+        request: SongRequest,
+        source: symusic.Score | None = None,
+        progress: ProgressFn | None = None,
+        originality: OriginalityIndex | str | Path | None = None,
+    ) -> list[GeneratedSong]:
+        """Songs for a resolved request (see `resolve`); ``source`` is the piece a continue, re-style or
+        accompany starts from."""

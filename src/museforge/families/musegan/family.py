@@ -1,0 +1,143 @@
+"""MuseGAN's request and what the app, the command line and the API know of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from museforge.families.base import (
+    GENERATE,
+    Family,
+    Limits,
+    Operation,
+    ProgressFn,
+    RequestError,
+    SongRequest,
+    form,
+)
+from museforge.families.fields import MAX_BARS, Style, TrackMap
+
+if TYPE_CHECKING:
+    import symusic
+
+    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.metrics.originality import OriginalityIndex
+    from museforge.models.zoo import ModelInfo
+
+DEFAULT_BARS = 8  # two of its 4-bar phrases
+ACCOMPANY = Operation(
+    "accompany",
+    "Accompany",
+    True,
+    "Keep tracks of a piece (e.g. its melody) and let the model play the others.",
+)
+
+
+class MuseGANRequest(SongRequest):
+    """A MuseGAN piece: ``bars`` in a genre, a latent ``walk`` between two phrases, or an accompaniment of the
+    ``tracks`` of a piece kept as they are."""
+
+    style: Style = None
+    bars: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=MAX_BARS,
+            description=f"Length in bars (4-bar phrases chained; default {DEFAULT_BARS}); when accompanying, at "
+            "most this much of the piece (default: all of it).",
+        ),
+        form("Bars", "int", step=1, cap="max_bars", shown=DEFAULT_BARS),
+    ] = None
+    binarize: Annotated[
+        Literal["threshold", "bernoulli"],
+        Field(description="How the model's soft piano roll becomes notes."),
+        form(
+            "Note choice",
+            "select",
+            choices=(("threshold", "Confident notes only"), ("bernoulli", "Sampled (looser, busier)")),
+        ),
+    ] = "threshold"
+    tracks: TrackMap = None
+    walk: Annotated[
+        int | None,
+        Field(
+            ge=2,
+            le=64,
+            description="A piece of N phrases walking in latent space from one phrase to another.",
+        ),
+    ] = None
+
+    operations: ClassVar[tuple[Operation, ...]] = (GENERATE, ACCOMPANY)
+
+
+class MuseGANFamily(Family):
+    name = "musegan"
+    label = "MuseGAN"
+    checkpoint_model = "musegan"
+    request = MuseGANRequest
+    style_word = "genre"
+
+    def model_defaults(self, info: ModelInfo) -> dict[str, Any]:
+        return {"style": info.styles[0]} if info.styles else {}
+
+    def resolve(self, request: SongRequest, info: ModelInfo, limits: Limits | None = None) -> SongRequest:
+        assert isinstance(request, MuseGANRequest)
+        if request.bars is None and request.walk is None:
+            accompanying = request.operation == "accompany"
+            bars = (limits.max_bars if limits is not None else None) if accompanying else DEFAULT_BARS
+            request = request.model_copy(update={"bars": bars})
+        return super().resolve(request, info, limits)
+
+    def check(self, request: SongRequest, info: ModelInfo) -> None:
+        super().check(request, info)
+        assert isinstance(request, MuseGANRequest)
+        if request.operation != "accompany":
+            if request.tracks is not None:
+                raise RequestError("tracks are for the accompany operation: generate makes every track")
+            return
+        if request.walk is not None:
+            raise RequestError("walk makes a piece of its own: it cannot accompany")
+        if not request.tracks:
+            raise RequestError(
+                f"accompany needs tracks: which track of your piece each kept model track plays, e.g. "
+                f"{{{info.tracks[0]!r}: 0}}; model tracks: {', '.join(info.tracks)}"
+            )
+        from museforge.generation.musegan import parse_track_map
+
+        try:
+            mapping = parse_track_map(request.tracks, info.tracks)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from exc
+        if len(mapping) >= len(info.tracks):
+            raise RequestError(
+                f"all {len(info.tracks)} model tracks are kept: leave at least one for the model to play"
+            )
+
+    def check_source(
+        self, request: SongRequest, source: symusic.Score, loaded: LoadedModel, limits: Limits
+    ) -> None:
+        """Every kept track must exist in the piece and hold notes the model's roll can show."""
+        from museforge.generation.musegan import given_rolls, parse_track_map
+
+        assert isinstance(request, MuseGANRequest)
+        tok = loaded.tokenizer
+        names = [t.name for t in tok.config.tracks]
+        try:
+            given_rolls(source, tok, parse_track_map(request.tracks, names), max_bars=request.bars)
+        except ValueError as exc:
+            raise RequestError(f"cannot accompany this piece: {exc}") from exc
+
+    def sample(
+        self,
+        loaded: LoadedModel,
+        request: SongRequest,
+        source: symusic.Score | None = None,
+        progress: ProgressFn | None = None,
+        originality: OriginalityIndex | str | Path | None = None,
+    ) -> list[GeneratedSong]:
+        from museforge.families.musegan.sample import sample_musegan
+
+        assert isinstance(request, MuseGANRequest)
+        return sample_musegan(loaded, request, source, progress, originality)

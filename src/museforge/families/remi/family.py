@@ -1,0 +1,75 @@
+"""The REMI Transformer's request and what the app, the command line and the API know of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from museforge.families.base import (
+    CONTINUE,
+    GENERATE,
+    Family,
+    Operation,
+    ProgressFn,
+    RequestError,
+    SongRequest,
+)
+from museforge.families.fields import Bars, Polyphony, PrimerBars, Rhythm, Style, Temperature, TopK, TopP
+
+if TYPE_CHECKING:
+    import symusic
+
+    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.metrics.originality import OriginalityIndex
+    from museforge.models.zoo import ModelInfo
+
+
+class RemiRequest(SongRequest):
+    """A REMI Transformer song: ``bars`` of new music in a style, each bar's rhythm and polyphony free or asked."""
+
+    style: Style = None
+    bars: Bars = 16
+    primer_bars: PrimerBars = None
+    temperature: Temperature = 1.0
+    top_p: TopP = 0.95
+    top_k: TopK = None
+    rhythm: Rhythm = None
+    polyphony: Polyphony = None
+
+    operations: ClassVar[tuple[Operation, ...]] = (GENERATE, CONTINUE)
+
+
+class RemiFamily(Family):
+    name = "remi"
+    label = "REMI Transformer"
+    checkpoint_model = "transformer"
+    aliases = ("remi-transformer", "remi_transformer", "transformer")
+    request = RemiRequest
+    half_precision = True
+
+    def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:
+        if source == "any_style":
+            return [("", "Any style"), *self.choices("styles", info)]
+        return super().choices(source, info)
+
+    def check(self, request: SongRequest, info: ModelInfo) -> None:
+        super().check(request, info)
+        assert isinstance(request, RemiRequest)
+        for label, classes in (("rhythm", request.rhythm), ("polyphony", request.polyphony)):
+            if classes is not None and len(classes) > request.bars:
+                raise RequestError(
+                    f"{label} has {len(classes)} entries but only {request.bars} bars are generated"
+                )
+
+    def sample(
+        self,
+        loaded: LoadedModel,
+        request: SongRequest,
+        source: symusic.Score | None = None,
+        progress: ProgressFn | None = None,
+        originality: OriginalityIndex | str | Path | None = None,
+    ) -> list[GeneratedSong]:
+        from museforge.families.remi.sample import sample_remi
+
+        assert isinstance(request, RemiRequest)
+        return sample_remi(loaded, request, source, progress, originality)

@@ -1,0 +1,57 @@
+"""The JSON API's and the forms' generation request, derived from the families' request types.
+
+`JobRequest` holds every family's options once (with their descriptions) plus what the web adds: the model, the
+operation and the source piece. Which options a model takes, their defaults and their bounds are its family's:
+`family_options` hands the given ones to it, and the family refuses the ones it does not take by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from museforge.families import FAMILIES
+
+WEB_FIELDS = ("model", "source_upload", "source_tune", "source_song")
+
+
+def _family_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for family in FAMILIES:
+        for name, info in family.request.model_fields.items():
+            if name not in fields:
+                default = "generate" if name == "operation" else None
+                fields[name] = (info.annotation | None, Field(default, description=info.description))
+    return fields
+
+
+JobRequest: type[BaseModel] = create_model(
+    "JobRequest",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __doc__="A generation request, as the JSON API and the forms send it. Which fields apply depends on the "
+    "model's family; a field the family does not take is refused with a message naming the ones it does.",
+    model=(str | None, Field(None, description="Model name (default: the default model).")),
+    source_upload=(
+        str | None,
+        Field(None, description="An upload of yours to continue, re-style or accompany."),
+    ),
+    source_tune=(
+        str | None,
+        Field(
+            None,
+            description="The X: number of the tune to use when source_upload is an ABC file of several tunes.",
+        ),
+    ),
+    source_song=(str | None, Field(None, description="A song of yours to continue, re-style or accompany.")),
+    **_family_fields(),
+)
+
+
+def family_options(req: BaseModel) -> dict[str, Any]:
+    """The family's options a request gave (an explicit null counts as not given)."""
+    return {
+        k: getattr(req, k)
+        for k in req.model_fields_set
+        if k not in WEB_FIELDS and getattr(req, k) is not None
+    }
