@@ -139,9 +139,8 @@ def data_build(
     Re-running converts only files that are new or changed; an interrupted build resumes where it stopped.
     """
     from museforge.data.build import BuildInterrupted, BuildOptions, build_dataset
-    from museforge.data.corpora import folder_units, music21_units
+    from museforge.data.corpora import folder_units, lpd5_units, music21_units
     from museforge.data.formats import ReaderLimits
-    from museforge.data.lpd5 import lpd5_units
 
     try:
         if source == "music21":
