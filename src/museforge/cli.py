@@ -975,7 +975,7 @@ def evaluate_transfer(
 
     from museforge.data.manifest import load_manifest
     from museforge.generation.api import get_model
-    from museforge.generation.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
+    from museforge.lab.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
     from museforge.models.musemorphose import MuseMorphose
     from museforge.training.distributed import select_device
 
