@@ -140,9 +140,8 @@ def data_build(
     Re-running converts only files that are new or changed; an interrupted build resumes where it stopped.
     """
     from museforge.data.build import BuildInterrupted, BuildOptions, build_dataset
-    from museforge.data.corpora import folder_units, music21_units
+    from museforge.data.corpora import folder_units, lpd5_units, music21_units
     from museforge.data.formats import ReaderLimits
-    from museforge.data.lpd5 import lpd5_units
 
     try:
         if source == "music21":
@@ -922,7 +921,7 @@ def evaluate_transfer(
 
     from museforge.data.manifest import load_manifest
     from museforge.generation.api import get_model
-    from museforge.generation.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
+    from museforge.lab.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
     from museforge.models.musemorphose import MuseMorphose
     from museforge.training.distributed import select_device
 

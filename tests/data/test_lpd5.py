@@ -6,7 +6,8 @@ import zipfile
 import numpy as np
 
 from museforge.data.build import BuildOptions, build_dataset
-from museforge.data.lpd5 import lpd5_units, read_lpd_npz
+from museforge.data.corpora import lpd5_units
+from museforge.data.lpd5 import read_lpd_npz
 from museforge.data.manifest import load_manifest
 
 TRACKS = [

@@ -28,9 +28,9 @@ from museforge.generation.musemorphose import (
     shifted_classes,
     transfer,
 )
-from museforge.generation.musemorphose_eval import SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.generation.precision import PrecisionDecision, model_key, save_decision
 from museforge.lab.model_card import ShipOptions, resample_card, ship_model
+from museforge.lab.musemorphose_eval import SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.machine import cpu_model
 from museforge.metrics.controls import spearman
 from museforge.metrics.originality import OriginalityIndex

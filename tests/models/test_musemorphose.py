@@ -6,6 +6,7 @@ import torch
 
 from conftest import corpus_path
 from museforge.data.formats import load_score
+from museforge.data.musemorphose import collate_segments, make_segment
 from museforge.generation.musemorphose import sample_bars
 from museforge.models import build_model
 from museforge.models.musemorphose import (
@@ -16,7 +17,7 @@ from museforge.models.musemorphose import (
     kl_per_dim,
 )
 from museforge.tokenizers.remi import RemiTokenizer
-from museforge.training.vae import VAEStep, collate_segments, make_segment
+from museforge.training.vae import VAEStep
 
 
 @pytest.fixture(scope="module")

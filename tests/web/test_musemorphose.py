@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from conftest import FIXTURES
 from museforge.data.formats import load_score
+from museforge.data.musemorphose import bar_classes_from_tokens
 from museforge.tokenizers import build_tokenizer
-from museforge.training.vae import bar_classes_from_tokens
 from museforge.web import create_app
 from web.conftest import api_token, csrf, finished_job, make_settings, song_midi, upload, wait_job
 

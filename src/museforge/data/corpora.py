@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from museforge.data.formats import SUPPORTED_SUFFIXES, Unit, list_units
+from museforge.data.lpd5 import lpd5_files
 
 # music21 collection -> style label. The style is what a user picks in the app and what models condition on.
 MUSIC21_STYLES: dict[str, str] = {
@@ -137,3 +138,11 @@ def folder_units(folder: Path, style: str = "user") -> list[SourceUnit]:
         collection = path.parent.name if path.parent != folder else folder.name
         out.extend(SourceUnit(u, collection, style, str(path.resolve())) for u in list_units(path))
     return out
+
+
+def lpd5_units(root: Path) -> list[SourceUnit]:
+    """One unit per npz under ``root``, labelled with its last.fm genres; style is the first genre, or "lpd"."""
+    return [
+        SourceUnit(Unit(path), "lpd5", tags[0] if tags else "lpd", str(path.resolve()), tags)
+        for path, tags in lpd5_files(root)
+    ]

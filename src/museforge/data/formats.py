@@ -36,6 +36,7 @@ from museforge.data.limits import (
     open_zip,
     read_mxl_score,
 )
+from museforge.data.lpd5 import read_lpd_npz
 from museforge.data.sandbox import run_limited
 
 MIDI_SUFFIXES = frozenset({".mid", ".midi"})
@@ -283,8 +284,6 @@ def read_unit(unit: Unit, limits: ReaderLimits = DEFAULT_LIMITS) -> RawPiece:
         score = read_midi_bytes(unit.path.read_bytes(), limits)
         return RawPiece(score=score, title=_midi_track_title(score))
     if suffix in PIANOROLL_SUFFIXES:
-        from museforge.data.lpd5 import read_lpd_npz
-
         with open_zip(unit.path.read_bytes(), limits) as zf:
             check_archive_size(zf, limits)
         return RawPiece(score=_clean_score(read_lpd_npz(unit.path), limits))

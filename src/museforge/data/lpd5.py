@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from museforge.data.corpora import SourceUnit
-from museforge.data.formats import InputError, Unit
+from museforge.data.limits import InputError
 
 _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
 
@@ -117,14 +116,13 @@ def read_genre_labels(root: Path) -> tuple[dict[str, list[str]], dict[str, str]]
     return {k: sorted(v) for k, v in genres.items()}, lpd_to_msd
 
 
-def lpd5_units(root: Path) -> list[SourceUnit]:
-    """One unit per npz under ``root``, labelled with its last.fm genres; style is the first genre, or "lpd"."""
+def lpd5_files(root: Path) -> list[tuple[Path, tuple[str, ...]]]:
+    """Every npz under ``root`` with its last.fm genres (none when its MSD id is unknown), in a stable order."""
     if not root.is_dir():
         raise ValueError(f"LPD-5 folder {root} does not exist")
     genres, lpd_to_msd = read_genre_labels(root)
     out = []
     for path in sorted(root.rglob("*.npz")):
         msd_id = lpd_to_msd.get(path.stem) or (path.parent.name if _MSD_ID.match(path.parent.name) else None)
-        tags = tuple(genres.get(msd_id, ())) if msd_id else ()
-        out.append(SourceUnit(Unit(path), "lpd5", tags[0] if tags else "lpd", str(path.resolve()), tags))
+        out.append((path, tuple(genres.get(msd_id, ())) if msd_id else ()))
     return out

@@ -155,7 +155,7 @@ def encode_piece(model: MuseMorphose, tok: RemiTokenizer, piece: str | Path | sy
 def encode_tokens(model: MuseMorphose, tok: RemiTokenizer, tokens: Sequence[int]) -> EncodedPiece:
     """Encode REMI tokens with attribute tokens after each Bar (as the tokenizer and the model write them),
     window by window of the model's ``n_bars``."""
-    from museforge.training.vae import collate_segments, make_segment  # here: training imports its loop
+    from museforge.data.musemorphose import collate_segments, make_segment  # here: it loads the cache reader
 
     ids = np.asarray(_content(tokens, tok), dtype=np.int64)
     starts = np.flatnonzero(ids == tok.bar_id)

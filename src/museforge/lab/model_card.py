@@ -36,7 +36,7 @@ from museforge.generation.musemorphose import (
     encode_piece,
     transfer,
 )
-from museforge.generation.musemorphose_eval import PAPER, SHIFTS, evaluate_transfer, reconstruction_nll
+from museforge.lab.musemorphose_eval import PAPER, SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.metrics.evaluate import evaluate_folder
 from museforge.metrics.likelihood import evaluate_likelihood
 from museforge.metrics.originality import OriginalityIndex

@@ -365,17 +365,16 @@ class RemiTokenizer(TokenTokenizer):
 
     # ---- BPE --------------------------------------------------------------------------------------------------
 
-    def train_bpe(self, scores_or_paths: Iterable[symusic.Score | str | Path], vocab_size: int) -> None:
-        """Learn BPE merges (miditok's trainer, Hugging Face BPE) over bar contents, up to ``vocab_size`` ids."""
-        from museforge.data.formats import load_score
+    def train_bpe(self, scores: Iterable[symusic.Score], vocab_size: int) -> None:
+        """Learn BPE merges (miditok's trainer, Hugging Face BPE) over bar contents, up to ``vocab_size`` ids.
 
+        Scores, not files: reading files is `museforge.data`'s work, a layer above the tokenizers."""
         if vocab_size <= self.base_vocab_size:
             raise ValueError(
                 f"vocab_size {vocab_size} must exceed the base vocabulary ({self.base_vocab_size})"
             )
         corpus: list[list[str]] = []
-        for item in scores_or_paths:
-            score = item if isinstance(item, symusic.Score) else load_score(item)
+        for score in scores:
             head, bars = self._split_bars(self._base_ids(score)[0])
             words = [self._bytes(c) for c in (head, *bars) if c]
             if words:

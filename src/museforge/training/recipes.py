@@ -24,6 +24,7 @@ from museforge.data.dataset import (
     cache_dir,
     tokenize_dataset,
 )
+from museforge.data.musemorphose import MuseMorphoseSegments, SegmentCollator
 from museforge.io import atomic_write_json
 from museforge.models import build_model
 from museforge.models.checkpoint import load_checkpoint
@@ -39,7 +40,7 @@ from museforge.tokenizers import PerformanceTokenizer, RemiTokenizer
 from museforge.training.distributed import seed_everything
 from museforge.training.gan import PHRASE_FILTERS, prepare_musegan
 from museforge.training.trainer import TrainConfig, Trainer, TrainResult
-from museforge.training.vae import MuseMorphoseSegments, SegmentCollator, VAEStep
+from museforge.training.vae import VAEStep
 
 FAMILY_TOKENIZERS = {"transformer": "remi", "performance_rnn": "performance", "musemorphose": "remi"}
 

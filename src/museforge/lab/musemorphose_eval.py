@@ -7,6 +7,9 @@ measured class of the *other* attribute is the leak. Fidelity: chroma and groove
 each excerpt and its transfers (`museforge.metrics.transfer`). The model-agnostic measures live in
 `museforge.metrics`; this module only drives the model. Classes are measured with the model's own tokenizer
 boundaries.
+
+A lab workflow: it ties generation (the transfers), metrics and the training loss (perplexity is the trainer's
+validation NLL, `museforge.training.vae.VAEStep`), and neither generation nor training may import the other.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import symusic
 import torch
 from torch.utils.data import DataLoader
 
+from museforge.data.musemorphose import MuseMorphoseSegments, SegmentCollator
 from museforge.generation.decode import make_generator
 from museforge.generation.musemorphose import encode_piece, shifted_classes, transfer_rows
 from museforge.metrics.controls import control_fidelity, measure_bar_classes
 from museforge.metrics.transfer import mean_similarity
 from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.remi import RemiTokenizer
-from museforge.training.vae import MuseMorphoseSegments, SegmentCollator, VAEStep
+from museforge.training.vae import VAEStep
 
 ATTRIBUTES = ("rhythm", "polyphony")
 SHIFTS = (-3, -2, -1, 0, 1, 2, 3)
