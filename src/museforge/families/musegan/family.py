@@ -1,23 +1,18 @@
-"""MuseGAN's request and what the app, the command line and the API know of it."""
+"""MuseGAN: its operations, the defaults and checks that need the model, and its sampling."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any
 
 from museforge.families.base import (
-    GENERATE,
     Family,
     Limits,
-    Operation,
     ProgressFn,
     RequestError,
     SongRequest,
-    form,
 )
-from museforge.families.fields import MAX_BARS, Style, TrackMap
+from museforge.families.musegan.request import DEFAULT_BARS, MuseGANRequest
 
 if TYPE_CHECKING:
     import symusic
@@ -25,51 +20,6 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
-
-DEFAULT_BARS = 8  # two of its 4-bar phrases
-ACCOMPANY = Operation(
-    "accompany",
-    "Accompany",
-    True,
-    "Keep tracks of a piece (e.g. its melody) and let the model play the others.",
-)
-
-
-class MuseGANRequest(SongRequest):
-    """A MuseGAN piece: ``bars`` in a genre, a latent ``walk`` between two phrases, or an accompaniment of the
-    ``tracks`` of a piece kept as they are."""
-
-    style: Style = None
-    bars: Annotated[
-        int | None,
-        Field(
-            ge=1,
-            le=MAX_BARS,
-            description=f"Length in bars (4-bar phrases chained; default {DEFAULT_BARS}); when accompanying, at "
-            "most this much of the piece (default: all of it).",
-        ),
-        form("Bars", "int", step=1, cap="max_bars", shown=DEFAULT_BARS),
-    ] = None
-    binarize: Annotated[
-        Literal["threshold", "bernoulli"],
-        Field(description="How the model's soft piano roll becomes notes."),
-        form(
-            "Note choice",
-            "select",
-            choices=(("threshold", "Confident notes only"), ("bernoulli", "Sampled (looser, busier)")),
-        ),
-    ] = "threshold"
-    tracks: TrackMap = None
-    walk: Annotated[
-        int | None,
-        Field(
-            ge=2,
-            le=64,
-            description="A piece of N phrases walking in latent space from one phrase to another.",
-        ),
-    ] = None
-
-    operations: ClassVar[tuple[Operation, ...]] = (GENERATE, ACCOMPANY)
 
 
 class MuseGANFamily(Family):

@@ -11,7 +11,7 @@ import symusic
 import torch
 
 from museforge.families.base import ProgressFn
-from museforge.families.musegan.family import DEFAULT_BARS, MuseGANRequest
+from museforge.families.musegan.request import DEFAULT_BARS, MuseGANRequest
 from museforge.generation.api import GeneratedSong, LoadedModel, judge_originality, originality_of
 from museforge.generation.musegan import (
     accompaniment_score,

@@ -14,7 +14,7 @@ import symusic
 from museforge.defaults import DEFAULT_GUIDANCE
 from museforge.families.base import ProgressFn
 from museforge.families.fields import plan_of
-from museforge.families.musemorphose.family import MuseMorphoseRequest, restyled_bars
+from museforge.families.musemorphose.request import MuseMorphoseRequest, restyled_bars
 from museforge.generation.api import (
     GeneratedSong,
     LoadedModel,

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from museforge.families.base import ProgressFn
 from museforge.families.fields import PITCH_CLASSES
-from museforge.families.performance.family import PerformanceRequest
+from museforge.families.performance.request import PerformanceRequest
 from museforge.generation.api import (
     GeneratedSong,
     LoadedModel,

@@ -1,20 +1,17 @@
-"""The REMI Transformer's request and what the app, the command line and the API know of it."""
+"""The REMI Transformer: its operations, the defaults and checks that need the model, and its sampling."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from museforge.families.base import (
-    CONTINUE,
-    GENERATE,
     Family,
-    Operation,
     ProgressFn,
     RequestError,
     SongRequest,
 )
-from museforge.families.fields import Bars, Polyphony, PrimerBars, Rhythm, Style, Temperature, TopK, TopP
+from museforge.families.remi.request import RemiRequest
 
 if TYPE_CHECKING:
     import symusic
@@ -22,21 +19,6 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
-
-
-class RemiRequest(SongRequest):
-    """A REMI Transformer song: ``bars`` of new music in a style, each bar's rhythm and polyphony free or asked."""
-
-    style: Style = None
-    bars: Bars = 16
-    primer_bars: PrimerBars = None
-    temperature: Temperature = 1.0
-    top_p: TopP = 0.95
-    top_k: TopK = None
-    rhythm: Rhythm = None
-    polyphony: Polyphony = None
-
-    operations: ClassVar[tuple[Operation, ...]] = (GENERATE, CONTINUE)
 
 
 class RemiFamily(Family):

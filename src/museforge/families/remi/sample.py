@@ -13,7 +13,7 @@ from torch import Tensor
 
 from museforge.families.base import ProgressFn
 from museforge.families.fields import plan_of
-from museforge.families.remi.family import RemiRequest
+from museforge.families.remi.request import RemiRequest
 from museforge.generation.api import (
     GeneratedSong,
     LoadedModel,
