@@ -117,7 +117,7 @@ CASES: dict[str, Callable[[dict], bytes]] = {
     "api/musegan/accompany": lambda w: _first(
         generate_song(w["musegan"], style="chorale", accompany=w["bwv"], tracks="soprano:0", seed=SEED)
     ),
-    "api/musegan/morph": lambda w: _first(generate_song(w["musegan"], style="chorale", morph=2, seed=SEED)),
+    "api/musegan/morph": lambda w: _first(generate_song(w["musegan"], style="chorale", walk=2, seed=SEED)),
     "cli/remi/generate": lambda w: _cli(
         w,
         "generate",

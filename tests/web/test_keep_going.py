@@ -63,8 +63,8 @@ def test_the_song_page_has_one_panel_operation_then_model(client):
 def test_models_list_the_controls_of_each_operation(client):
     models = {m["name"]: m for m in client.get("/api/v1/models").json()["models"]}
     ops = {o["name"]: o["controls"] for o in models["musemorphose"]["operations"]}
-    assert ops["restyle"] == ["rhythm_shift", "polyphony_shift", "restyle_bars", "style", "guidance", "candidates",
+    assert ops["restyle"] == ["style", "candidates", "rhythm_shift", "polyphony_shift", "guidance", "restyle_bars",
                               "seed"]  # fmt: skip
-    assert ops["continue"][:3] == ["bars", "primer_bars", "style"] and "rhythm_shift" not in ops["continue"]
+    assert ops["continue"][:3] == ["style", "bars", "primer_bars"] and "rhythm_shift" not in ops["continue"]
     perf = {o["name"]: o["controls"] for o in models["performance-rnn"]["operations"]}
     assert perf["continue"] == ["seconds", "density", "pitch_classes", "temperature", "top_p", "seed"]

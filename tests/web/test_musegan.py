@@ -171,7 +171,7 @@ def test_accompany_a_chorale_part_through_the_upload_page_form(client):
     [
         ({"tracks": {"piano": 0}}, "unknown track 'piano'; this model's tracks: soprano, alto, tenor, bass"),
         ({"tracks": {"soprano": 3}}, "the score has tracks 0..0, not 3"),
-        ({"tracks": {"soprano": -1}}, "track indices count from 0"),
+        ({"tracks": {"soprano": -1}}, "tracks.soprano: Input should be greater than or equal to 0"),
         ({"tracks": {"soprano": 0, "alto": 0, "tenor": 0, "bass": 0}}, "leave at least one for the model"),
         ({}, "accompany needs tracks"),
         ({"tracks": {"soprano": 0}, "style": "jazz"}, "unknown genre 'jazz'"),

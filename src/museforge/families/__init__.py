@@ -84,19 +84,21 @@ def generate_song(
     if primer is not None and accompany is not None:
         raise RequestError("give a primer to continue or a piece to accompany, not both")
     piece = primer if primer is not None else accompany
-    source = None if piece is None else read_piece(piece, "primer" if primer is not None else "accompaniment")
-    if operation is None:
+    if operation is None and piece is not None:
         operation = (
-            "generate" if source is None else next(o.name for o in family.operations if o.needs_source)
+            "accompany"
+            if accompany is not None
+            else next(o.name for o in family.operations if o.needs_source)
         )
-    request = family.parse({**options, "operation": operation})
-    needs = family.operation(operation).needs_source
-    if needs != (source is not None):
+    request = family.parse({**options, "operation": operation or "generate"})
+    needs = family.operation(request.operation).needs_source
+    if needs != (piece is not None):
         raise RequestError(
-            f"{operation} needs a source piece (primer=...)"
+            f"{request.operation} needs a source piece (primer=...)"
             if needs
-            else f"{operation} starts from nothing: give no primer"
+            else f"{request.operation} starts from nothing: give no primer"
         )
+    source = None if piece is None else read_piece(piece, "primer" if primer is not None else "accompaniment")
     request = family.resolve(request, model_info(loaded.path, loaded.name), limits)
     return family.sample(loaded, request, source, progress, originality_index)
 

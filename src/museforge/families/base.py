@@ -177,7 +177,7 @@ class Family(ABC):
 
     def takes(self) -> list[str]:
         """The options this family's requests take, in the order a form shows them."""
-        return [n for n in self.request.model_fields if n not in ("operation",)]
+        return [n for n, _ in self._form_fields() if n != "operation"]
 
     def parse(self, options: dict[str, Any]) -> SongRequest:
         """A request from loose options (the API's, the form's, the CLI's or Python keywords); an option the
@@ -217,6 +217,8 @@ class Family(ABC):
             meta, value = form_of(info), getattr(request, name)
             if meta is None or meta.cap is None or value is None:
                 continue
+            if meta.operations and request.operation not in meta.operations:  # a field the operation ignores
+                continue
             cap = getattr(limits, meta.cap)
             if value > cap:
                 raise RequestError(f"{name} may be at most {cap:g} here, got {value:g}")
@@ -231,6 +233,8 @@ class Family(ABC):
         """A field's choices that depend on the model: its styles or its tracks."""
         if source == "styles":
             return [(s, s.capitalize()) for s in info.styles]
+        if source == "any_style":
+            return [("", "Any style"), *self.choices("styles", info)]
         if source == "tracks":
             return [(t, t.capitalize()) for t in info.tracks]
         raise ValueError(f"no choices called {source!r}")
@@ -255,7 +259,7 @@ class Family(ABC):
         caps."""
         defaults = self.model_defaults(info)
         out = []
-        for name, field_info in self.request.model_fields.items():
+        for name, field_info in self._form_fields():
             meta = form_of(field_info)
             if meta is None:
                 continue
@@ -285,10 +289,17 @@ class Family(ABC):
             )
         return out
 
+    def _form_fields(self) -> list[tuple[str, FieldInfo]]:
+        """The request's fields in form order: the family's own as it declares them, then the shared ones."""
+        fields = list(self.request.model_fields.items())
+        return [f for f in fields if f[0] not in SongRequest.model_fields] + [
+            f for f in fields if f[0] in SongRequest.model_fields
+        ]
+
     def operation_controls(self, operation: str) -> list[str]:
         """The names of the controls ``operation`` takes, in form order."""
         out = []
-        for name, field_info in self.request.model_fields.items():
+        for name, field_info in self._form_fields():
             meta = form_of(field_info)
             if meta is not None and (not meta.operations or operation in meta.operations):
                 out.append(meta.control or name)

@@ -68,20 +68,20 @@ def _track_map(value: Any) -> Any:
     return out
 
 
-def _blank_is_none(value: Any) -> Any:
+def blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
 Style = Annotated[
     str | None,
-    BeforeValidator(_blank_is_none),
+    BeforeValidator(blank_is_none),
     Field(description="The kind of music the model imitates (one of the model's styles)."),
     form("Style", "select", choices="any_style"),
 ]
 Bars = Annotated[
     int,
     Field(ge=1, le=MAX_BARS, description="Length of the new music in bars."),
-    form("Bars", "int", step=1, cap="max_bars"),
+    form("Bars", "int", step=1, cap="max_bars", operations=("generate", "continue")),
 ]
 PrimerBars = Annotated[
     int | None,
@@ -108,35 +108,33 @@ TopP = Annotated[
     ),
 ]
 TopK = Annotated[int | None, Field(ge=1, le=1000, description="Sample among the K most likely tokens.")]
+BarClasses = Annotated[list[Annotated[int, Field(ge=0, le=MAX_CLASS)] | None], Field(max_length=MAX_BARS)]
 Rhythm = Annotated[
-    list[Annotated[int, Field(ge=0, le=MAX_CLASS)] | None] | None,
+    BarClasses | None,
     BeforeValidator(_bar_classes),
     Field(
-        max_length=MAX_BARS,
         description=f"Rhythmic-intensity class per bar (0 calm ... {MAX_CLASS} busy; null or '-': free), "
         "e.g. 2,2,4,6.",
     ),
     form("Shape bar by bar", "bar_plan", step=1, operations=("generate",), control="attributes"),
 ]
 Polyphony = Annotated[
-    list[Annotated[int, Field(ge=0, le=MAX_CLASS)] | None] | None,
+    BarClasses | None,
     BeforeValidator(_bar_classes),
     Field(
-        max_length=MAX_BARS,
         description=f"Polyphony class per bar (0 thin ... {MAX_CLASS} full; null or '-': free), e.g. 3,3,5,5.",
     ),
 ]
 PitchClasses = Annotated[
-    list[str] | None,
+    Annotated[list[str], Field(max_length=12)] | None,
     BeforeValidator(_pitch_classes),
-    Field(max_length=12, description="Pitch classes to favour, e.g. C,E,G (the notes of a chord or scale)."),
+    Field(description="Pitch classes to favour, e.g. C,E,G (the notes of a chord or scale)."),
     form("Favour pitch classes", "pitch_classes", choices=tuple((p, p) for p in PITCH_CLASSES)),
 ]
 TrackMap = Annotated[
-    dict[str, Annotated[int, Field(ge=0, le=1024)]] | None,
+    Annotated[dict[str, Annotated[int, Field(ge=0, le=1024)]], Field(max_length=64)] | None,
     BeforeValidator(_track_map),
     Field(
-        max_length=64,
         description="Accompany: which tracks of your piece to keep, as {model track name: your track index} "
         "(e.g. {'soprano': 0}, or 'soprano:0' on the command line); the model plays the other tracks.",
     ),

@@ -7,9 +7,9 @@ operation and the source piece. Which options a model takes, their defaults and 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from museforge.families import FAMILIES
 
@@ -22,7 +22,11 @@ def _family_fields() -> dict[str, Any]:
         for name, info in family.request.model_fields.items():
             if name not in fields:
                 default = "generate" if name == "operation" else None
-                fields[name] = (info.annotation | None, Field(default, description=info.description))
+                parsers = [
+                    m for m in info.metadata if isinstance(m, BeforeValidator)
+                ]  # "5-8" as well as [5, 6]
+                kind = Annotated[info.annotation | None, *parsers] if parsers else info.annotation | None
+                fields[name] = (kind, Field(default, description=info.description))
     return fields
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from museforge.families.base import (
     GENERATE,
@@ -12,7 +12,7 @@ from museforge.families.base import (
     SongRequest,
     form,
 )
-from museforge.families.fields import MAX_BARS, Style, TrackMap
+from museforge.families.fields import MAX_BARS, TrackMap, blank_is_none
 
 if TYPE_CHECKING:
     pass
@@ -30,7 +30,14 @@ class MuseGANRequest(SongRequest):
     """A MuseGAN piece: ``bars`` in a genre, a latent ``walk`` between two phrases, or an accompaniment of the
     ``tracks`` of a piece kept as they are."""
 
-    style: Style = None
+    style: Annotated[
+        str | None,
+        BeforeValidator(blank_is_none),
+        Field(
+            description="The kind of music the band plays (one of the model's genres; default: its first)."
+        ),
+        form("Genre", "select", choices="styles"),
+    ] = None
     bars: Annotated[
         int | None,
         Field(

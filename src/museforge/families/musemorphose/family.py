@@ -56,11 +56,6 @@ class MuseMorphoseFamily(Family):
             )
         return super().resolve(request, info, limits)
 
-    def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:
-        if source == "any_style":
-            return [("", "Any style"), *self.choices("styles", info)]
-        return super().choices(source, info)
-
     def check(self, request: SongRequest, info: ModelInfo) -> None:
         super().check(request, info)
         assert isinstance(request, MuseMorphoseRequest)

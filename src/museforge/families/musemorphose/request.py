@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 from museforge.families.base import (
@@ -32,6 +32,11 @@ RESTYLE_FIELDS = ("rhythm_shift", "polyphony_shift", "restyle_bars", "guidance")
 BAR_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)  # "5" or "5-8"
 SHIFT_HELP = "Re-style: classes added to each re-styled bar's {} (-7 to +7; 0 keeps it)."
 Shift = Annotated[int | None, Field(ge=-MAX_CLASS, le=MAX_CLASS)]
+
+
+def _joined(value: Any) -> Any:
+    """Bar numbers given as a list ([5, 6, 7]) in the text form ('5,6,7') that one parser reads."""
+    return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 class MuseMorphoseRequest(SongRequest):
@@ -94,9 +99,9 @@ class MuseMorphoseRequest(SongRequest):
         form("Guidance", "strength", step=0.5, operations=("restyle",), shown=DEFAULT_GUIDANCE),
     ] = None
     restyle_bars: Annotated[
-        str | list[Annotated[int, Field(ge=1, le=MAX_BARS)]] | None,
+        Annotated[str, Field(max_length=10 * MAX_BARS)] | None,
+        BeforeValidator(_joined),
         Field(
-            max_length=MAX_BARS,
             description="Re-style: the bars to change, counted from 1, e.g. '5-8', '1,3,5-8' or [5, 6]; default "
             "every bar. The others stay note for note. With rhythm/polyphony lists, those give one class per "
             "re-styled bar (null keeps the bar's own).",
@@ -107,10 +112,10 @@ class MuseMorphoseRequest(SongRequest):
     operations: ClassVar[tuple[Operation, ...]] = (GENERATE, CONTINUE, RESTYLE)
 
 
-def bar_ranges(spec: str | list[int]) -> list[tuple[int, int]]:
+def bar_ranges(spec: str) -> list[tuple[int, int]]:
     """``restyle_bars`` as sorted, merged (first, last) ranges of bar numbers counted from 1."""
     ranges: list[tuple[int, int]] = []
-    parts = spec.replace(" ", "").split(",") if isinstance(spec, str) else [str(b) for b in spec]
+    parts = spec.replace(" ", "").split(",")
     for part in filter(None, parts):
         match = BAR_RANGE.fullmatch(part)
         if match is None:
@@ -134,7 +139,7 @@ def bar_ranges(spec: str | list[int]) -> list[tuple[int, int]]:
     return merged
 
 
-def restyled_bars(spec: str | list[int] | None, n_bars: int) -> list[int]:
+def restyled_bars(spec: str | None, n_bars: int) -> list[int]:
     """The 0-based bars a restyle changes in a piece of ``n_bars`` bars (all when ``spec`` is None)."""
     if spec is None:
         return list(range(n_bars))

@@ -29,11 +29,6 @@ class RemiFamily(Family):
     request = RemiRequest
     half_precision = True
 
-    def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:
-        if source == "any_style":
-            return [("", "Any style"), *self.choices("styles", info)]
-        return super().choices(source, info)
-
     def check(self, request: SongRequest, info: ModelInfo) -> None:
         super().check(request, info)
         assert isinstance(request, RemiRequest)
