@@ -1,5 +1,6 @@
 """The `museforge` command line. Thin: it parses options, picks devices and calls the library."""
 
+import contextlib
 import inspect
 import json
 import os
@@ -293,7 +294,7 @@ def evaluate(
     from rich.progress import Progress
 
     from museforge.metrics.evaluate import evaluate_folder
-    from museforge.tokenizers.pianoroll import PianoRollConfig
+    from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
 
     try:
         layout = PianoRollConfig(**json.loads(roll_config)) if roll_config else None
@@ -307,7 +308,7 @@ def evaluate(
                 return lambda: bar.advance(task)
 
             loaded, controls = _evaluated_model(model, device, control_pieces, seed, progress)
-            if layout is None and loaded is not None and loaded.family == "musegan":
+            if layout is None and loaded is not None and isinstance(loaded.tokenizer, PianoRollTokenizer):
                 layout = loaded.tokenizer.config  # the voices the MuseGAN plays, not LPD-5's instruments
             result = evaluate_folder(
                 generated, reference, out, style=style, index=index, progress=progress, roll_config=layout,
@@ -767,7 +768,30 @@ def _shift_or_classes(text: str | None, label: str) -> int | list[int] | None:
         ) from None
 
 
-MORPH_MODEL = "musemorphose"
+RestyleModel = Annotated[
+    str | None,
+    typer.Option(
+        help="A MuseMorphose checkpoint folder or shipped model (default: the first shipped one that can re-style)."
+    ),
+]
+
+
+def _model_for(operation: str, model: str | None) -> str:
+    """The model asked for, or the first shipped model whose family can do ``operation``."""
+    if model is not None:
+        return model
+    from museforge.families import get_family
+    from museforge.models.zoo import ModelNotFoundError, list_models
+
+    try:
+        infos = list_models()
+    except ModelNotFoundError as exc:
+        raise ValueError(f"no shipped model can {operation}: {exc}; pass --model") from exc
+    for info in infos:
+        with contextlib.suppress(ValueError):  # a checkpoint of a family this version does not know
+            if any(o.name == operation for o in get_family(info.family).operations):
+                return info.name
+    raise ValueError(f"no shipped model can {operation}: pass --model")
 
 
 @app.command("transfer")
@@ -787,9 +811,7 @@ def transfer(
     keep_others: Annotated[
         bool, typer.Option(help="Keep the bars outside --bars exactly as they are.")
     ] = True,
-    model: Annotated[
-        str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
-    ] = MORPH_MODEL,
+    model: RestyleModel = None,
     style: Annotated[str | None, typer.Option(help="Style token to lead with, e.g. folk.")] = None,
     temperature: Annotated[
         float | None, typer.Option(help="Sampling temperature (model default 1.2).")
@@ -815,7 +837,7 @@ def transfer(
     start = time.perf_counter()
     chosen = _threads(threads)
     try:
-        loaded = get_model(model, select_device(device), precision)
+        loaded = get_model(_model_for("restyle", model), select_device(device), precision)
         (song,) = restyle_song(
             loaded,
             piece,
@@ -856,9 +878,7 @@ def interpolate(
     out: Annotated[Path, typer.Option(help="Folder for step-01.mid ... step-N.mid.")],
     steps: Annotated[int, typer.Option(min=2, help="Pieces from A to B, both ends included.")] = 5,
     method: Annotated[str, typer.Option(help="slerp or lerp.")] = "slerp",
-    model: Annotated[
-        str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
-    ] = MORPH_MODEL,
+    model: RestyleModel = None,
     style: Annotated[str | None, typer.Option(help="Style token to lead with.")] = None,
     candidates: Candidates = 1,
     seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
@@ -872,7 +892,7 @@ def interpolate(
 
     _threads(threads)
     try:
-        loaded = get_model(model, select_device(device))
+        loaded = get_model(_model_for("restyle", model), select_device(device))
         results = morph(
             loaded.checkpoint.model,
             loaded.tokenizer,
@@ -894,9 +914,7 @@ def interpolate(
 @app.command("evaluate-transfer")
 def evaluate_transfer(
     data: Annotated[Path, typer.Option(help="A built dataset with a REMI cache (its test split is used).")],
-    model: Annotated[
-        str, typer.Option(help="A shipped MuseMorphose model or a checkpoint folder.")
-    ] = MORPH_MODEL,
+    model: RestyleModel = None,
     pieces: Annotated[
         int, typer.Option(min=1, help="Test pieces drawn at random for control/fidelity.")
     ] = 40,
@@ -927,7 +945,7 @@ def evaluate_transfer(
 
     _threads(threads)
     try:
-        loaded = get_model(model, select_device(device))
+        loaded = get_model(_model_for("restyle", model), select_device(device))
         net, tok = loaded.checkpoint.model, loaded.tokenizer
         if not isinstance(net, MuseMorphose):
             raise ValueError(f"model {loaded.name} is a {loaded.family}, not a MuseMorphose")

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
 
 class PerformanceFamily(Family):
-    name = "performance"
+    name = "performance_rnn"
     label = "Performance RNN"
     checkpoint_model = "performance_rnn"
-    aliases = ("performance-rnn", "performance_rnn")
+    aliases = ("performance-rnn",)
     request = PerformanceRequest
 
     def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 
 
 class RemiFamily(Family):
-    name = "remi"
+    name = "remi_transformer"
     label = "REMI Transformer"
     checkpoint_model = "transformer"
-    aliases = ("remi-transformer", "remi_transformer", "transformer")
+    aliases = ("remi-transformer",)
     request = RemiRequest
     half_precision = True
 
