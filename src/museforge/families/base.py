@@ -163,6 +163,7 @@ class Family(ABC):
     request: ClassVar[type[SongRequest]]
     half_precision: ClassVar[bool] = False  # whether float16 weights can sample it (`get_model`'s precision)
     style_word: ClassVar[str] = "style"  # what its styles are called (a MuseGAN's are genres)
+    decoding_state: ClassVar[str] = ""  # what sampling carries from one step to the next, as the card says it
 
     @property
     def operations(self) -> tuple[Operation, ...]:
@@ -224,6 +225,21 @@ class Family(ABC):
                 raise RequestError(f"{name} may be at most {cap:g} here, got {value:g}")
         if request.num_samples > limits.max_samples:
             raise RequestError(f"num_samples may be at most {limits.max_samples}, got {request.num_samples}")
+
+    def length(self, bars: int, seconds: float) -> dict[str, Any]:
+        """A length in this family's own terms: bars, or seconds for a family that counts time."""
+        return {"bars": bars} if "bars" in self.request.model_fields else {"seconds": seconds}
+
+    def sampling_summary(self, request: SongRequest) -> str:
+        """How a request samples, in the family's own terms, for a model card ("16 bars each, temperature
+        1.2, top-p 0.9")."""
+        bars, seconds = getattr(request, "bars", None), getattr(request, "seconds", None)
+        parts = [f"{bars} bars each" if bars is not None else f"{seconds:.0f} s each"]
+        knobs = (("temperature", "temperature"), ("top_p", "top-p"))
+        parts += [
+            f"{label} {getattr(request, n)}" for n, label in knobs if getattr(request, n, None) is not None
+        ]
+        return ", ".join(parts)
 
     def model_defaults(self, info: ModelInfo) -> dict[str, Any]:
         """Defaults that depend on the model (its first genre, its own temperature); none by default."""

@@ -28,7 +28,7 @@ from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.defaults import DEFAULT_GUIDANCE
-from museforge.families import generate_song
+from museforge.families import family_of, generate_song
 from museforge.generation.api import LoadedModel, get_model
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
@@ -45,7 +45,7 @@ from museforge.models.musegan import MuseGAN
 from museforge.models.musemorphose import MuseMorphose
 from museforge.models.performance_rnn import controls_for_events
 from museforge.models.scoring import ModelScorer
-from museforge.models.zoo import CARD_FILE, ORIGINALITY_FILE
+from museforge.models.zoo import CARD_FILE, ORIGINALITY_FILE, model_info
 from museforge.tokenizers import PerformanceTokenizer
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.tokenizers.remi import RemiTokenizer
@@ -59,12 +59,6 @@ CONTROL_HEADING = "## Attribute control and fidelity (style transfer)"
 SAMPLES_HEADING = "## Samples against held-out music"
 SPEED_HEADING = "## Sampling speed"
 CONFIG_HEADING = "## Config"
-# what a family carries from one sampled token to the next (a GAN writes whole phrases)
-STEP_STATE = {
-    "transformer": ", KV cache",
-    "musemorphose": ", KV cache",
-    "performance_rnn": ", carried LSTM state",
-}
 Log = Callable[[str], None]
 
 
@@ -291,7 +285,7 @@ def ship_model(
         index, _ = OriginalityIndex.from_files(train_paths, source=f"{data_dir.name}:train")
         index.save(staging / "originality.npz")
 
-        is_gan = ckpt.model_name == "musegan"
+        is_gan = isinstance(ckpt.model, MuseGAN)
         likelihood, gan_tables, morph = None, None, None
         if isinstance(ckpt.model, MuseMorphose):  # a VAE: reconstruction NLL, and its transfer measures
             log("MuseMorphose: reconstruction NLL, attribute control and fidelity on the test split")
@@ -352,16 +346,13 @@ def sample_and_evaluate(
     ``model_dir/evaluation``, and return the evaluation and the sampling speed for the card."""
     log(f"sampling {options.n_samples} pieces")
     loaded = get_model(model_dir, precision=precision)
-    is_gan = loaded.family == "musegan"
+    family = family_of(loaded)
+    is_gan = isinstance(loaded.checkpoint.model, MuseGAN)
+    length = family.length(options.bars, options.seconds)
     samples_dir = Path(tempfile.mkdtemp(prefix="museforge-samples-"))
     try:
         sampled_tokens, sampled_bars, sample_seconds = 0, 0, 0.0
         for i, style in enumerate(_styles_for_samples(data_dir, loaded.styles, options.n_samples)):
-            length = (
-                {"bars": options.bars}
-                if loaded.family in ("transformer", "musegan", "musemorphose")
-                else {"seconds": options.seconds}
-            )
             song = generate_song(
                 loaded, style=style, seed=options.seed + i, originality_index=index, **length
             )[0]
@@ -384,6 +375,8 @@ def sample_and_evaluate(
         "unit": "bars/s" if is_gan else "tokens/s",
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
         "precision": loaded.sampler(1)[1],
+        "settings": family.sampling_summary(family.resolve(family.parse(length), model_info(model_dir))),
+        "decoding": family.decoding_state,
     }
     return evaluation, sampling
 
@@ -422,7 +415,7 @@ def resample_card(
         (model_dir / "evaluation" / "transfer.json").write_text(json.dumps(measured, indent=2) + "\n")
     index = OriginalityIndex.load(model_dir / ORIGINALITY_FILE)
     evaluation, sampling = sample_and_evaluate(model_dir, data_dir, index, options, precision, log)
-    fresh = _samples_lines(options, loaded.family, evaluation.report, sampling)
+    fresh = _samples_lines(options, evaluation.report, sampling)
     fresh[1:1] = [stamp, ""]
     card = _replace_sections(card, SAMPLES_HEADING, CONFIG_HEADING, fresh)
     tmp = card_path.with_suffix(".md.tmp")
@@ -624,15 +617,6 @@ def _musemorphose_lines(section: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _sample_settings(model: str, options: ShipOptions) -> str:
-    """How the card's samples were drawn, in the family's own terms."""
-    if model == "musegan":
-        return f"{options.bars} bars each, notes where the generator's output is above 0"
-    if model == "performance_rnn":
-        return f"{options.seconds:.0f} s each, temperature 1.0, top-p 0.95"
-    return f"{options.bars} bars each, temperature 1.0, top-p 0.95"
-
-
 def _likelihood_lines(likelihood: dict[str, Any], training: dict[str, Any]) -> list[str]:
     of = likelihood.get("split_pieces", likelihood["n_sequences"])
     sample = "" if of == likelihood["n_sequences"] else f" (a seeded random sample of {of})"
@@ -687,13 +671,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else str(value)
 
 
-def _samples_lines(
-    options: ShipOptions, family: str, report: dict[str, Any], sampling: dict[str, Any]
-) -> list[str]:
+def _samples_lines(options: ShipOptions, report: dict[str, Any], sampling: dict[str, Any]) -> list[str]:
     """The card's "Samples against held-out music" and "Sampling speed" sections."""
     lines = [
         SAMPLES_HEADING,
-        f"{options.n_samples} samples ({_sample_settings(family, options)}, styles in proportion to the training "
+        f"{options.n_samples} samples ({sampling['settings']}, styles in proportion to the training "
         "data) compared with the test split by `museforge evaluate` (full report in `evaluation/report.html`).",
         "",
         f"- MGEval overall overlap {_fmt(report['overall']['overlap'])}, KL {_fmt(report['overall']['kl'])}",
@@ -717,7 +699,7 @@ def _samples_lines(
         "",
         SPEED_HEADING,
         f"{sampling['rate']} {sampling['unit']} while writing the samples ({sampling['machine']}, batch 1"
-        f"{STEP_STATE.get(family, '')}{weights}).",
+        f"{sampling['decoding']}{weights}).",
         "",
     ]
 
@@ -786,7 +768,7 @@ def render_card(
         *(_likelihood_lines(likelihood, training) if likelihood is not None else []),
         *(_musegan_lines(musegan) if musegan is not None else []),
         *(_musemorphose_lines(musemorphose) if musemorphose is not None else []),
-        *_samples_lines(options, family, report, sampling),
+        *_samples_lines(options, report, sampling),
         CONFIG_HEADING,
         "```json",
         json.dumps(config, indent=2, sort_keys=True),

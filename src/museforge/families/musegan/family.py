@@ -29,6 +29,15 @@ class MuseGANFamily(Family):
     request = MuseGANRequest
     style_word = "genre"
 
+    def sampling_summary(self, request: SongRequest) -> str:
+        assert isinstance(request, MuseGANRequest)
+        notes = (
+            "where the generator's output is above 0"
+            if request.binarize == "threshold"
+            else "sampled per cell"
+        )
+        return f"{request.bars} bars each, notes {notes}"
+
     def model_defaults(self, info: ModelInfo) -> dict[str, Any]:
         return {"style": info.styles[0]} if info.styles else {}
 

@@ -35,6 +35,7 @@ class MuseMorphoseFamily(Family):
     checkpoint_model = "musemorphose"
     request = MuseMorphoseRequest
     half_precision = True
+    decoding_state = ", KV cache"
 
     def model_defaults(self, info: ModelInfo) -> dict[str, Any]:
         """The checkpoint's own temperature and top-p (the paper samples MuseMorphose at 1.2 / 0.9), so every

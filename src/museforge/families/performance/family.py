@@ -23,6 +23,7 @@ class PerformanceFamily(Family):
     checkpoint_model = "performance_rnn"
     aliases = ("performance-rnn",)
     request = PerformanceRequest
+    decoding_state = ", carried LSTM state"
 
     def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:
         if source == "density":

@@ -28,6 +28,7 @@ class RemiFamily(Family):
     aliases = ("remi-transformer",)
     request = RemiRequest
     half_precision = True
+    decoding_state = ", KV cache"
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
         super().check(request, info)
