@@ -9,14 +9,45 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 
 if TYPE_CHECKING:
     from museforge.generation.api import LoadedModel
 
+
+class _LazyCommand(click.Command):
+    """A command listed by its one-line help and built only when it is run (see `_Shell`)."""
+
+    def __init__(self, name: str, short_help: str, build: Callable[[], click.Command]) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+        self.build = build
+
+
+class _Shell(TyperGroup):
+    """The top-level group: its lazy commands are built when resolved to run, never to be listed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lazy = {
+            name: _LazyCommand(name, short_help, build) for name, (short_help, build) in LAZY_COMMANDS.items()
+        }
+        self.commands = {**lazy, **self.commands}  # listed first, as the command people run most
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if isinstance(cmd, _LazyCommand) and name is not None:
+            cmd = self.commands[name] = cmd.build()
+        return name, cmd, rest
+
+
 app = typer.Typer(
+    cls=_Shell,
     help="museforge: symbolic music datasets, models, generation and evaluation.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -729,11 +760,21 @@ def _report_song(song: Any, path: Path, audio: Path | None) -> None:
         )
 
 
-_fixed = [
-    p for p in inspect.signature(generate).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD
-]
-generate.__signature__ = inspect.Signature(_fixed + _request_options())  # type: ignore[attr-defined]
-app.command("generate")(generate)
+def _generate_command() -> click.Command:
+    """``generate`` with its model options read from the families' request types (pydantic), built when the
+    command runs or shows its help, so the other commands and ``museforge --help`` do not pay for them."""
+    from typer.main import get_command_from_info
+    from typer.models import CommandInfo
+
+    fixed = [p for p in inspect.signature(generate).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    generate.__signature__ = inspect.Signature(fixed + _request_options())  # type: ignore[attr-defined]
+    info = CommandInfo(name="generate", callback=generate)
+    return get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=None)
+
+
+LAZY_COMMANDS = {
+    "generate": ("Sample music from a trained model and write it as MIDI (and audio).", _generate_command)
+}
 
 
 def _bar_list(text: str | None) -> list[int] | None:

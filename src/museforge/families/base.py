@@ -108,7 +108,7 @@ class SongRequest(BaseModel):
     """The options every family takes. NaN and infinity (which Python's JSON parser accepts) are refused as not
     finite, so a bound is never compared with them; an option a family does not know is refused by name."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, defer_build=True)
 
     operation: str = Field(
         "generate", description="generate, continue, or a family's own (restyle, accompany)."
