@@ -27,11 +27,16 @@ def test_the_cli_builds_its_options_without_importing_torch():
     assert out.stdout.strip() == "[]"
 
 
+def _script_entry() -> list[str]:
+    """The module and function of the `museforge` script (pyproject.toml's entry point)."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    return tomllib.loads(pyproject.read_text())["project"]["scripts"]["museforge"].split(":")
+
+
 def _run_script(args: list[str], **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run the `museforge` script's entry point (pyproject.toml's) with ARGS in a fresh interpreter: what it
     printed, and which of typer, pydantic and torch it imported."""
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    module, function = tomllib.loads(pyproject.read_text())["project"]["scripts"]["museforge"].split(":")
+    module, function = _script_entry()
     probe = (
         "import json, sys\n"
         f"sys.argv = ['museforge', *{args!r}]\n"
@@ -65,6 +70,18 @@ def test_the_script_lists_models_without_typer_pydantic_or_torch(args):
 def test_the_script_reports_a_missing_models_folder_like_every_error(tmp_path):
     done, _ = _run_script(["models", "list"], MUSEFORGE_MODELS_DIR=str(tmp_path / "absent"))
     assert done.returncode == 2 and "is not a directory" in done.stdout
+
+
+def test_the_script_stops_quietly_when_its_reader_leaves():
+    """`museforge models list --json | head`: exit 1 without a traceback, as typer's commands do."""
+    module, function = _script_entry()
+    code = f"import sys; sys.argv = ['museforge', 'models', 'list', '--json']; import {module}; {module}.{function}()"
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        proc.stdout.close()  # the reader leaves before the listing is written
+        errors = proc.stderr.read()
+    assert proc.returncode == 1 and "Traceback" not in errors, errors
 
 
 def test_data_build_from_music21_and_folder(tmp_path):

@@ -8,6 +8,7 @@ command, and a listing that fails, goes to `museforge.cli`, which prints the sam
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,9 @@ def main() -> None:
             return
         except ValueError:
             pass  # nothing was printed: the full command line reports it, as it reports every error
+        except BrokenPipeError:  # `museforge models list --json | head`: quiet, as under typer
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
     from museforge.cli import app
 
     app()
