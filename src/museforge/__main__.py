@@ -1,3 +1,3 @@
-from museforge.cli import app
+from museforge.cli_entry import main
 
-app()
+main()

@@ -5,7 +5,6 @@ import inspect
 import json
 import os
 from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from museforge.cli_entry import console, show_models
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 
 if TYPE_CHECKING:
@@ -56,25 +56,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, tokenize and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from museforge.machine import ThreadChoice
-
-
-class _LazyConsole:
-    """rich's Console, made on first use: `museforge --help` does without rich."""
-
-    @cached_property
-    def rich(self) -> "Console":
-        from rich.console import Console
-
-        return Console(soft_wrap=True)  # messages stay on one line: greppable, copyable paths
-
-    def print(self, *objects: Any, **options: Any) -> None:
-        self.rich.print(*objects, **options)
-
-
-console = _LazyConsole()
 
 Candidates = Annotated[
     int,
@@ -1030,41 +1012,10 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The shipped models (`$MUSEFORGE_MODELS_DIR` or the repository's models/ folder)."""
-    from rich.table import Table
-
-    from museforge.models.zoo import DEFAULT_MODEL, list_models, models_dir
-
     try:
-        infos = list_models()
-        where = models_dir()
+        show_models(as_json)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    if as_json:
-        print(json.dumps([i.to_dict() for i in infos], indent=2))
-        return
-    if not infos:
-        console.print(f"no models in {where}")
-        return
-    table = Table(title=f"models in {where}")
-    table.add_column("name", no_wrap=True)  # the name is what the user types: never cut it
-    table.add_column("family")
-    for column in ("parameters", "step", "valid NLL"):
-        table.add_column(column, justify="right")
-    table.add_column("styles")
-    table.add_column("size", justify="right")
-    table.add_column("description")
-    for info in infos:
-        table.add_row(
-            info.name + (" (default)" if info.name == DEFAULT_MODEL else ""),
-            info.family,
-            f"{info.parameters / 1e6:.2f}M",
-            str(info.step),
-            "-" if info.valid_nll is None else f"{info.valid_nll:.3f}",
-            ", ".join(info.styles) or "-",
-            f"{info.size_mb:.1f} MB",
-            info.description,
-        )
-    console.print(table)
 
 
 @models_app.command("ship")
