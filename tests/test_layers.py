@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "museforge"
 
-TOP = frozenset({"web", "cli", "__main__"})
+TOP = frozenset({"web", "cli", "cli_entry", "cli_show", "__main__"})
 LAB = "lab"
 FAMILIES = "families"
 # The store's analytics measures the store's own activity (events, ratings, jobs) and reads it through the

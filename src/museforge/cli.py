@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from museforge.cli_entry import console, show_models
+from museforge.cli_show import console, show_models
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 
 if TYPE_CHECKING:
@@ -742,14 +742,16 @@ def _report_song(song: Any, path: Path, audio: Path | None) -> None:
         )
 
 
+_GENERATE_OWN = [p for p in inspect.signature(generate).parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+
 def _generate_command() -> click.Command:
     """``generate`` with its model options read from the families' request types (pydantic), built when the
     command runs or shows its help, so the other commands and ``museforge --help`` do not pay for them."""
     from typer.main import get_command_from_info
     from typer.models import CommandInfo
 
-    fixed = [p for p in inspect.signature(generate).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    generate.__signature__ = inspect.Signature(fixed + _request_options())  # type: ignore[attr-defined]
+    generate.__signature__ = inspect.Signature(_GENERATE_OWN + _request_options())  # type: ignore[attr-defined]
     info = CommandInfo(name="generate", callback=generate)
     return get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=None)
 
