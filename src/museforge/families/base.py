@@ -214,7 +214,7 @@ class Family(ABC):
         return request
 
     def _within(self, request: SongRequest, limits: Limits) -> None:
-        for name, info in request.model_fields.items():
+        for name, info in type(request).model_fields.items():
             meta, value = form_of(info), getattr(request, name)
             if meta is None or meta.cap is None or value is None:
                 continue
