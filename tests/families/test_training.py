@@ -222,3 +222,30 @@ def test_a_run_from_a_checkpoint_keeps_its_size_and_options_without_repeating_th
     )  # fmt: skip
     config = load_checkpoint(changed / "last").config
     assert (config.n_layers, config.dropout) == (1, 0.0)
+
+
+@pytest.mark.parametrize("spelling", ["performance", "performance_rnn", "performance-rnn"])
+def test_train_takes_every_spelling_of_a_family_and_resumes_runs_that_stored_another(
+    dataset, tmp_path, spelling
+):
+    """`museforge train --model` reads the registry's spellings, as `generate` does; run.json records the
+    family's name, and a run.json from before (its checkpoint model's name) still resumes."""
+    out = tmp_path / "run"
+    args = ["train", "--model", spelling, "--data", str(dataset), "--preset", "tiny", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--max-steps", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    request = json.loads((out / "run.json").read_text())
+    assert request["model"] == "performance" and load_checkpoint(out / "last").model_name == "performance_rnn"
+    (out / "run.json").write_text(json.dumps({**request, "model": "performance_rnn"}))
+    resumed = runner.invoke(app, ["train", "--resume", str(out), "--max-steps", "2", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out / "last").step == 2
+
+
+def test_train_refuses_an_unknown_family_naming_the_known_ones(dataset, tmp_path):
+    out = tmp_path / "never"
+    result = runner.invoke(app, ["train", "--model", "gan", "--data", str(dataset), "--out", str(out)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "unknown model family 'gan'" in said
+    assert "families: remi, performance, musemorphose, musegan" in said, said
+    assert not out.exists()  # refused before the run folder is made
