@@ -24,10 +24,10 @@ from torch import nn
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
+from museforge.families import get_family
 from museforge.models.modules import BlockConv3d, BlockConvTranspose3d
 from museforge.models.musegan import MuseGAN, MuseGANConfig
 from museforge.training.gan import PART_TRACKS, GANTrainer, PhraseDataset, pianoroll_config_for
-from museforge.training.recipes import recipe
 from museforge.training.trainer import TrainConfig
 
 SHIPPED = {"binary_neurons": True, "feature_streams": True, "refiner": 2}
@@ -36,7 +36,9 @@ SHIPPED = {"binary_neurons": True, "feature_streams": True, "refiner": 2}
 def build_model(block_convs: bool) -> MuseGAN:
     """The shipped shape from seed 0; without ``block_convs`` each block convolution runs torch's kernel."""
     small = {
-        k: v for k, v in recipe("musegan", "small").model.items() if k in MuseGANConfig.__dataclass_fields__
+        k: v
+        for k, v in get_family("musegan").recipe("small").model.items()
+        if k in MuseGANConfig.__dataclass_fields__
     }
     torch.manual_seed(0)
     model = MuseGAN(MuseGANConfig(n_tracks=4, genres=("chorale",), **small, **SHIPPED))
@@ -54,7 +56,7 @@ def step_seconds(data: PhraseDataset, block_convs: bool, steps: int) -> float:
         # the small preset's batch, n_critic, Adam and fp32, as `museforge train` uses them
         config = TrainConfig.from_dict(
             {
-                **recipe("musegan", "small").train,
+                **get_family("musegan").recipe("small").train,
                 "out_dir": out,
                 "max_steps": steps + 1,
                 "epochs": 10**6,

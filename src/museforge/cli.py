@@ -498,16 +498,27 @@ def originality_check(
         raise typer.Exit(code=NEAR_COPY_EXIT)
 
 
+def _family_names() -> list[str]:
+    from museforge.families import family_names
+
+    return family_names()
+
+
 @app.command("train")
 def train(
     model: Annotated[
-        str, typer.Option(help="Model family: transformer, performance_rnn, musemorphose or musegan.")
-    ] = "transformer",
+        str,
+        typer.Option(
+            help=f"Model family: {', '.join(_family_names())} (or another spelling of one, e.g. performance-rnn)."
+        ),
+    ] = _family_names()[0],
     data: Annotated[
         Path | None, typer.Option(help="A dataset folder made by `museforge data build`.")
     ] = None,
-    preset: Annotated[str, typer.Option(help="Size: tiny, small or base.")] = "small",
-    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<model>-<preset>).")] = None,
+    preset: Annotated[
+        str, typer.Option(help="Size: one of the family's presets (tiny, small, base).")
+    ] = "small",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<family>-<preset>).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run folder exactly where it stopped.")
     ] = None,
@@ -573,8 +584,9 @@ def train(
     Runs on several GPUs or machines unchanged under torchrun (e.g. `torchrun --nproc-per-node 2 -m museforge
     train ...`).
     """
+    from museforge.families import get_family
+    from museforge.families.training import resume_run, start_run
     from museforge.training.distributed import select_device
-    from museforge.training.recipes import resume_run, start_run
 
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's trainers on this machine
     _threads(threads, share=local_processes)
@@ -586,7 +598,7 @@ def train(
         else:
             if data is None:
                 raise _fail("--data is required (or --resume RUN_DIR)")
-            out = out or Path("runs") / f"{model}-{preset}"
+            out = out or Path("runs") / f"{get_family(model).name}-{preset}"
             model_overrides = _json_object(model_config, "--model-config") if model_config else None
             overrides = {
                 k: v

@@ -24,12 +24,9 @@ STILL_OUTSIDE: dict[str, str] = {
     "models/performance_rnn.py": "its checkpoint name; moves to families/performance/model.py",
     "models/musemorphose.py": "its checkpoint name; moves to families/musemorphose/model.py",
     "models/musegan.py": "its checkpoint name; moves to families/musegan/model.py",
-    "lab/model_card.py": "family-specific card sections; they become each family's card hook",
     "models/zoo.py": "DEFAULT_MODEL names the shipped model the app opens on, which is named after its family",
     "metrics/evaluate.py": "the report's 'musegan' section is the MuseGAN paper's metric table, named after the paper",
     "metrics/report.py": "renders that 'musegan' metric table",
-    "training/recipes.py": "the presets and the prepare_training ladder; moving into families/<name>/train.py",
-    "cli.py": "train's default --model; goes with the training hooks",
 }
 
 

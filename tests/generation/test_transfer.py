@@ -17,6 +17,7 @@ from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
 from museforge.families import generate_song, restyle_song
+from museforge.families.training import prepare_training
 from museforge.generation.api import clear_model_cache, get_model, half_precision_kl
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
@@ -39,7 +40,6 @@ from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
 from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.attributes import AttributeBoundaries, bar_bounds
-from museforge.training.recipes import prepare_training
 
 pytestmark = pytest.mark.xdist_group("musemorphose")
 runner = CliRunner()

@@ -11,11 +11,11 @@ from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
 from museforge.families import generate_song
+from museforge.families.training import resume_run, start_run
 from museforge.generation.api import clear_model_cache, get_model
 from museforge.lab.model_card import _epochs, _stop_line, heldout_likelihood, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models
-from museforge.training.recipes import resume_run, start_run
 
 pytestmark = pytest.mark.xdist_group("model_card")
 runner = CliRunner()

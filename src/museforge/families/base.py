@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
+    from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 MAX_SEED = 2**31 - 1
 MAX_SAMPLES = 64  # one request's songs; a deployment caps it lower (`Limits.max_samples`)
@@ -164,6 +165,7 @@ class Family(ABC):
     half_precision: ClassVar[bool] = False  # whether float16 weights can sample it (`get_model`'s precision)
     style_word: ClassVar[str] = "style"  # what its styles are called (a MuseGAN's are genres)
     decoding_state: ClassVar[str] = ""  # what sampling carries from one step to the next, as the card says it
+    tokenizer: ClassVar[str]  # what its training data is cut with (a `museforge.tokenizers.TOKENIZERS` name)
 
     @property
     def operations(self) -> tuple[Operation, ...]:
@@ -332,3 +334,32 @@ class Family(ABC):
     ) -> list[GeneratedSong]:
         """Songs for a resolved request (see `resolve`); ``source`` is the piece a continue, re-style or
         accompany starts from."""
+
+    # Training: each family's ``train.py`` holds its presets and recipe, imported only to train (it needs torch).
+
+    @property
+    @abstractmethod
+    def presets(self) -> dict[str, Recipe]:
+        """The family's training presets by name: model size, window and training knobs."""
+
+    @property
+    @abstractmethod
+    def data_fields(self) -> frozenset[str]:
+        """Model-config fields its recipe takes from the data, never from a checkpoint it fine-tunes."""
+
+    @property
+    def data_filters(self) -> frozenset[str]:
+        """Model overrides that choose the training data rather than the model; none by default."""
+        return frozenset()
+
+    def recipe(self, preset: str) -> Recipe:
+        """The preset called ``preset``, or a `ValueError` listing the family's presets."""
+        if preset not in self.presets:
+            raise ValueError(f"unknown preset {preset!r} for {self.name}; known: {', '.join(self.presets)}")
+        return self.presets[preset]
+
+    @abstractmethod
+    def prepare_training(
+        self, data_dir: Path, preset: str, out_dir: Path, options: RunOptions
+    ) -> TrainingRun:
+        """Tokenize ``data_dir`` if needed and build the datasets, model and trainer of ``preset``."""

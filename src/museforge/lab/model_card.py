@@ -28,7 +28,7 @@ from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.defaults import DEFAULT_GUIDANCE
-from museforge.families import family_of, generate_song
+from museforge.families import family_of, generate_song, get_family
 from museforge.generation.api import LoadedModel, get_model
 from museforge.generation.musemorphose import (
     KEPT_CLASS_WEIGHT,
@@ -50,7 +50,6 @@ from museforge.tokenizers import PerformanceTokenizer
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.tokenizers.remi import RemiTokenizer
 from museforge.training.gan import musegan_tables
-from museforge.training.recipes import recipe
 from museforge.training.trainer import TrainConfig, counts_as_gain
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
@@ -104,7 +103,7 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     best = evals[best_index] if best_index is not None else None
     tps = [float(r["tokens_per_s"]) for r in train if r.get("tokens_per_s")]
     request = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    planned = recipe(request["model"], request["preset"]).train if request else {}
+    planned = get_family(request["model"]).recipe(request["preset"]).train if request else {}
     config = TrainConfig.from_dict({**planned, **request.get("train_overrides", {})})  # as prepare_training
     since_best = len(evals) - 1 - best_index if best_index is not None else None
     reference, since_gain = None, 0  # the trainer's patience count, replayed over the logged evaluations
@@ -436,7 +435,10 @@ def _replace_sections(card: str, first: str, stop: str, lines: list[str]) -> str
 def _musegan_tables(run_dir: Path, ckpt: Checkpoint, data_dir: Path, options: ShipOptions) -> dict[str, Any]:
     """`musegan_tables` with the phrase filters the run trained with (its recipe and model overrides)."""
     request = json.loads((run_dir / "run.json").read_text())
-    filters = {**recipe("musegan", request["preset"]).model, **request.get("model_overrides", {})}
+    filters = {
+        **get_family(request["model"]).recipe(request["preset"]).model,
+        **request.get("model_overrides", {}),
+    }
     tokenizer = PianoRollTokenizer.from_state_dict(ckpt.tokenizer)
     assert isinstance(ckpt.model, MuseGAN) and isinstance(tokenizer, PianoRollTokenizer)
     return musegan_tables(ckpt.model, tokenizer, data_dir, filters, bars=options.gan_bars, seed=options.seed)

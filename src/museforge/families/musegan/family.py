@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
+    from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 
 class MuseGANFamily(Family):
@@ -27,6 +28,7 @@ class MuseGANFamily(Family):
     label = "MuseGAN"
     checkpoint_model = "musegan"
     request = MuseGANRequest
+    tokenizer = "pianoroll"
     style_word = "genre"
 
     def sampling_summary(self, request: SongRequest) -> str:
@@ -100,3 +102,28 @@ class MuseGANFamily(Family):
 
         assert isinstance(request, MuseGANRequest)
         return sample_musegan(loaded, request, source, progress, originality)
+
+    @property
+    def presets(self) -> dict[str, Recipe]:
+        from museforge.families.musegan.train import PRESETS
+
+        return PRESETS
+
+    @property
+    def data_fields(self) -> frozenset[str]:
+        from museforge.families.musegan.train import DATA_FIELDS
+
+        return DATA_FIELDS
+
+    @property
+    def data_filters(self) -> frozenset[str]:
+        from museforge.families.musegan.train import DATA_FILTERS
+
+        return DATA_FILTERS
+
+    def prepare_training(
+        self, data_dir: Path, preset: str, out_dir: Path, options: RunOptions
+    ) -> TrainingRun:
+        from museforge.families.musegan.train import prepare
+
+        return prepare(self.recipe(preset), data_dir, out_dir, options)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
+    from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 
 class MuseMorphoseFamily(Family):
@@ -34,6 +35,7 @@ class MuseMorphoseFamily(Family):
     label = "MuseMorphose"
     checkpoint_model = "musemorphose"
     request = MuseMorphoseRequest
+    tokenizer = "remi"
     half_precision = True
     decoding_state = ", KV cache"
 
@@ -114,3 +116,22 @@ class MuseMorphoseFamily(Family):
                 raise RequestError("restyle needs a source piece")
             return restyle_request(loaded, request, source, progress, originality)
         return sample_musemorphose(loaded, request, source, progress, originality)
+
+    @property
+    def presets(self) -> dict[str, Recipe]:
+        from museforge.families.musemorphose.train import PRESETS
+
+        return PRESETS
+
+    @property
+    def data_fields(self) -> frozenset[str]:
+        from museforge.families.musemorphose.train import DATA_FIELDS
+
+        return DATA_FIELDS
+
+    def prepare_training(
+        self, data_dir: Path, preset: str, out_dir: Path, options: RunOptions
+    ) -> TrainingRun:
+        from museforge.families.musemorphose.train import prepare
+
+        return prepare(self.recipe(preset), data_dir, out_dir, options, self.tokenizer)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
+    from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 
 class PerformanceFamily(Family):
@@ -24,6 +25,7 @@ class PerformanceFamily(Family):
     aliases = ("performance-rnn",)
     request = PerformanceRequest
     decoding_state = ", carried LSTM state"
+    tokenizer = "performance"
 
     def choices(self, source: str, info: ModelInfo) -> list[tuple[str, str]]:
         if source == "density":
@@ -42,3 +44,22 @@ class PerformanceFamily(Family):
 
         assert isinstance(request, PerformanceRequest)
         return sample_performance(loaded, request, source, progress, originality)
+
+    @property
+    def presets(self) -> dict[str, Recipe]:
+        from museforge.families.performance.train import PRESETS
+
+        return PRESETS
+
+    @property
+    def data_fields(self) -> frozenset[str]:
+        from museforge.families.performance.train import DATA_FIELDS
+
+        return DATA_FIELDS
+
+    def prepare_training(
+        self, data_dir: Path, preset: str, out_dir: Path, options: RunOptions
+    ) -> TrainingRun:
+        from museforge.families.performance.train import prepare
+
+        return prepare(self.recipe(preset), data_dir, out_dir, options, self.tokenizer)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from museforge.generation.api import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
+    from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 
 class RemiFamily(Family):
@@ -27,6 +28,7 @@ class RemiFamily(Family):
     checkpoint_model = "transformer"
     aliases = ("remi-transformer",)
     request = RemiRequest
+    tokenizer = "remi"
     half_precision = True
     decoding_state = ", KV cache"
 
@@ -51,3 +53,22 @@ class RemiFamily(Family):
 
         assert isinstance(request, RemiRequest)
         return sample_remi(loaded, request, source, progress, originality)
+
+    @property
+    def presets(self) -> dict[str, Recipe]:
+        from museforge.families.remi.train import PRESETS
+
+        return PRESETS
+
+    @property
+    def data_fields(self) -> frozenset[str]:
+        from museforge.families.remi.train import DATA_FIELDS
+
+        return DATA_FIELDS
+
+    def prepare_training(
+        self, data_dir: Path, preset: str, out_dir: Path, options: RunOptions
+    ) -> TrainingRun:
+        from museforge.families.remi.train import prepare
+
+        return prepare(self.recipe(preset), data_dir, out_dir, options, self.tokenizer)

@@ -1,4 +1,5 @@
-"""Recipes and `museforge train` on a small real dataset: chorales and folk tunes of the music21 corpus."""
+"""Each family's training recipe and `museforge train` on a small real dataset: chorales and folk tunes of the
+music21 corpus."""
 
 import json
 
@@ -11,17 +12,13 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenCache, TokenWindowDataset
+from museforge.families import get_family
+from museforge.families.performance.train import PerformanceControlWindows
+from museforge.families.training import prepare_training, resume_run, start_run
 from museforge.lab.model_card import train_command
 from museforge.models.checkpoint import load_checkpoint
 from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import TOKENIZERS
-from museforge.training.recipes import (
-    PerformanceControlWindows,
-    prepare_training,
-    recipe,
-    resume_run,
-    start_run,
-)
 from museforge.training.trainer import cpu_has_bf16
 
 pytestmark = pytest.mark.xdist_group("recipes")
@@ -41,9 +38,9 @@ def dataset(tmp_path_factory):
 
 def test_unknown_family_or_preset_is_refused():
     with pytest.raises(ValueError, match="unknown model family 'gan'"):
-        recipe("gan", "small")
+        get_family("gan")
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        recipe("transformer", "huge")
+        get_family("transformer").recipe("huge")
 
 
 def test_train_cli_writes_checkpoints_that_load_and_resume(dataset, tmp_path):
@@ -143,7 +140,7 @@ def test_training_windows_are_transposed_versions_of_the_cache(dataset):
 def test_a_transformer_context_is_the_window_it_trains_on(dataset):
     """RoPE does not extrapolate past trained positions, so the model may not claim a longer context."""
     run = prepare_training("transformer", dataset, "tiny", dataset / "unused-run3", device="cpu")
-    assert run.model_config["max_seq_len"] == recipe("transformer", "tiny").seq_len
+    assert run.model_config["max_seq_len"] == get_family("transformer").recipe("tiny").seq_len
     assert run.trainer.train_data.seq_len == run.model_config["max_seq_len"]
     with pytest.raises(ValueError, match="differs from the training window"):
         prepare_training(
@@ -225,3 +222,30 @@ def test_a_run_from_a_checkpoint_keeps_its_size_and_options_without_repeating_th
     )  # fmt: skip
     config = load_checkpoint(changed / "last").config
     assert (config.n_layers, config.dropout) == (1, 0.0)
+
+
+@pytest.mark.parametrize("spelling", ["Performance-RNN", "performance_rnn", "performance-rnn"])
+def test_train_takes_every_spelling_of_a_family_and_resumes_runs_that_stored_another(
+    dataset, tmp_path, spelling
+):
+    """`museforge train --model` reads the registry's spellings, as `generate` does; run.json records the
+    family's name, and a run.json from before (its checkpoint model's name) still resumes."""
+    out = tmp_path / "run"
+    args = ["train", "--model", spelling, "--data", str(dataset), "--preset", "tiny", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--max-steps", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    request = json.loads((out / "run.json").read_text())
+    assert request["model"] == "performance_rnn" and load_checkpoint(out / "last").model_name == "performance_rnn"
+    (out / "run.json").write_text(json.dumps({**request, "model": "performance_rnn"}))
+    resumed = runner.invoke(app, ["train", "--resume", str(out), "--max-steps", "2", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out / "last").step == 2
+
+
+def test_train_refuses_an_unknown_family_naming_the_known_ones(dataset, tmp_path):
+    out = tmp_path / "never"
+    result = runner.invoke(app, ["train", "--model", "gan", "--data", str(dataset), "--out", str(out)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "unknown model family 'gan'" in said
+    assert "families: remi_transformer, performance_rnn, musemorphose, musegan" in said, said
+    assert not out.exists()  # refused before the run folder is made
