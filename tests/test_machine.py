@@ -74,7 +74,15 @@ def test_generate_says_which_threads_and_precision_it_ran(tmp_path):
 
 
 def test_the_command_line_imports_no_model_library_until_a_model_runs():
-    heavy = ("torch", "scipy", "miditok", "huggingface_hub", "rich.markdown", "pydantic", "museforge.families")
+    heavy = (
+        "torch",
+        "scipy",
+        "miditok",
+        "huggingface_hub",
+        "rich.markdown",
+        "pydantic",
+        "museforge.families",
+    )
     code = (
         "import sys, json\n"
         "from museforge.cli import app\n"

@@ -235,7 +235,10 @@ def test_train_takes_every_spelling_of_a_family_and_resumes_runs_that_stored_ano
     result = runner.invoke(app, [*args, "--max-steps", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     request = json.loads((out / "run.json").read_text())
-    assert request["model"] == "performance_rnn" and load_checkpoint(out / "last").model_name == "performance_rnn"
+    assert (
+        request["model"] == "performance_rnn"
+        and load_checkpoint(out / "last").model_name == "performance_rnn"
+    )
     (out / "run.json").write_text(json.dumps({**request, "model": "performance_rnn"}))
     resumed = runner.invoke(app, ["train", "--resume", str(out), "--max-steps", "2", "--device", "cpu"])
     assert resumed.exit_code == 0, resumed.output
