@@ -176,7 +176,7 @@ class EncoderBlock(nn.Module):
 
 class MuseMorphose(nn.Module):
     """``forward(batch) -> (logits [B, T, V], mu [B, N, Z], logvar [B, N, Z])`` with the batch of
-    `museforge.training.vae.collate_segments`; `encode`, `conditions` and `decode` serve generation."""
+    `museforge.data.musemorphose.collate_segments`; `encode`, `conditions` and `decode` serve generation."""
 
     config_class = MuseMorphoseConfig
 
