@@ -498,20 +498,8 @@ def originality_check(
         raise typer.Exit(code=NEAR_COPY_EXIT)
 
 
-def _family_names() -> list[str]:
-    from museforge.families import family_names
-
-    return family_names()
-
-
-@app.command("train")
 def train(
-    model: Annotated[
-        str,
-        typer.Option(
-            help=f"Model family: {', '.join(_family_names())} (or another spelling of one, e.g. performance-rnn)."
-        ),
-    ] = _family_names()[0],
+    model: Annotated[str, typer.Option(help="Model family.")],
     data: Annotated[
         Path | None, typer.Option(help="A dataset folder made by `museforge data build`.")
     ] = None,
@@ -757,19 +745,46 @@ def _report_song(song: Any, path: Path, audio: Path | None) -> None:
 _GENERATE_OWN = [p for p in inspect.signature(generate).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
 
-def _generate_command() -> click.Command:
-    """``generate`` with its model options read from the families' request types (pydantic), built when the
-    command runs or shows its help, so the other commands and ``museforge --help`` do not pay for them."""
+def _command(name: str, callback: Callable[..., None], parameters: list[inspect.Parameter]) -> click.Command:
+    """A typer command over ``callback`` with these parameters in place of those it was written with."""
     from typer.main import get_command_from_info
     from typer.models import CommandInfo
 
-    generate.__signature__ = inspect.Signature(_GENERATE_OWN + _request_options())  # type: ignore[attr-defined]
-    info = CommandInfo(name="generate", callback=generate)
+    callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    info = CommandInfo(name=name, callback=callback)
     return get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=None)
 
 
+def _generate_command() -> click.Command:
+    """``generate`` with its model options read from the families' request types (pydantic), built when the
+    command runs or shows its help, so the other commands and ``museforge --help`` do not pay for them."""
+    return _command("generate", generate, _GENERATE_OWN + _request_options())
+
+
+def _train_command() -> click.Command:
+    """``train`` with the registry's family names in ``--model``'s help, the first as its default; built when
+    run, as the registry imports every family's request type."""
+    from museforge.families import family_names
+
+    names = family_names()
+    model = inspect.Parameter(
+        "model",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=names[0],
+        annotation=Annotated[
+            str,
+            typer.Option(
+                help=f"Model family: {', '.join(names)} (or another spelling of one, e.g. performance-rnn)."
+            ),
+        ],
+    )
+    own = inspect.signature(train).parameters.values()
+    return _command("train", train, [model if p.name == "model" else p for p in own])
+
+
 LAZY_COMMANDS = {
-    "generate": ("Sample music from a trained model and write it as MIDI (and audio).", _generate_command)
+    "generate": ("Sample music from a trained model and write it as MIDI (and audio).", _generate_command),
+    "train": ("Train a model family on a dataset.", _train_command),
 }
 
 

@@ -1,9 +1,11 @@
 """Shipping a run: a tiny Transformer trained here on real chorales and folk tunes, shipped through the CLI."""
 
 import json
+import shlex
 
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from museforge.cli import app
@@ -43,8 +45,13 @@ def test_training_summary_and_command_come_from_the_run(run):
     assert summary["steps"] == 15 and summary["best_eval_step"] is not None
     assert summary["eval_curve"][-1][0] == 15
     command = train_command(json.loads((out / "run.json").read_text()))
-    assert command.startswith("museforge train --model transformer --preset tiny --data ")
-    assert "--max-steps 15" in command
+    assert command.startswith("museforge train --model remi_transformer --preset tiny --data ")  # the family's name
+    assert "--max-steps 15" in command and "--progress" not in command  # only options `train` takes
+    shell = typer.main.get_command(app)
+    context = shell.make_context("museforge", ["train"])
+    _, train, rest = shell.resolve_command(context, shlex.split(command)[1:])
+    parsed = train.make_context("train", rest).params  # the recorded command parses as `train` reads it
+    assert (parsed["model"], parsed["preset"], parsed["max_steps"]) == ("remi_transformer", "tiny", 15)
     assert summary["stages"] == [] and "init_without_log" not in summary
 
 
@@ -202,7 +209,7 @@ def test_ship_writes_a_measured_card_and_a_usable_model(run, tmp_path, monkeypat
     report = json.loads((shipped / "evaluation" / "report.json").read_text())
     assert report["n_generated"] == 3 and report["n_reference"] == n_test
     assert f"overlap {report['overall']['overlap']:.3f}" in card
-    assert "museforge train --model transformer" in card
+    assert "museforge train --model remi_transformer" in card and "Family `remi_transformer`" in card
     index = OriginalityIndex.load(shipped / "originality.npz")
     assert index.n_pieces == len(load_manifest(data, "train"))
 

@@ -179,6 +179,20 @@ def _stop_line(training: dict[str, Any]) -> str:
     )
 
 
+TRAIN_FLAGS = {
+    "max_steps": "max-steps",
+    "epochs": "epochs",
+    "batch_size": "batch-size",
+    "lr": "lr",
+    "patience": "patience",
+    "min_delta": "min-delta",
+    "checkpoint_every": "checkpoint-every",
+    "seed": "seed",
+    "num_workers": "loader-workers",
+    "precision": "precision",
+}  # TrainConfig field -> `museforge train` option
+
+
 def train_command(request: dict[str, Any]) -> str:
     """The `museforge train` command line that a run.json records."""
     flags = {
@@ -187,9 +201,9 @@ def train_command(request: dict[str, Any]) -> str:
         "data": request["data_dir"],
         "transpose": request.get("max_shift", 6),
     }
-    names = {"max_steps": "max-steps", "batch_size": "batch-size", "num_workers": "loader-workers"}
     for key, value in request.get("train_overrides", {}).items():
-        flags[names.get(key, key.replace("_", "-"))] = value
+        if key in TRAIN_FLAGS:  # the rest (e.g. progress) are the Python API's, not the command line's
+            flags[TRAIN_FLAGS[key]] = value
     if request.get("init_from"):
         flags["init"] = request["init_from"]
     if request.get("model_overrides"):
@@ -305,7 +319,7 @@ def ship_model(
             options.command = train_command(json.loads((run_dir / "run.json").read_text()))
         card = render_card(
             options,
-            ckpt.model_name,
+            get_family(ckpt.model_name).name,
             ckpt.config.to_dict(),
             ckpt.tokenizer,
             dataset_stats(data_dir),
