@@ -63,6 +63,19 @@ def test_rebuild_converts_only_new_or_changed_files_and_dedupes(tmp_path):
     assert len(list((out / "midi").glob("*/*.mid"))) == 5
 
 
+def test_prune_drops_what_is_not_offered_any_more_and_only_with_prune(tmp_path):
+    src, out = _source(tmp_path), tmp_path / "ds"
+    build_dataset(folder_units(src), out, BuildOptions(workers=1, progress=False))
+    melody = next(r for r in load_manifest(out) if r.title == "Melody")
+    (src / "single_track.mid").unlink()
+    kept = build_dataset(folder_units(src), out, BuildOptions(workers=1, progress=False))
+    assert kept.pruned == 0 and melody.id in {r.id for r in load_manifest(out)}  # a build never forgets by default
+    pruned = build_dataset(folder_units(src), out, BuildOptions(workers=1, progress=False, prune=True))
+    assert pruned.pruned == 1 and pruned.pieces == 3 and pruned.converted == 0
+    assert melody.id not in {r.id for r in load_manifest(out)} and not melody.midi_path(out).exists()
+    assert all("single_track" not in row["key"] for row in read_jsonl(out / "sources.jsonl"))
+
+
 def test_music21_build_labels_styles_and_metadata(tmp_path):
     units = music21_units(["bach", "essenFolksong", "oneills1850"])
     report = build_dataset(units, tmp_path / "ds", BuildOptions(limit=3, workers=2, progress=False))

@@ -48,6 +48,7 @@ class BuildOptions:
     valid: float = 0.1
     test: float = 0.1
     progress: bool = True
+    prune: bool = False  # drop units (and their pieces) an earlier build had that are not offered any more
 
 
 @dataclass
@@ -58,6 +59,7 @@ class BuildReport:
     cached: int = 0
     new_pieces: int = 0
     duplicates: int = 0
+    pruned: int = 0  # units dropped because they were not offered any more (`BuildOptions.prune`)
     rejected: int = 0  # units of the dataset that could not become pieces (this build's and earlier ones)
     pieces: int = 0
     seconds: float = 0.0
@@ -158,6 +160,10 @@ def build_dataset(units: list[SourceUnit], out: Path, options: BuildOptions | No
     report = BuildReport(out=out, units=len(units))
 
     sources = {row["key"]: row for row in read_jsonl(out / SOURCES)}
+    if options.prune:
+        offered = {su.key for su in units}
+        report.pruned = sum(1 for key in sources if key not in offered)
+        sources = {key: row for key, row in sources.items() if key in offered}
     records = {row["id"]: PieceRecord.from_dict(row) for row in read_jsonl(out / MANIFEST)}
     jobs: list[tuple[SourceUnit, str]] = []
     for su in units:
