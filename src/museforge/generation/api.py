@@ -35,7 +35,7 @@ from museforge.models.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoin
 from museforge.models.musegan import MuseGAN
 from museforge.models.musemorphose import MuseMorphose
 from museforge.models.transformer import TransformerLM
-from museforge.models.zoo import ORIGINALITY_FILE, resolve_model
+from museforge.models.zoo import ORIGINALITY_FILE, locate_model
 from museforge.tokenizers import TOKENIZERS
 from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
 from museforge.tokenizers.base import TokenTokenizer
@@ -71,10 +71,13 @@ class LoadedModel:
     half: TransformerLM | MuseMorphose | None = None  # a float16 copy, for batches up to ``half_up_to``
     half_up_to: int = 0
     precision_decision: PrecisionDecision | None = None  # what "auto" measured and chose, None otherwise
+    version: int | None = None  # the registry version of a shipped model (None: a folder given by path)
 
-    def precision_params(self, batch: int) -> dict[str, str]:
-        """A song's record of its precision, and under "auto" of the decision and its measurements."""
-        made = {"precision": self.sampler(batch)[1]}
+    def precision_params(self, batch: int) -> dict[str, Any]:
+        """A song's record of the model version and precision that made it (under "auto", of the decision)."""
+        made: dict[str, Any] = {"precision": self.sampler(batch)[1]}
+        if self.version is not None:
+            made["version"] = self.version
         if self.precision_decision is not None:
             made["precision_decision"] = str(self.precision_decision)
         return made
@@ -171,7 +174,8 @@ def get_model(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    path = resolve_model(name_or_path).resolve()
+    path, name, version = locate_model(name_or_path)
+    path = path.resolve()
     dev = torch.device(device)
     key = (str(path), str(dev), precision, (path / "model.safetensors").stat().st_mtime)
     with _CACHE_LOCK:
@@ -186,10 +190,9 @@ def get_model(
         tokenizer = _tokenizer_from_state(ckpt.tokenizer, path)
         index_file = path / ORIGINALITY_FILE
         index = OriginalityIndex.load(index_file) if index_file.is_file() else None
-        name = path.name  # the shipped name however it was spelled
         up_to = HALF_AUTO_MAX_BATCH if precision == "auto" else HALF_ALWAYS
         loaded = LoadedModel(
-            name, path, ckpt, tokenizer, dev, index, half, up_to if half is not None else 0, decision
+            name, path, ckpt, tokenizer, dev, index, half, up_to if half is not None else 0, decision, version
         )
         for old in [k for k in _CACHE if k[:3] == key[:3]]:  # an older version of the same weights
             del _CACHE[old]

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import museforge
+from museforge.machine import var_dir
 from museforge.models.checkpoint_files import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError
+from museforge.models.versions import Registry
 
 DEFAULT_MODEL = "remi-transformer"
 MODELS_DIR_ENV = "MUSEFORGE_MODELS_DIR"
@@ -89,12 +91,18 @@ def _spelling(name: str) -> str:
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """The checkpoint directory for a shipped model name or a checkpoint directory path."""
+    """The checkpoint directory for a shipped model name (its production version) or a checkpoint directory."""
+    return locate_model(name_or_path)[0]
+
+
+def locate_model(name_or_path: str | Path) -> tuple[Path, str, int | None]:
+    """The checkpoint directory, the model's name and the registry version serving it: a shipped name gives its
+    production version (see `museforge.models.versions`); a directory given by path is itself, unversioned."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not _is_checkpoint(path):
             raise ModelNotFoundError(f"{path} is not a model checkpoint (no {CONFIG_FILE} or {WEIGHTS_FILE})")
-        return path
+        return path, path.name, None
     name = str(name_or_path)
     try:
         known = model_names()
@@ -104,11 +112,18 @@ def resolve_model(name_or_path: str | Path) -> Path:
         ) from exc
     spelled = {_spelling(k): k for k in known}  # remi_transformer, Remi-Transformer: one model
     if _spelling(name) in spelled:
-        return models_dir() / spelled[_spelling(name)]
+        shipped = spelled[_spelling(name)]
+        serving = registry().serving(shipped)
+        return (models_dir() / shipped, shipped, 1) if serving is None else (serving[0], shipped, serving[1])
     listing = ", ".join(known) if known else f"none in {models_dir()}"
     raise ModelNotFoundError(
         f"unknown model {name!r}; shipped models: {listing}; or pass a checkpoint directory"
     )
+
+
+def registry() -> Registry:
+    """The versions the lab made (``$MUSEFORGE_VAR_DIR/resource/registry``) over the shipped models."""
+    return Registry(var_dir() / "resource" / "registry", models_dir())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -202,8 +217,10 @@ __all__ = [
     "ModelInfo",
     "ModelNotFoundError",
     "list_models",
+    "locate_model",
     "model_info",
     "model_names",
     "models_dir",
+    "registry",
     "resolve_model",
 ]
