@@ -3,8 +3,9 @@
 Arrivals go through `museforge data build` itself (the same readers, limits, rejects report, incremental
 cache and stable per-family splits) into one dataset folder, ``var/resource/received``. Each new piece is
 then judged: a piece with the same notes as one of the corpus (or an earlier arrival) is a duplicate, a
-near-copy of a training piece (the production model's originality index) is a copy, and both are dropped;
-a piece without a sender's label gets the style classifier's. What stays is recorded with its provenance.
+near-copy of a training piece (the production model's originality index) is a copy, a piece unlike any music
+the corpus knows (random notes) is an outlier, and all three are dropped; a piece without a sender's label
+gets the style classifier's. What stays is recorded with its provenance.
 An arrival that is no longer offered (its file left the inbox, its owner withdrew consent) is removed with
 its pieces at the next ingest, so it never reaches another dataset.
 
@@ -92,6 +93,7 @@ class IngestReport:
     accepted: list[str] = field(default_factory=list)
     duplicates: int = 0
     copies: int = 0
+    outliers: int = 0  # pieces unlike any music the corpus knows (`StyleClassifier.is_outlier`)
     rejected: int = 0  # arrivals that could not be read (reasons in rejects.jsonl)
     withdrawn: list[str] = field(default_factory=list)
     styles: dict[str, int] = field(default_factory=dict)  # accepted pieces per style
@@ -125,12 +127,13 @@ def ingest(
         if record.id in before:
             kept.append(record)
             continue
-        verdict = _judge(record, received, corpus_ids, index)
+        verdict = _judge(record, received, corpus_ids, index, classifier)
         arrival = by_origin[record.source]
         decisions.append({"id": record.id, "origin": arrival.origin, "decision": verdict or "accepted"})
         if verdict is not None:
             report.duplicates += verdict == "duplicate"
             report.copies += verdict == "copy"
+            report.outliers += verdict == "outlier"
             continue
         provenance[record.id] = _label(record, arrival, received, classifier)
         kept.append(record)
@@ -157,15 +160,20 @@ def _units(arrivals: list[Arrival], limits: ReaderLimits) -> list[SourceUnit]:
 
 
 def _judge(
-    record: PieceRecord, received: Path, corpus_ids: set[str], index: OriginalityIndex | None
+    record: PieceRecord,
+    received: Path,
+    corpus_ids: set[str],
+    index: OriginalityIndex | None,
+    classifier: StyleClassifier | None,
 ) -> str | None:
-    """``"duplicate"``, ``"copy"`` or None for a piece worth keeping."""
+    """``"duplicate"``, ``"copy"``, ``"outlier"`` or None for a piece worth keeping."""
     if record.id in corpus_ids:
         return "duplicate"
-    if index is not None:
-        score = symusic.Score(str(record.midi_path(received)))
-        if index.holds(score) or is_near_copy(check_originality(score, index)):
-            return "copy"
+    score = symusic.Score(str(record.midi_path(received)))
+    if index is not None and (index.holds(score) or is_near_copy(check_originality(score, index))):
+        return "copy"
+    if classifier is not None and classifier.is_outlier(classifier.predict(score)[1]):
+        return "outlier"
     return None
 
 

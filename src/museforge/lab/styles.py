@@ -7,6 +7,11 @@ notes per bar, mean inter-onset interval, pitch range, mean melodic interval, pi
 the 12-bin note-length histogram and the sorted 12-bin pitch-class histogram (a key profile's shape without
 its tonic). Features are standardized over the corpus; a piece gets the style of the nearest style centroid.
 It needs no training loop and no download, fits in seconds, and says how far the piece was from that style.
+
+The same distance finds what is not music of any kind the corpus knows: a piece farther from every centroid
+than `OUTLIER_FACTOR` times the farthest training piece from its own is an outlier. Measured on 16 chorales
+and 16 folk tunes (farthest training piece 6.5 sd): unseen fiddle tunes 4.4-18 sd, Palestrina 4.4-5.1 sd,
+random notes 78-91 sd.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from museforge.metrics.features import piece_features
 
 SCALARS = ("bar_used_note", "avg_ioi", "pitch_range", "avg_pitch_interval", "total_used_pitch")
 UNLABELLED = ("user", "unlabelled", "")  # styles that say nothing about the music
+OUTLIER_FACTOR = 4.0
 
 
 def style_vector(score: symusic.Score) -> np.ndarray:
@@ -48,6 +54,9 @@ class StyleClassifier:
     mean: np.ndarray  # (n_features,)
     scale: np.ndarray  # (n_features,)
     n_pieces: dict[str, int]
+    limit: (
+        float  # distance beyond which a piece is an outlier (`OUTLIER_FACTOR` x the farthest training piece)
+    )
 
     @classmethod
     def fit(cls, records: list[tuple[Path, PieceRecord]], per_style: int = 60) -> StyleClassifier:
@@ -71,8 +80,18 @@ class StyleClassifier:
         mean, scale = matrix.mean(axis=0), matrix.std(axis=0)
         scale[scale == 0] = 1.0
         styles = sorted(by_style)
-        centroids = np.stack([((np.stack(by_style[s]) - mean) / scale).mean(axis=0) for s in styles])
-        return cls(styles, centroids, mean, scale, {s: len(by_style[s]) for s in styles})
+        standardized = {s: (np.stack(by_style[s]) - mean) / scale for s in styles}
+        centroids = np.stack([standardized[s].mean(axis=0) for s in styles])
+        farthest = max(
+            float(np.linalg.norm(standardized[s] - centroids[i], axis=1).max()) for i, s in enumerate(styles)
+        )
+        return cls(
+            styles, centroids, mean, scale, {s: len(by_style[s]) for s in styles}, OUTLIER_FACTOR * farthest
+        )
+
+    def is_outlier(self, distance: float) -> bool:
+        """Whether a `predict` distance is beyond every style's reach (a piece without notes is one too)."""
+        return not distance <= self.limit
 
     def predict(self, score: symusic.Score) -> tuple[str | None, float]:
         """The nearest style and its distance in standard deviations; ``(None, nan)`` for a piece with no notes."""
@@ -90,6 +109,7 @@ class StyleClassifier:
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
             "n_pieces": self.n_pieces,
+            "limit": self.limit,
         }
         path.write_text(json.dumps(data) + "\n", encoding="utf-8")
 
@@ -97,4 +117,4 @@ class StyleClassifier:
     def load(cls, path: Path) -> StyleClassifier:
         data = json.loads(path.read_text(encoding="utf-8"))
         arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("centroids", "mean", "scale")}
-        return cls(data["styles"], n_pieces=data["n_pieces"], **arrays)
+        return cls(data["styles"], n_pieces=data["n_pieces"], limit=data["limit"], **arrays)

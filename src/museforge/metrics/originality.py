@@ -121,6 +121,18 @@ class OriginalityIndex:
 
         return cls.build(scores(), n=n, source=source), failed
 
+    def merged(self, other: OriginalityIndex) -> OriginalityIndex:
+        """One index of both corpora (same n-gram length)."""
+        if other.n != self.n:
+            raise ValueError(f"cannot merge indexes of {self.n}-grams and {other.n}-grams")
+        return OriginalityIndex(
+            hashes=np.union1d(self.hashes, other.hashes),
+            n=self.n,
+            n_pieces=self.n_pieces + other.n_pieces,
+            source=f"{other.source} + {self.source}",
+            piece_ids=self.piece_ids | other.piece_ids,
+        )
+
     def holds(self, score: symusic.Score) -> bool:
         """Whether this exact piece (same notes, same key) was indexed."""
         return content_id(score) in self.piece_ids
