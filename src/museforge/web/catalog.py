@@ -1,15 +1,22 @@
-"""The models the app serves: the shipped checkpoints whose family the app knows, loaded once and shared."""
+"""The models the app serves: the shipped checkpoints whose family the app knows, loaded once and shared.
+
+Each model is served in its production version (`museforge.models.versions`): a version the lab promotes, or
+a rollback, is loaded at the next request that asks for the model, without a restart; a job already running
+keeps the version it started with, and each song records the version that made it.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from museforge.families import Family, Limits, get_family
 from museforge.generation.api import LoadedModel, get_model
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from museforge.models.versions import Registry
 from museforge.models.zoo import DEFAULT_MODEL, ModelInfo, ModelNotFoundError, model_info, models_dir
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,8 @@ class ModelCatalog:
     ) -> None:
         self.skipped: dict[str, str] = {}
         self.models: dict[str, ServedModel] = {}
+        self.device, self.precision, self.cache_dir = device, precision, cache_dir
+        self._switch = threading.Lock()
         try:
             folder = Path(root) if root is not None else models_dir()
         except ModelNotFoundError as exc:
@@ -68,18 +77,41 @@ class ModelCatalog:
         if not folder.is_dir():
             self.skipped["*"] = f"{folder} is not a folder"
             return
+        self.registry = Registry((cache_dir or Path("var")) / "resource" / "registry", folder)
         for path in sorted(p for p in folder.iterdir() if p.is_dir()):
             if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
                 continue
             try:
-                info = model_info(path)
-                family = get_family(info.family)
-                # fp16 is an option of some families only: the others are served in fp32 whatever is set
-                wanted = precision if family.half_precision else "fp32"
-                self.models[info.name] = ServedModel(info, family, get_model(path, device, wanted, cache_dir))
+                serving = self.registry.serving(path.name) or (path, 1)
+                self.models[path.name] = self._load(path.name, *serving)
             except (CheckpointError, ValueError, OSError) as exc:
                 self.skipped[path.name] = str(exc)
                 log.warning("model %s not served: %s", path.name, exc)
+
+    def _load(self, name: str, path: Path, version: int) -> ServedModel:
+        info = model_info(path, name=name)
+        family = get_family(info.family)
+        # fp16 is an option of some families only: the others are served in fp32 whatever is set
+        wanted = self.precision if family.half_precision else "fp32"
+        loaded = get_model(path, self.device, wanted, self.cache_dir)
+        return ServedModel(info, family, replace(loaded, name=name, version=version))
+
+    def _current(self, name: str) -> ServedModel:
+        """The served model in its production version, loading a newly promoted (or rolled back) one; if that
+        cannot be loaded, the version serving now goes on serving and the reason is logged."""
+        served = self.models[name]
+        serving = self.registry.serving(name)
+        if serving is None or serving[1] == served.loaded.version:
+            return served
+        with self._switch:
+            served = self.models[name]
+            if serving[1] != served.loaded.version:
+                try:
+                    served = self.models[name] = self._load(name, *serving)
+                    log.info("model %s: now serving version %d", name, serving[1])
+                except (CheckpointError, ValueError, OSError) as exc:
+                    log.error("model %s: version %d cannot be served (%s)", name, serving[1], exc)
+        return served
 
     @property
     def default_name(self) -> str | None:
@@ -92,4 +124,4 @@ class ModelCatalog:
         if name is None or name not in self.models:
             known = ", ".join(self.models) or "none installed"
             raise UnknownModel(f"unknown model {name!r}; models: {known}")
-        return self.models[name]
+        return self._current(name)

@@ -3,6 +3,7 @@ little vanilla JS (static/app.js) shows the right controls, draws the bar slider
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,7 @@ from museforge.web.uploads import read_upload, upload_limits
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+templates.env.filters["datetime"] = lambda t: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
                  "density": int, "primer_bars": int, "rhythm_shift": int, "polyphony_shift": int,
                  "candidates": int, "guidance": float}  # fmt: skip
@@ -125,14 +127,16 @@ def home(
 
 @router.get("/models/{name}", response_class=HTMLResponse)
 def model_page(name: str, request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
-    """What a model makes (its description), what it can do, and its card: how it was trained and measured."""
-    served = services.catalog.models.get(name)
-    if served is None:
+    """What a model makes (its description), what it can do, its card (how it was trained and measured) and its
+    versions with their gate reports and the data they saw."""
+    if name not in services.catalog.models:
         known = ", ".join(services.catalog.models) or "none installed"
         raise HTTPException(404, f"no model named {name!r}; models: {known}")
+    served = services.catalog.get(name)  # its production version
     path = served.info.path / CARD_FILE
     card = card_html(path.read_text(encoding="utf-8"), served.info.name) if path.is_file() else None
-    return render(request, "model.html", model=served.describe(services.limits), card=card)
+    versions = [v.to_dict() for v in reversed(services.catalog.registry.versions(name))]
+    return render(request, "model.html", model=served.describe(services.limits), card=card, versions=versions)
 
 
 @router.post("/generate")
