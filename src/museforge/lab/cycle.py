@@ -81,14 +81,23 @@ def update(lab: Lab, arrivals: list[Arrival], options: CycleOptions | None = Non
     ``arrivals`` are the uploads offered to the lab (`museforge.lab.receive.upload_arrivals`); the inbox's
     files are added here."""
     options = options or CycleOptions()
+    shipped = lab.registry.path(lab.model, lab.registry.production(lab.model)) / HELDOUT
+    if not (shipped / MANIFEST).is_file():
+        raise ValueError(
+            f"{lab.model} ships no held-out set ({shipped}): the gate would have nothing to compare candidates on "
+            "(make one with museforge.lab.heldout.make_heldout)"
+        )
     with _locked(lab):
         state = _state(lab, log)
         if state is None:
+            started = time.perf_counter()
             production = lab.registry.production(lab.model)
             report = _ingest(lab, production, [*inbox_arrivals(inbox_dir(lab.var)), *arrivals], log)
             if not report.accepted:
                 return _refused(lab, report)
+            ingested = time.perf_counter()
             state = _begin(lab, production, options, report)
+            state["seconds"] = {"ingest": ingested - started, "dataset": time.perf_counter() - ingested}
         return _finish(lab, state, options, log)
 
 
@@ -186,15 +195,20 @@ def _finish(lab: Lab, state: dict[str, Any], options: CycleOptions, log: Log) ->
     """Fine-tune (or resume), add the candidate, gate it, promote or reject; then the cycle is over."""
     parent = lab.registry.get(lab.model, state["parent"])
     parent_dir = lab.registry.path(lab.model, parent)
+    seconds = state.setdefault("seconds", {})
     if state["stage"] == "fine-tune":
+        started = time.perf_counter()
         best = _fine_tune(lab, parent_dir, Path(state["run"]), options, log)
         candidate = lab.registry.add(lab.model, best, parent.number, run=state["run"], data=state["data"])
         _complete(lab, candidate, parent_dir, state)
+        seconds["fine_tune"] = time.perf_counter() - started
         state.update(stage="gate", candidate=candidate.number)
         atomic_write_json(lab.work / STATE, state)
     candidate = lab.registry.get(lab.model, state["candidate"])
     log(f"gating version {candidate.number} against version {parent.number}")
+    started = time.perf_counter()
     metrics = _measure_both(lab, parent, candidate, options.gate)
+    seconds["gate"] = time.perf_counter() - started
     reasons = decide(metrics["production"], metrics["candidate"], options.gate)
     gate = {"reasons": reasons, "settings": options.gate.to_dict(), **metrics}
     lab.registry.update(lab.model, candidate.number, gate=gate, metrics=metrics["candidate"])
@@ -294,7 +308,8 @@ def _result(
     """The cycle's result; a finished cycle is logged and its state cleared."""
     result = {"model": lab.model, "candidate": candidate, "decision": decision, "reasons": reasons,
               "metrics": metrics}  # fmt: skip
-    line = {**result, "cycle": state.get("cycle"), "ingest": state.get("ingest"), "finished": time.time()}
+    line = {**result, "cycle": state.get("cycle"), "ingest": state.get("ingest"), "seconds": state.get("seconds"),
+            "finished": time.time()}  # fmt: skip
     lab.work.mkdir(parents=True, exist_ok=True)
     with (lab.work / CYCLES).open("a", encoding="utf-8") as log:
         log.write(json.dumps(line, default=str) + "\n")

@@ -29,6 +29,7 @@ from museforge.store import FileStore, ModelRecord, open_repository
 from museforge.web.catalog import ModelCatalog
 from museforge.web.deps import Services
 from museforge.web.jobs import JobExecutor, ThreadJobQueue
+from museforge.web.lab_schedule import LabScheduler, lab_models
 from museforge.web.routers import analytics, auth, jobs, models, pages, songs, uploads
 from museforge.web.security import COOKIE_NAME, CookieSigner, load_or_create_secret
 from museforge.web.settings import Settings
@@ -72,9 +73,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.services = services
     services.queue.start()
     services.events.start()
+    lab = LabScheduler(settings, lab_models(settings, services.catalog)) if settings.lab_schedule else None
+    if lab is not None:
+        lab.start()
     try:
         yield
     finally:
+        if lab is not None:
+            await anyio.to_thread.run_sync(lab.stop)
         await anyio.to_thread.run_sync(services.queue.stop)
         await anyio.to_thread.run_sync(services.events.close)
         services.repo.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from museforge.machine import choose_threads
@@ -55,6 +55,30 @@ class Settings(BaseSettings):
         ge=0,
         description="Roll raw analytics events older than this many days into daily counts (0: never).",
     )
+
+    lab_schedule: str | None = Field(
+        None,
+        description="Run the lab's update cycle on a timer: 'HH:MM' (daily, UTC) or 'every N[s|m|h|d]' (off if unset).",
+    )
+    lab_models: str | None = Field(
+        None,
+        description="Models the schedule updates, comma-separated (default: those shipping a held-out set).",
+    )
+    lab_corpus: Path | None = Field(
+        None, description="The dataset the models learned from (default var/resource/datasets/music21)."
+    )
+    lab_max_steps: int = Field(
+        200, ge=1, description="Fine-tuning steps of each scheduled cycle's candidate."
+    )
+
+    @field_validator("lab_schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value:
+            from museforge.lab.schedule import parse_schedule
+
+            parse_schedule(value)  # refused at start-up, with the forms it takes
+        return value or None
 
     def threads_per_worker(self) -> int:
         """Torch threads for one job: the idle CPUs this process may use, shared by the workers so they do not

@@ -1,0 +1,86 @@
+"""The lab on a timer: with ``MUSEFORGE_LAB_SCHEDULE`` set, the server runs `museforge lab update` for each
+model of ``MUSEFORGE_LAB_MODELS`` on that schedule.
+
+Each cycle runs in a child process started by a background thread, never in a request: a fine-tune's memory
+and CPU stay out of the web process, and a crash of it cannot take the app down. Cycles run one after another;
+the lab's own lock also keeps a manual `lab update` of the same model out. When the server stops, a running
+cycle is terminated, and the next cycle resumes it (see `museforge.lab.cycle`). Output goes to
+``var/resource/lab/schedule.log``; each cycle's result to the model's ``cycles.jsonl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from museforge.data.manifest import MANIFEST
+from museforge.lab.heldout import HELDOUT
+from museforge.lab.schedule import parse_schedule
+from museforge.models.zoo import MODELS_DIR_ENV
+from museforge.web.catalog import ModelCatalog
+from museforge.web.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LabScheduler:
+    """The thread that starts `museforge lab update` child processes on the schedule."""
+
+    def __init__(self, settings: Settings, models: list[str]) -> None:
+        assert settings.lab_schedule is not None
+        self.schedule = parse_schedule(settings.lab_schedule)
+        self.settings, self.models = settings, models
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="museforge-lab", daemon=True)
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()  # the next cycle resumes it
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        due = self.schedule.next_run(time.time())
+        while not self._stop.wait(max(0.0, due - time.time())):
+            for model in self.models:
+                if self._stop.is_set():
+                    return
+                self._run(model)
+            due = self.schedule.next_run(time.time())
+
+    def _run(self, model: str) -> None:
+        var = self.settings.var_dir.resolve()
+        command = [sys.executable, "-m", "museforge", "lab", "update", "--model", model,
+                   "--max-steps", str(self.settings.lab_max_steps)]  # fmt: skip
+        if self.settings.lab_corpus is not None:
+            command += ["--corpus", str(self.settings.lab_corpus)]
+        env = {**os.environ, "MUSEFORGE_VAR_DIR": str(var)}
+        if self.settings.models_dir is not None:
+            env[MODELS_DIR_ENV] = str(self.settings.models_dir)
+        log_path = var / "resource" / "lab" / "schedule.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} lab update --model {model}\n".encode())
+            out.flush()
+            self._child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            code = self._child.wait()
+        log.info("lab cycle of %s ended with exit code %d (see %s)", model, code, log_path)
+
+
+def lab_models(settings: Settings, catalog: ModelCatalog) -> list[str]:
+    """The models the schedule updates: ``MUSEFORGE_LAB_MODELS`` (comma-separated), else every served model
+    whose production version ships a held-out set for the gate."""
+    if settings.lab_models:
+        return [m.strip() for m in settings.lab_models.split(",") if m.strip()]
+    return [
+        name for name, served in catalog.models.items() if (served.info.path / HELDOUT / MANIFEST).is_file()
+    ]
