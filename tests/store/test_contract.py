@@ -340,3 +340,52 @@ def test_admins_and_moving_events_on_sign_in(repo):
     assert [r["n"] for r in repo.count_events(by=("kind",), kinds=("play",), listener=me)] == [2]
     assert repo.count_listeners(by=()) == [{"listeners": 1}]
     assert repo.retention(since_day=D0, until_day=D0 + 3, after_days=1) == (1, 1)
+
+
+def test_learning_from_an_upload_is_off_until_its_owner_says_so_and_can_be_withdrawn(repo):
+    first, second = (
+        Upload(new_id(), "anon:a", f"{n}.mid", "midi", f"receive/{n}.mid", 3, "00") for n in "xy"
+    )
+    repo.create_upload(upload=first)
+    time.sleep(0.01)
+    repo.create_upload(upload=second)
+    assert repo.get_upload(upload_id=first.id).learn is False and repo.list_learning_uploads() == []
+
+    chosen = repo.set_upload_learn(upload_id=second.id, learn=True, style="folk")
+    repo.set_upload_learn(upload_id=first.id, learn=True)
+    assert chosen.learn and chosen.meta["learn_style"] == "folk" and chosen.meta["learn_changed_at"] > 0
+    assert [u.id for u in repo.list_learning_uploads()] == [first.id, second.id]  # oldest first
+    assert repo.get_upload(upload_id=second.id).meta["learn_style"] == "folk"
+
+    repo.transfer_owner(old="anon:a", new="user:b")  # signing in keeps the choice
+    assert {u.owner for u in repo.list_learning_uploads()} == {"user:b"}
+    withdrawn = repo.set_upload_learn(upload_id=second.id, learn=False, style="folk")
+    assert not withdrawn.learn and "learn_style" not in withdrawn.meta
+    assert [u.id for u in repo.list_learning_uploads()] == [first.id]
+    with pytest.raises(NotFound):
+        repo.set_upload_learn(upload_id="missing", learn=True)
+
+
+def test_an_old_database_gains_the_learning_choice(tmp_path):
+    import sqlite3
+
+    from museforge.store.sqlite import SqliteRepository
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the uploads table as it was before the choice existed
+        old.execute(
+            "CREATE TABLE uploads (id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL, kind TEXT NOT "
+            "NULL, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, sha256 TEXT NOT NULL, meta TEXT NOT NULL, "
+            "created_at REAL NOT NULL)"
+        )
+        old.execute(
+            "INSERT INTO uploads VALUES ('u1', 'anon:a', 'a.mid', 'midi', 'receive/a.mid', 3, '00', '{}', 1.0)"
+        )
+    repo = SqliteRepository(path)
+    try:
+        assert repo.get_upload(upload_id="u1").learn is False
+        assert (
+            repo.set_upload_learn(upload_id="u1", learn=True).learn and len(repo.list_learning_uploads()) == 1
+        )
+    finally:
+        repo.close()

@@ -35,6 +35,7 @@ from museforge.store.repository import (
     check_group,
     check_rating,
     interrupted_reason,
+    learn_meta,
     nearest_ranks,
     summarize,
 )
@@ -89,6 +90,7 @@ class MongoRepository(Repository):
         d.users.create_index("username_key", unique=True)
         d.sessions.create_index("created_at")
         d.uploads.create_index([("owner", 1), ("created_at", -1)])
+        d.uploads.create_index([("learn", 1), ("created_at", 1)])
         d.jobs.create_index([("status", 1), ("created_at", 1)])
         d.jobs.create_index([("owner", 1), ("created_at", -1)])
         d.songs.create_index([("owner", 1), ("created_at", -1)])
@@ -170,6 +172,22 @@ class MongoRepository(Repository):
 
     def list_uploads(self, *, owner: str, limit: int = 100) -> list[Upload]:
         cursor = self.db.uploads.find({"owner": owner}).sort([("created_at", -1), ("_id", 1)]).limit(limit)
+        return [Upload(**_strip(d)) for d in cursor]  # type: ignore[arg-type]
+
+    def set_upload_learn(self, *, upload_id: str, learn: bool, style: str | None = None) -> Upload:
+        doc = self.db.uploads.find_one({"_id": upload_id})
+        if doc is None:
+            raise NotFound(f"no upload {upload_id}")
+        meta = learn_meta(doc.get("meta", {}), learn, style, now())
+        updated = self.db.uploads.find_one_and_update(
+            {"_id": upload_id},
+            {"$set": {"learn": learn, "meta": meta}},
+            return_document=self._pymongo.ReturnDocument.AFTER,
+        )
+        return Upload(**_strip(updated))  # type: ignore[arg-type]
+
+    def list_learning_uploads(self, *, limit: int = 10_000) -> list[Upload]:
+        cursor = self.db.uploads.find({"learn": True}).sort([("created_at", 1), ("_id", 1)]).limit(limit)
         return [Upload(**_strip(d)) for d in cursor]  # type: ignore[arg-type]
 
     # ---- jobs ----

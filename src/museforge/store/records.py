@@ -74,6 +74,7 @@ class Upload:
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=now)
+    learn: bool = False  # the owner lets the lab learn from it (off unless ticked; can be withdrawn)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

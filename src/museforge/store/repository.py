@@ -70,6 +70,16 @@ class Repository(ABC):
     def list_uploads(self, *, owner: str, limit: int = 100) -> list[Upload]:
         """Newest first."""
 
+    @abstractmethod
+    def set_upload_learn(self, *, upload_id: str, learn: bool, style: str | None = None) -> Upload:
+        """Let the lab learn from an upload, or withdraw that; ``style`` is the owner's label for it (kept in
+        ``meta["learn_style"]``, dropped on withdrawal), and ``meta["learn_changed_at"]`` says when. `NotFound`
+        for no such upload."""
+
+    @abstractmethod
+    def list_learning_uploads(self, *, limit: int = 10_000) -> list[Upload]:
+        """The uploads their owners let the lab learn from, oldest first."""
+
     # ---- jobs ----
     @abstractmethod
     def create_job(self, *, owner: str, model: str, operation: str, params: dict[str, Any]) -> Job: ...
@@ -185,6 +195,15 @@ class Repository(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def learn_meta(meta: dict[str, Any], learn: bool, style: str | None, at: float) -> dict[str, Any]:
+    """An upload's meta after its owner's choice (the one rule both backends apply)."""
+    changed = {k: v for k, v in meta.items() if k != "learn_style"}
+    if learn and style:
+        changed["learn_style"] = style
+    changed["learn_changed_at"] = at
+    return changed
 
 
 def check_rating(value: int) -> None:

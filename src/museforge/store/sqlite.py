@@ -38,6 +38,7 @@ from museforge.store.repository import (
     check_group,
     check_rating,
     interrupted_reason,
+    learn_meta,
     nearest_ranks,
     summarize,
 )
@@ -66,7 +67,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     meta TEXT NOT NULL CHECK (json_valid(meta)),
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    learn INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS uploads_by_owner ON uploads (owner, created_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -155,7 +157,11 @@ CREATE TABLE IF NOT EXISTS listener_days (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS listener_days_by_listener ON listener_days (listener, day);
 """
-MIGRATIONS = {("users", "is_admin"): "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0"}
+MIGRATIONS = {
+    ("users", "is_admin"): "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0",
+    ("uploads", "learn"): "ALTER TABLE uploads ADD COLUMN learn INTEGER NOT NULL DEFAULT 0",
+}
+AFTER_MIGRATIONS = "CREATE INDEX IF NOT EXISTS uploads_learning ON uploads (learn, created_at)"
 GROUP_SQL = {"week": "day - ((day + 3) % 7) AS week"}  # weeks start on Monday; day 0 was a Thursday
 
 
@@ -195,6 +201,7 @@ def _upload(row: sqlite3.Row | None) -> Upload | None:
     return Upload(
         id=row["id"], owner=row["owner"], filename=row["filename"], kind=row["kind"], path=row["path"],
         size=row["size"], sha256=row["sha256"], meta=json.loads(row["meta"]), created_at=row["created_at"],
+        learn=bool(row["learn"]),
     )  # fmt: skip
 
 
@@ -234,6 +241,7 @@ class SqliteRepository(Repository):
         for (table, column), alter in MIGRATIONS.items():
             if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
                 conn.execute(alter)
+        conn.execute(AFTER_MIGRATIONS)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -336,10 +344,10 @@ class SqliteRepository(Repository):
         try:
             with self._tx() as c:
                 c.execute(
-                    "INSERT INTO uploads (id, owner, filename, kind, path, size, sha256, meta, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO uploads (id, owner, filename, kind, path, size, sha256, meta, created_at, learn)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (upload.id, upload.owner, upload.filename, upload.kind, upload.path, upload.size,
-                     upload.sha256, json.dumps(upload.meta), upload.created_at),
+                     upload.sha256, json.dumps(upload.meta), upload.created_at, int(upload.learn)),
                 )  # fmt: skip
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"upload {upload.id} or its file {upload.path} exists already") from exc
@@ -352,6 +360,22 @@ class SqliteRepository(Repository):
         rows = self._all_rows(
             "SELECT * FROM uploads WHERE owner = ? ORDER BY created_at DESC, id LIMIT ?", owner, limit
         )
+        return [u for r in rows if (u := _upload(r)) is not None]
+
+    def set_upload_learn(self, *, upload_id: str, learn: bool, style: str | None = None) -> Upload:
+        with self._tx() as c:
+            upload = _upload(c.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone())
+            if upload is None:
+                raise NotFound(f"no upload {upload_id}")
+            upload.meta, upload.learn = learn_meta(upload.meta, learn, style, now()), learn
+            c.execute(
+                "UPDATE uploads SET learn = ?, meta = ? WHERE id = ?",
+                (int(learn), json.dumps(upload.meta), upload_id),
+            )
+        return upload
+
+    def list_learning_uploads(self, *, limit: int = 10_000) -> list[Upload]:
+        rows = self._all_rows("SELECT * FROM uploads WHERE learn = 1 ORDER BY created_at, id LIMIT ?", limit)
         return [u for r in rows if (u := _upload(r)) is not None]
 
     # ---- jobs ----
