@@ -103,6 +103,25 @@ def own_upload(services: Services, visitor: Visitor, upload_id: str) -> Upload:
     return upload
 
 
+def learn_styles(services: Services) -> list[str]:
+    """The styles an owner may label a piece with for the lab: those the served models know."""
+    return sorted({s for m in services.catalog.models.values() for s in m.info.styles} - {"user"})
+
+
+def check_learn_style(services: Services, style: str | None) -> str | None:
+    """A style label for the lab: one the app offers, or None; anything else is a 422 naming the styles."""
+    if style and style not in learn_styles(services):
+        raise HTTPException(422, f"unknown style {style!r}; styles: {', '.join(learn_styles(services))}")
+    return style or None
+
+
+def choose_learning(services: Services, upload: Upload, learn: bool, style: str | None) -> Upload:
+    """Record an owner's choice to let the lab learn from an upload (with an optional style), or to withdraw
+    it (which takes it out of every later dataset)."""
+    style = check_learn_style(services, style)
+    return services.repo.set_upload_learn(upload_id=upload.id, learn=learn, style=style if learn else None)
+
+
 def check_tune(upload: Upload, tune: str | None) -> None:
     """A tune asked for must be one of the upload's (an ABC file of several tunes lists them at upload)."""
     if tune is None:

@@ -21,6 +21,8 @@ from museforge.store import Song
 from museforge.visual import pianoroll_svg
 from museforge.web.actions import (
     check_tune,
+    choose_learning,
+    learn_styles,
     own_job,
     own_song,
     own_upload,
@@ -249,19 +251,33 @@ def history(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTM
 
 @router.get("/upload", response_class=HTMLResponse)
 def upload_page(request: Request, visitor: VisitorDep, services: ServicesDep) -> HTMLResponse:
-    return render(request, "upload.html", uploads=services.repo.list_uploads(owner=visitor.owner))
+    uploads = services.repo.list_uploads(owner=visitor.owner)
+    return render(request, "upload.html", uploads=uploads, styles=learn_styles(services))
 
 
 @router.post("/upload")
 def upload(
-    request: Request, file: Annotated[UploadFile, File()], visitor: FormWriterDep, services: ServicesDep
-) -> Response:
+    request: Request, file: Annotated[UploadFile, File()], visitor: FormWriterDep, services: ServicesDep,
+    learn: Annotated[bool, Form()] = False, style: Annotated[str | None, Form(max_length=40)] = None,
+) -> Response:  # fmt: skip
     try:
-        received = upload_api.receive(services, visitor, file)
+        choice = upload_api.LearnChoice(learn=learn, style=style or None)
+        received = upload_api.receive(services, visitor, file, learn=choice)
     except HTTPException as exc:
         uploads = services.repo.list_uploads(owner=visitor.owner)
-        return render(request, "upload.html", exc.status_code, uploads=uploads, error=str(exc.detail))
+        return render(request, "upload.html", exc.status_code, uploads=uploads, error=str(exc.detail),
+                      styles=learn_styles(services))  # fmt: skip
     return see_other(f"/uploads/{received.id}")
+
+
+@router.post("/uploads/{upload_id}/learn")
+def upload_learning(
+    upload_id: str, visitor: FormWriterDep, services: ServicesDep,
+    learn: Annotated[bool, Form()] = False, style: Annotated[str | None, Form(max_length=40)] = None,
+) -> Response:  # fmt: skip
+    """The upload page's "let museforge learn from this" form: ticked lets the lab learn, unticked withdraws."""
+    choose_learning(services, own_upload(services, visitor, upload_id), learn, style)
+    return see_other(f"/uploads/{upload_id}")
 
 
 @router.get("/uploads/{upload_id}", response_class=HTMLResponse)
@@ -278,7 +294,7 @@ def upload_detail(
         return error_page(request, exc.status_code, str(exc.detail))
     return render(request, "upload_detail.html", upload=up, svg=pianoroll_svg(score, title=up.filename),
                   source_tune=tune or up.meta.get("tune"), panel=keep_going(services),
-                  source_tracks=track_choices(score))  # fmt: skip
+                  source_tracks=track_choices(score), styles=learn_styles(services))  # fmt: skip
 
 
 @router.get("/login", response_class=HTMLResponse)

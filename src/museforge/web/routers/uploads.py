@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from museforge.data.formats import InputError
 from museforge.store import Upload
-from museforge.web.actions import own_upload, upload_audio
+from museforge.web.actions import check_learn_style, choose_learning, own_upload, upload_audio
 from museforge.web.deps import ApiWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
 from museforge.web.uploads import UnsupportedType, UploadTooLarge, accept_upload, upload_limits
 
@@ -21,8 +22,28 @@ def upload_json(upload: Upload) -> dict:
     return {**upload.to_dict(), "url": url, "page": f"/uploads/{upload.id}", "audio": f"{url}/audio.ogg"}
 
 
-def receive(services: Services, visitor: Visitor, file: UploadFile, tune: str | None = None) -> Upload:
-    """Read at most the size limit (+1 byte to notice more), then check and parse; map refusals to 4xx."""
+class LearnChoice(BaseModel):
+    """Whether the lab may learn from an upload, and the owner's style label for it."""
+
+    learn: bool = Field(
+        description="Let museforge learn from this piece (false withdraws it from future datasets)."
+    )
+    style: str | None = Field(
+        None, max_length=40, description="Its style, or null to let the lab's classifier say."
+    )
+
+
+def receive(
+    services: Services,
+    visitor: Visitor,
+    file: UploadFile,
+    tune: str | None = None,
+    learn: LearnChoice | None = None,
+) -> Upload:
+    """Read at most the size limit (+1 byte to notice more), then check and parse; map refusals to 4xx. A choice
+    to let the lab learn is checked before anything is stored."""
+    if learn is not None:
+        check_learn_style(services, learn.style)
     limits = upload_limits(services.settings)
     data = file.file.read(limits.max_file_bytes + 1)
     try:
@@ -37,6 +58,8 @@ def receive(services: Services, visitor: Visitor, file: UploadFile, tune: str | 
     except InputError as exc:
         raise HTTPException(422, f"cannot read this file as music: {exc}") from exc
     record(services, visitor.owner, "upload", detail={"kind": upload.kind})
+    if learn is not None and learn.learn:
+        upload = choose_learning(services, upload, True, learn.style)
     return upload
 
 
@@ -48,8 +71,22 @@ def create_upload(
     tune: Annotated[
         str | None, Form(description="ABC: the X: number of the tune to use (default: the first).")
     ] = None,
+    learn: Annotated[bool, Form(description="Let museforge learn from this piece (off unless set).")] = False,
+    style: Annotated[
+        str | None, Form(max_length=40, description="Its style for the lab (default: guessed).")
+    ] = None,
 ) -> dict:
-    return upload_json(receive(services, visitor, file, tune or None))
+    choice = LearnChoice(learn=learn, style=style or None)
+    return upload_json(receive(services, visitor, file, tune or None, choice))
+
+
+@router.patch("/{upload_id}")
+def change_learning(
+    upload_id: str, choice: LearnChoice, services: ServicesDep, visitor: ApiWriterDep
+) -> dict:
+    """Let museforge learn from an upload, or withdraw that: a withdrawn piece leaves every later dataset."""
+    upload = own_upload(services, visitor, upload_id)
+    return upload_json(choose_learning(services, upload, choice.learn, choice.style))
 
 
 @router.get("")
