@@ -26,9 +26,10 @@ import torch
 from museforge.audio import encode_audio, render_score
 from museforge.audio.render import DEFAULT_SAMPLE_RATE
 from museforge.data.formats import load_score
-from museforge.families import generate_song as generate
-from museforge.families import restyle_song
-from museforge.generation.api import GeneratedSong, get_model
+from museforge.families.loaded import GeneratedSong
+from museforge.families.musemorphose.sample import restyle_song
+from museforge.families.serving import generate_song as generate
+from museforge.families.serving import get_model
 from museforge.machine import cpu_model
 from museforge.models.zoo import model_names
 

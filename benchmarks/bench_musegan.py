@@ -25,9 +25,9 @@ from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.families import get_family
+from museforge.families.musegan.gan import PART_TRACKS, GANTrainer, PhraseDataset, pianoroll_config_for
+from museforge.families.musegan.model import MuseGAN, MuseGANConfig
 from museforge.models.modules import BlockConv3d, BlockConvTranspose3d
-from museforge.models.musegan import MuseGAN, MuseGANConfig
-from museforge.training.gan import PART_TRACKS, GANTrainer, PhraseDataset, pianoroll_config_for
 from museforge.training.trainer import TrainConfig
 
 SHIPPED = {"binary_neurons": True, "feature_streams": True, "refiner": 2}

@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import IGNORE_INDEX, TokenizeOptions, TokenWindowDataset, tokenize_dataset
-from museforge.models import build_model
-from museforge.models.transformer import TransformerConfig
+from museforge.families import build_model
+from museforge.families.remi.model import TransformerConfig
 from museforge.training.trainer import TrainConfig, Trainer
 
 

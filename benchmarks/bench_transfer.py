@@ -13,11 +13,11 @@ import time
 import torch
 
 from museforge.data.formats import load_score
-from museforge.generation.api import get_model
-from museforge.generation.musemorphose import DEFAULT_GUIDANCE, decoded_rows, transfer
+from museforge.families import build_model
+from museforge.families.musemorphose.decode import DEFAULT_GUIDANCE, decoded_rows, transfer
+from museforge.families.musemorphose.model import MuseMorphoseConfig
+from museforge.families.serving import get_model
 from museforge.machine import cpu_model
-from museforge.models import build_model
-from museforge.models.musemorphose import MuseMorphoseConfig
 from museforge.tokenizers.remi import RemiTokenizer
 
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from museforge.cli import app
 from museforge.data.formats import load_score
-from museforge.generation.api import clear_model_cache
-from museforge.models import TransformerConfig, TransformerLM
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import clear_model_cache
 from museforge.models.checkpoint import save_checkpoint
 from museforge.models.zoo import DEFAULT_MODEL, MODELS_DIR_ENV
 from museforge.tokenizers import build_tokenizer

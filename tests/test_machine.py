@@ -96,7 +96,7 @@ def test_the_command_line_imports_no_model_library_until_a_model_runs():
 
 def test_generation_imports_neither_scipy_nor_the_training_loop():
     code = (
-        "import sys; import museforge.generation.api; from museforge.training.distributed import select_device; "
+        "import sys; import museforge.families.loaded; from museforge.training.distributed import select_device; "
         "print([m for m in ('scipy', 'museforge.training.trainer', 'rich.progress') if m in sys.modules])"
     )
     assert run_python(code).strip() == "[]"

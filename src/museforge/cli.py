@@ -16,7 +16,7 @@ from museforge.cli_show import console, show_models
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
 
 if TYPE_CHECKING:
-    from museforge.generation.api import LoadedModel
+    from museforge.families.loaded import LoadedModel
 
 
 class _LazyCommand(click.Command):
@@ -362,7 +362,7 @@ def _evaluated_model(
     model without attribute controls, or none asked for)."""
     if model is None:
         return None, None
-    from museforge.generation.api import get_model
+    from museforge.families.serving import get_model
     from museforge.lab.control_eval import generation_control, has_controls
     from museforge.training.distributed import select_device
 
@@ -695,8 +695,7 @@ def generate(
     an option another family takes is refused with the list of those this model takes."""
     import time
 
-    from museforge.families import generate_song
-    from museforge.generation.api import get_model
+    from museforge.families.serving import generate_song, get_model
     from museforge.models.zoo import DEFAULT_MODEL
     from museforge.training.distributed import select_device
 
@@ -882,8 +881,8 @@ def transfer(
     melody and harmony."""
     import time
 
-    from museforge.families import restyle_song
-    from museforge.generation.api import get_model
+    from museforge.families.musemorphose.sample import restyle_song
+    from museforge.families.serving import get_model
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()
@@ -938,8 +937,8 @@ def interpolate(
     threads: Threads = None,
 ) -> None:
     """Interpolate between two pieces' per-bar latents (MuseMorphose)."""
-    from museforge.generation.api import get_model
-    from museforge.generation.musemorphose import interpolate as morph
+    from museforge.families.musemorphose.decode import interpolate as morph
+    from museforge.families.serving import get_model
     from museforge.training.distributed import select_device
 
     _threads(threads)
@@ -990,9 +989,9 @@ def evaluate_transfer(
     from rich.table import Table
 
     from museforge.data.manifest import load_manifest
-    from museforge.generation.api import get_model
+    from museforge.families.musemorphose.model import MuseMorphose
+    from museforge.families.serving import get_model
     from museforge.lab.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
-    from museforge.models.musemorphose import MuseMorphose
     from museforge.training.distributed import select_device
 
     _threads(threads)

@@ -69,7 +69,9 @@ def test_prune_drops_what_is_not_offered_any_more_and_only_with_prune(tmp_path):
     melody = next(r for r in load_manifest(out) if r.title == "Melody")
     (src / "single_track.mid").unlink()
     kept = build_dataset(folder_units(src), out, BuildOptions(workers=1, progress=False))
-    assert kept.pruned == 0 and melody.id in {r.id for r in load_manifest(out)}  # a build never forgets by default
+    assert kept.pruned == 0 and melody.id in {
+        r.id for r in load_manifest(out)
+    }  # a build never forgets by default
     pruned = build_dataset(folder_units(src), out, BuildOptions(workers=1, progress=False, prune=True))
     assert pruned.pruned == 1 and pruned.pieces == 3 and pruned.converted == 0
     assert melody.id not in {r.id for r in load_manifest(out)} and not melody.midi_path(out).exists()

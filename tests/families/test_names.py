@@ -19,11 +19,6 @@ HOME = PACKAGE / "families"
 
 # file (relative to src/museforge) -> why it still names a family
 STILL_OUTSIDE: dict[str, str] = {
-    "models/registry.py": "the model classes by checkpoint name; the classes move into the family homes next",
-    "models/transformer.py": "its checkpoint name; moves to families/remi/model.py",
-    "models/performance_rnn.py": "its checkpoint name; moves to families/performance/model.py",
-    "models/musemorphose.py": "its checkpoint name; moves to families/musemorphose/model.py",
-    "models/musegan.py": "its checkpoint name; moves to families/musegan/model.py",
     "models/zoo.py": "DEFAULT_MODEL names the shipped model the app opens on, which is named after its family",
     "metrics/evaluate.py": "the report's 'musegan' section is the MuseGAN paper's metric table, named after the paper",
     "metrics/report.py": "renders that 'musegan' metric table",

@@ -12,12 +12,11 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenCache, TokenWindowDataset
-from museforge.families import get_family
+from museforge.families import get_family, load_checkpoint
+from museforge.families.performance.model import controls_for_events
 from museforge.families.performance.train import PerformanceControlWindows
 from museforge.families.training import prepare_training, resume_run, start_run
 from museforge.lab.model_card import train_command
-from museforge.models.checkpoint import load_checkpoint
-from museforge.models.performance_rnn import controls_for_events
 from museforge.tokenizers import TOKENIZERS
 from museforge.training.trainer import cpu_has_bf16
 

@@ -1,13 +1,13 @@
-"""The sampling loops: cache and state carry agree with full passes, hooks are obeyed, seeds reproduce."""
+"""The shared sampling loop, on a Transformer: the cache agrees with full passes, hooks are obeyed, seeds
+reproduce."""
 
 import itertools
 
 import pytest
 import torch
 
-from museforge.generation import generate, generate_performance, generate_transformer
-from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
-from museforge.models.performance_rnn import CONTROL_DIM, encode_controls
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.generation import generate_transformer
 
 V = 40
 
@@ -16,12 +16,6 @@ V = 40
 def lm() -> TransformerLM:
     torch.manual_seed(0)
     return TransformerLM(TransformerConfig.preset("tiny", vocab_size=V, max_seq_len=64)).eval()
-
-
-@pytest.fixture(scope="module")
-def rnn() -> PerformanceRNN:
-    torch.manual_seed(0)
-    return PerformanceRNN(PerformanceRNNConfig(vocab_size=V, embed_dim=8, hidden_size=16, n_layers=2)).eval()
 
 
 def test_greedy_cached_decoding_picks_the_argmax_of_a_full_pass(lm):
@@ -43,7 +37,7 @@ def test_cache_and_no_cache_sample_the_same_tokens(lm):
 
 
 def test_generation_slides_past_the_context_window(lm):
-    out = generate(lm, [1], 150, seed=0)
+    out = generate_transformer(lm, [1], 150, seed=0)
     assert out.tokens.shape == (1, 151)
     assert int(out.tokens.max()) < V
 
@@ -78,35 +72,12 @@ def test_mask_and_stop_hooks_are_obeyed(lm):
     assert calls[0] == 1
 
 
-def test_rnn_greedy_sampling_matches_a_full_pass_with_aligned_controls(rnn):
-    controls = encode_controls(torch.randint(-1, 8, (2, 26)), torch.rand(2, 26, 12))  # [B, T, 22]
-    out = generate_performance(rnn, torch.tensor([[4, 5], [6, 7]]), 24, controls=controls, temperature=0)
-    tokens = out.tokens  # [2, 26]
-    with torch.no_grad():
-        # Magenta's alignment: the input at position p carries the control of position p + 1
-        full, _ = rnn(tokens[:, :-1], controls[:, 1:])
-    assert torch.equal(full[:, 1:].argmax(-1), tokens[:, 2:])
-
-
-def test_rnn_control_forms_and_reproducibility(rnn):
-    fixed = encode_controls(6, None)
-    a = generate_performance(rnn, [1], 30, controls=fixed, num_samples=2, seed=3)
-    b = generate_performance(rnn, [1], 30, controls=lambda p, prefix: fixed, num_samples=2, seed=3)
-    c = generate_performance(rnn, [1], 30, controls=fixed, num_samples=2, seed=4)
-    assert torch.equal(a.tokens, b.tokens)
-    assert not torch.equal(a.tokens, c.tokens)
-    with pytest.raises(ValueError, match="controls"):
-        generate_performance(rnn, [1], 5, controls=torch.zeros(CONTROL_DIM + 1))
-    with pytest.raises(ValueError, match="positions"):
-        generate_performance(rnn, [1], 5, controls=torch.zeros(1, 3, CONTROL_DIM))
-
-
 def test_bad_arguments_are_named(lm):
     with pytest.raises(ValueError, match="max_new_tokens"):
-        generate(lm, [1], 0)
+        generate_transformer(lm, [1], 0)
     with pytest.raises(ValueError, match="prompt"):
-        generate(lm, [], 3)
+        generate_transformer(lm, [], 3)
     with pytest.raises(ValueError, match="num_samples"):
-        generate(lm, [1], 3, num_samples=0)
+        generate_transformer(lm, [1], 3, num_samples=0)
     with pytest.raises(ValueError, match="pad_id"):
-        generate(lm, [1], 3, pad_id=-1)
+        generate_transformer(lm, [1], 3, pad_id=-1)

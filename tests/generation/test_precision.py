@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from museforge.families import generate_song
-from museforge.generation.api import clear_model_cache, get_model
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import clear_model_cache, generate_song, get_model
 from museforge.generation.precision import (
     CACHE_FILE,
     MIN_SPEEDUP,
@@ -18,7 +18,6 @@ from museforge.generation.precision import (
     save_decision,
 )
 from museforge.machine import cpu_model
-from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
 from museforge.tokenizers import build_tokenizer
 

@@ -11,10 +11,10 @@ import symusic
 import torch
 
 from museforge.data.formats import load_score
-from museforge.families import generate_song
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import generate_song
 from museforge.generation import generate_transformer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
-from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer

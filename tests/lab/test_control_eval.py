@@ -4,8 +4,7 @@ measured classes and ρ are those of the music it wrote."""
 import numpy as np
 import pytest
 
-from museforge.families import generate_song
-from museforge.generation.api import get_model
+from museforge.families.serving import generate_song, get_model
 from museforge.lab.control_eval import generation_control, has_controls
 from museforge.metrics.controls import histogram_fidelity, measure_bar_classes, spearman
 from museforge.tokenizers.attributes import density_class, note_density, pitch_class_histogram

@@ -18,8 +18,8 @@ import symusic
 from museforge.data.build import BuildOptions, build_dataset, limit_per_collection
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
+from museforge.families.serving import clear_model_cache
 from museforge.families.training import start_run
-from museforge.generation.api import clear_model_cache
 from museforge.lab.cycle import STATE, CycleOptions, Lab, LabBusy, update
 from museforge.lab.gate import GateSettings
 from museforge.lab.heldout import HELDOUT, copy_pieces, pick_heldout

@@ -12,9 +12,8 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
-from museforge.families import generate_song
+from museforge.families.serving import clear_model_cache, generate_song, get_model
 from museforge.families.training import resume_run, start_run
-from museforge.generation.api import clear_model_cache, get_model
 from museforge.lab.model_card import _epochs, _stop_line, heldout_likelihood, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models
@@ -45,7 +44,9 @@ def test_training_summary_and_command_come_from_the_run(run):
     assert summary["steps"] == 15 and summary["best_eval_step"] is not None
     assert summary["eval_curve"][-1][0] == 15
     command = train_command(json.loads((out / "run.json").read_text()))
-    assert command.startswith("museforge train --model remi_transformer --preset tiny --data ")  # the family's name
+    assert command.startswith(
+        "museforge train --model remi_transformer --preset tiny --data "
+    )  # the family's name
     assert "--max-steps 15" in command and "--progress" not in command  # only options `train` takes
     shell = typer.main.get_command(app)
     context = shell.make_context("museforge", ["train"])

@@ -215,8 +215,7 @@ def test_cli_errors_are_clear(folders, tmp_path):
 def test_cli_with_a_musegan_model_tables_its_own_voices(chorales, tmp_path):
     """A chorale MuseGAN's four voices get a column each, not one "Strings" column for all (LPD-5's mapping by
     program puts its programs 40-42 there and leaves the other instruments empty)."""
-    from museforge.families import generate_song
-    from museforge.generation.api import get_model
+    from museforge.families.serving import generate_song, get_model
 
     generated, reference = tmp_path / "gen", tmp_path / "ref"
     for i, song in enumerate(

@@ -6,8 +6,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
-from museforge.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from museforge.families import load_checkpoint
+from museforge.families.performance.model import PerformanceRNN, PerformanceRNNConfig
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.models.checkpoint import CheckpointError, save_checkpoint
 
 TOKENIZER = {"name": "remi", "config": {"beat_res": {"0_4": 8}}, "vocab": ["Bar_None", "Pitch_60"]}
 

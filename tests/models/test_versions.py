@@ -5,9 +5,8 @@ import threading
 import pytest
 import torch
 
-from museforge.families import generate_song
-from museforge.generation.api import clear_model_cache, get_model
-from museforge.models import TransformerConfig, TransformerLM
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import clear_model_cache, generate_song, get_model
 from museforge.models.checkpoint import save_checkpoint
 from museforge.models.versions import Registry
 from museforge.models.zoo import MODELS_DIR_ENV, locate_model, registry

@@ -24,9 +24,9 @@ import pytest
 import symusic
 
 from museforge.data.formats import load_score
-from museforge.families import generate_song, restyle_song
-from museforge.generation.api import get_model
-from museforge.generation.musemorphose import interpolate
+from museforge.families.musemorphose.decode import interpolate
+from museforge.families.musemorphose.sample import restyle_song
+from museforge.families.serving import generate_song, get_model
 
 BASELINES = Path(__file__).with_name("baselines.json")
 RECORD = os.environ.get("MUSEFORGE_RECORD_BASELINES") == "1"

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from museforge.models import TransformerConfig, TransformerLM
+from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.training import TrainConfig, Trainer, dist_info
 
 

@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from museforge.data.formats import load_score
-from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
-from museforge.models.checkpoint import load_checkpoint
-from museforge.models.performance_rnn import controls_for_events
+from museforge.families import load_checkpoint
+from museforge.families.performance.model import PerformanceRNN, PerformanceRNNConfig, controls_for_events
+from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer, lm_step
 from museforge.training.trainer import TrainResult, counts_as_gain, cpu_has_bf16

@@ -15,15 +15,16 @@ from fastapi.testclient import TestClient
 
 from museforge.data.formats import list_units, load_score, read_unit
 from museforge.data.musemorphose import SegmentCollator, make_segment
-from museforge.generation.api import clear_model_cache
+from museforge.families.musemorphose.loss import VAEStep
+from museforge.families.musemorphose.model import MuseMorphose, MuseMorphoseConfig
+from museforge.families.performance.model import PerformanceRNN, PerformanceRNNConfig
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import clear_model_cache
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
-from museforge.models.musemorphose import MuseMorphose, MuseMorphoseConfig
 from museforge.models.zoo import ORIGINALITY_FILE
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer
-from museforge.training.vae import VAEStep
 from museforge.web import Settings, create_app
 from museforge.web.security import CSRF_HEADER
 

@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from museforge.generation.api import clear_model_cache
+from museforge.families.serving import clear_model_cache
 from museforge.web import create_app
 from museforge.web.security import CSRF_HEADER
 from web.conftest import api_token, make_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from museforge.generation.api import clear_model_cache
+from museforge.families.serving import clear_model_cache
 from museforge.models.zoo import CARD_FILE, ModelNotFoundError, models_dir
 from museforge.web import create_app
 from web.conftest import make_settings

@@ -16,13 +16,13 @@ from fastapi.testclient import TestClient
 
 from conftest import FIXTURES
 from museforge.data.formats import load_score
-from museforge.generation.api import clear_model_cache
+from museforge.families.musegan.gan import PART_TRACKS, GANTrainer
+from museforge.families.musegan.model import MuseGAN, MuseGANConfig
+from museforge.families.serving import clear_model_cache
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.checkpoint import save_checkpoint
-from museforge.models.musegan import MuseGAN, MuseGANConfig
 from museforge.models.zoo import ORIGINALITY_FILE
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
-from museforge.training.gan import PART_TRACKS, GANTrainer
 from museforge.training.trainer import TrainConfig
 from museforge.web import create_app
 from web.conftest import api_token, csrf, finished_job, make_settings, song_midi, upload, wait_job

@@ -3,9 +3,9 @@ song records its version, and the model page and API list the versions with thei
 
 from fastapi.testclient import TestClient
 
-from web.conftest import api_token, finished_job
 from museforge.models.versions import Registry
 from museforge.web import create_app
+from web.conftest import api_token, finished_job
 
 MODEL = "remi-transformer"
 BODY = {"model": MODEL, "bars": 1, "seed": 3}

@@ -5,9 +5,8 @@ bounds), its operations, its controls as forms and the API show them, and its sa
 web app and the lab ask this registry; nothing else names a family. Adding a family is a folder beside these
 and one line in `FAMILIES`.
 
-``generate_song(model, **options)`` is the Python entry point: the options are the model's family's request
-fields (see ``museforge families`` or each ``*Request`` class), checked and filled with that model's defaults
-exactly as the command line and the API do.
+Songs are made through `museforge.families.serving` (``generate_song``); a model is loaded through
+`load_checkpoint` here, the one way to read any family's checkpoint.
 """
 
 from __future__ import annotations
@@ -19,12 +18,12 @@ from museforge.families import musegan, musemorphose, performance, remi
 from museforge.families.base import Family, Limits, RequestError, SongRequest
 
 if TYPE_CHECKING:
-    import symusic
     import torch
+    from torch import nn
 
-    from museforge.families.base import ProgressFn
-    from museforge.generation.api import GeneratedSong, LoadedModel
-    from museforge.metrics.originality import OriginalityIndex
+    from museforge.families.loaded import LoadedModel
+    from museforge.models.checkpoint import Checkpoint
+    from museforge.models.config import ModelConfig
 
 FAMILIES: tuple[Family, ...] = (remi.FAMILY, performance.FAMILY, musemorphose.FAMILY, musegan.FAMILY)
 
@@ -56,78 +55,23 @@ def family_of(loaded: LoadedModel) -> Family:
     return get_family(loaded.checkpoint.model_name)
 
 
-def generate_song(
-    model: str | Path | LoadedModel,
-    *,
-    primer: str | Path | symusic.Score | None = None,
-    accompany: str | Path | symusic.Score | None = None,
-    operation: str | None = None,
-    progress: ProgressFn | None = None,
-    originality_index: OriginalityIndex | str | Path | None = None,
-    device: str | torch.device = "cpu",
-    limits: Limits | None = None,
-    **options: Any,
-) -> list[GeneratedSong]:
-    """Songs from ``model`` (a shipped name, a checkpoint folder, or `get_model`'s result). ``options`` are its
-    family's request fields; an option the family does not take is refused by name. ``primer`` is a piece to
-    continue, ``accompany`` one whose ``tracks`` a MuseGAN keeps; ``operation`` (default: generate, or continue /
-    accompany with such a piece) may also be a family's own, e.g. ``restyle`` with ``primer`` as the piece.
-    ``seed=None`` draws a seed, recorded in each song's params so any song can be made again. ``progress(f)`` is
-    called as sampling goes. Originality is checked against ``originality_index`` or, if none is given, the
-    model's own ``originality.npz``; a primer is left out of the check (it is the user's music, not the model's).
-    """
-    from museforge.generation.api import LoadedModel, get_model, read_piece
-    from museforge.models.zoo import model_info
-
-    loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
-    family = family_of(loaded)
-    if primer is not None and accompany is not None:
-        raise RequestError("give a primer to continue or a piece to accompany, not both")
-    piece = primer if primer is not None else accompany
-    if operation is None and piece is not None:
-        operation = (
-            "accompany"
-            if accompany is not None
-            else next(o.name for o in family.operations if o.needs_source)
-        )
-    request = family.parse({**options, "operation": operation or "generate"})
-    needs = family.operation(request.operation).needs_source
-    if needs != (piece is not None):
-        raise RequestError(
-            f"{request.operation} needs a source piece (primer=...)"
-            if needs
-            else f"{request.operation} starts from nothing: give no primer"
-        )
-    source = None if piece is None else read_piece(piece, "primer" if primer is not None else "accompaniment")
-    request = family.resolve(request, model_info(loaded.path, loaded.name), limits)
-    return family.sample(loaded, request, source, progress, originality_index)
+def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
+    """A freshly initialised model for a config or its dict (``{"model": name, ...fields}``)."""
+    if isinstance(config, dict):
+        name = config.get("model")
+        if not isinstance(name, str):
+            raise ValueError(f"a model config names its model ('model'), got {name!r}")
+        cls = get_family(name).model_class()
+        return cls(cls.config_class.from_dict(config))
+    return get_family(config.model_name).model_class()(config)
 
 
-def restyle_song(
-    model: str | Path | LoadedModel,
-    piece: str | Path | symusic.Score,
-    *,
-    seed: int | None = None,
-    device: str | torch.device = "cpu",
-    originality_index: OriginalityIndex | str | Path | None = None,
-    **options: Any,
-) -> list[GeneratedSong]:
-    """Re-style ``piece`` with a MuseMorphose, in the terms of the library's transfer (0-based ``bars``, a shift
-    or classes per chosen bar as ``rhythm``/``polyphony``, ``keep_other_bars``): see
-    `museforge.families.musemorphose.sample.restyle_song`."""
-    import secrets
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """The model of a checkpoint folder on ``device`` in eval mode, with everything saved beside it: the one
+    way to load any family's checkpoint (`museforge.models.checkpoint` is the format)."""
+    from museforge.models.checkpoint import read_checkpoint
 
-    from museforge.families.base import MAX_SEED
-    from museforge.families.musemorphose.sample import restyle_song as restyle
-    from museforge.generation.api import LoadedModel, get_model
-
-    loaded = model if isinstance(model, LoadedModel) else get_model(model, device)
-    if family_of(loaded) is not musemorphose.FAMILY:
-        raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
-    if options.get("num_samples", 1) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {options['num_samples']}")
-    seed = secrets.randbelow(MAX_SEED) if seed is None else seed
-    return restyle(loaded, piece, seed=seed, originality=originality_index, **options)
+    return read_checkpoint(path, build_model, device)
 
 
 __all__ = [
@@ -136,9 +80,9 @@ __all__ = [
     "Limits",
     "RequestError",
     "SongRequest",
+    "build_model",
     "family_names",
     "family_of",
-    "generate_song",
     "get_family",
-    "restyle_song",
+    "load_checkpoint",
 ]

@@ -22,8 +22,10 @@ from pydantic.fields import FieldInfo
 
 if TYPE_CHECKING:
     import symusic
+    import torch
+    from torch import Tensor, nn
 
-    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -163,6 +165,7 @@ class Family(ABC):
     aliases: ClassVar[tuple[str, ...]] = ()  # other spellings people already use
     request: ClassVar[type[SongRequest]]
     half_precision: ClassVar[bool] = False  # whether float16 weights can sample it (`get_model`'s precision)
+    conditioned_decoder: ClassVar[bool] = False  # whether its decoding step takes a condition vector
     style_word: ClassVar[str] = "style"  # what its styles are called (a MuseGAN's are genres)
     decoding_state: ClassVar[str] = ""  # what sampling carries from one step to the next, as the card says it
     tokenizer: ClassVar[str]  # what its training data is cut with (a `museforge.tokenizers.TOKENIZERS` name)
@@ -357,6 +360,20 @@ class Family(ABC):
         if preset not in self.presets:
             raise ValueError(f"unknown preset {preset!r} for {self.name}; known: {', '.join(self.presets)}")
         return self.presets[preset]
+
+    def styles(self, model: nn.Module, tokenizer: Any) -> tuple[str, ...]:
+        """What the model can be asked for by `style_word`: its tokenizer's styles (none for a tokenizer
+        without them)."""
+        return tuple(getattr(tokenizer.config, "styles", ()))
+
+    def probe_logits(self, model: nn.Module, probe: Tensor, gen: torch.Generator) -> Tensor:
+        """Next-token logits [1, T, V] of ``probe`` [1, T], for the float16 check (`half_precision`); ``gen``
+        draws whatever else the model's decoder reads."""
+        return model(probe)[0]
+
+    @abstractmethod
+    def model_class(self) -> type[nn.Module]:
+        """The family's network (imported here, on first use: the rest of the family needs no torch)."""
 
     @abstractmethod
     def prepare_training(

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from museforge.families import get_family
+from museforge.families import get_family, load_checkpoint
+from museforge.families.musemorphose.loss import VAEStep
 from museforge.io import atomic_write_json
-from museforge.models.checkpoint import load_checkpoint
 from museforge.training.recipes import (
     RUN_FILE,
     RunOptions,
@@ -23,7 +23,6 @@ from museforge.training.recipes import (
     start_from,
 )
 from museforge.training.trainer import TrainResult
-from museforge.training.vae import VAEStep
 
 
 def prepare_training(model: str, data_dir: Path, preset: str, out_dir: Path, **options: Any) -> TrainingRun:

@@ -1,6 +1,7 @@
-"""Autoregressive sampling loops: the Transformer (with its KV cache) and the Performance RNN (with controls).
+"""The autoregressive sampling loop every token model shares, and the loop of a decoder-only Transformer with
+its KV cache. A family with another decoder (the Performance RNN's LSTM) writes its loop on `_Loop`.
 
-Both loops take the same hooks, so grammars and stop rules are written once:
+Every loop takes the same hooks, so grammars and stop rules are written once:
 
 * ``mask_fn(prefix [B, t]) -> allowed bool [B, V] or [V]`` — which tokens may come next (e.g. the REMI
   grammar); rows of finished sequences are ignored;
@@ -14,19 +15,30 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec
+from typing import Any, ParamSpec, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from museforge.generation.sampling import sample
-from museforge.models.performance_rnn import CONTROL_DIM, LSTMState, PerformanceRNN
-from museforge.models.transformer import TransformerLM
+from museforge.models.modules import IncrementalDecoder, KVCache
 
 MaskFn = Callable[[Tensor], Tensor]
 StopFn = Callable[[Tensor], Tensor]
-ControlFn = Callable[[int, Tensor], Tensor]
 P = ParamSpec("P")
+
+
+class CachedLM(Protocol):
+    """A decoder-only Transformer as `generate_transformer` drives it."""
+
+    config: Any  # has max_seq_len and vocab_size
+    training: bool
+
+    def __call__(self, ids: Tensor, *, use_cache: bool = False) -> tuple[Tensor, KVCache | None]: ...
+    def incremental_decoder(self) -> IncrementalDecoder: ...
+    def parameters(self) -> Any: ...
+    def eval(self) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
 
 
 @dataclass
@@ -153,7 +165,7 @@ class _Loop:
 
 @sampling_loop
 def generate_transformer(
-    model: TransformerLM,
+    model: CachedLM,
     prompt: Tensor | Sequence[int],
     max_new_tokens: int,
     *,
@@ -206,89 +218,3 @@ def generate_transformer(
     finally:
         model.train(was_training)
     return loop.result()
-
-
-def _control_source(
-    controls: Tensor | ControlFn | None, batch: int, device: torch.device
-) -> Callable[[int, Tensor], Tensor | None]:
-    """Normalise the accepted control forms to ``f(position, prefix) -> [B, 22] | None``."""
-    if controls is None:
-        return lambda position, prefix: None
-    if callable(controls):
-        return lambda position, prefix: controls(position, prefix).to(device).expand(batch, CONTROL_DIM)
-    c = controls.to(device)
-    if c.shape[-1] != CONTROL_DIM or c.dim() not in (1, 2, 3):
-        raise ValueError(f"controls must be [22], [B, 22] or [B, T, 22], got shape {tuple(c.shape)}")
-    if c.dim() < 3:
-        fixed = c.expand(batch, CONTROL_DIM)
-        return lambda position, prefix: fixed
-
-    def per_step(position: int, prefix: Tensor) -> Tensor:
-        if position >= c.shape[1]:
-            raise ValueError(f"controls cover {c.shape[1]} positions; position {position} was asked for")
-        return c[:, position].expand(batch, CONTROL_DIM)
-
-    return per_step
-
-
-@sampling_loop
-def generate_performance(
-    model: PerformanceRNN,
-    prompt: Tensor | Sequence[int],
-    max_new_tokens: int,
-    *,
-    controls: Tensor | ControlFn | None = None,
-    num_samples: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    mask_fn: MaskFn | None = None,
-    stop_fn: StopFn | None = None,
-    pad_id: int = 0,
-) -> Generated:
-    """Sample Performance-RNN events after ``prompt``, carrying the LSTM state one step at a time.
-
-    ``controls`` (see `encode_controls`) is fixed ([22] or [B, 22]), given per position ([B, T, 22]) or
-    computed by ``f(position, prefix) -> [B, 22]``. As in Magenta, the control for position p (the event
-    being predicted) rides with the input event at p-1. ``None`` leaves both controls unset.
-    """
-    _check_args(max_new_tokens, num_samples, pad_id, model.config.vocab_size)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    gen = generator if generator is not None else make_generator(seed, device)
-    ids = _batch_prompt(prompt, num_samples, device)  # [B, t]
-    loop = _Loop(ids, max_new_tokens, gen, temperature, top_k, top_p, mask_fn, stop_fn, pad_id)
-    batch, t0 = loop.ids.shape
-    control_at = _control_source(controls, batch, device)
-
-    def step_controls(first: int, count: int) -> Tensor | None:
-        """Controls [B, count, 22] for the inputs at positions first..first+count-1."""
-        rows = [control_at(p + 1, loop.ids) for p in range(first, first + count)]
-        return None if rows[0] is None else torch.stack(rows, dim=1)
-
-    state: LSTMState | None = None
-    try:
-        logits, state = model(loop.ids, step_controls(0, t0), state)  # [B, t0, V]
-        for i in range(max_new_tokens):
-            nxt = loop.step(logits[:, -1])
-            if loop.done or i == max_new_tokens - 1:
-                break
-            position = loop.ids.shape[1] - 1
-            logits, state = model(nxt.unsqueeze(1), step_controls(position, 1), state)  # [B, 1, V]
-    finally:
-        model.train(was_training)
-    return loop.result()
-
-
-def generate(
-    model: nn.Module, prompt: Tensor | Sequence[int], max_new_tokens: int, **kwargs: object
-) -> Generated:
-    """Dispatch to the sampling loop of the model's family."""
-    if isinstance(model, TransformerLM):
-        return generate_transformer(model, prompt, max_new_tokens, **kwargs)
-    if isinstance(model, PerformanceRNN):
-        return generate_performance(model, prompt, max_new_tokens, **kwargs)
-    raise ValueError(f"no sampling loop for {type(model).__name__}")

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from museforge.io import atomic_write_json
 from museforge.machine import cpu_model, var_dir
-from museforge.models.musemorphose import MuseMorphose
-from museforge.models.transformer import TransformerLM
 
 CACHE_FILE = "precision.json"
 PROBE_STEPS = 24  # one-token decoding steps timed per run
@@ -103,12 +102,12 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def decode_speed(model: TransformerLM | MuseMorphose, steps: int = PROBE_STEPS) -> float:
+def decode_speed(model: nn.Module, steps: int = PROBE_STEPS, conditioned: bool = False) -> float:
     """Tokens per second of the one-token decoding step sampling runs at batch 1 (KV cache, incremental step;
-    a MuseMorphose with a zero condition)."""
+    a ``conditioned`` decoder, such as MuseMorphose's, with a zero condition)."""
     device = next(model.parameters()).device
     ids = torch.zeros(1, dtype=torch.long, device=device)
-    cond = torch.zeros(1, model.config.d_model, device=device) if isinstance(model, MuseMorphose) else None
+    cond = torch.zeros(1, model.config.d_model, device=device) if conditioned else None
     with torch.inference_mode():
         step, cache = model.incremental_decoder(), model.new_cache()
         step(ids, cache, cond)  # allocates the cache: not part of the rate
@@ -121,14 +120,14 @@ def decode_speed(model: TransformerLM | MuseMorphose, steps: int = PROBE_STEPS) 
 
 
 def measure_precision(
-    fp32: TransformerLM | MuseMorphose, fp16: TransformerLM | MuseMorphose, weights: Path
+    fp32: nn.Module, fp16: nn.Module, weights: Path, conditioned: bool = False
 ) -> PrecisionDecision:
     """Time both models' decoding step (best of `PROBE_RUNS` interleaved runs) and choose."""
-    decode_speed(fp32, 2), decode_speed(fp16, 2)  # warm-up
+    decode_speed(fp32, 2, conditioned), decode_speed(fp16, 2, conditioned)  # warm-up
     runs: dict[str, list[float]] = {"fp32": [], "fp16": []}
     for _ in range(PROBE_RUNS):
-        runs["fp32"].append(decode_speed(fp32))
-        runs["fp16"].append(decode_speed(fp16))
+        runs["fp32"].append(decode_speed(fp32, PROBE_STEPS, conditioned))
+        runs["fp16"].append(decode_speed(fp16, PROBE_STEPS, conditioned))
     fast32, fast16 = max(runs["fp32"]), max(runs["fp16"])
     ratio = fast16 / fast32
     chosen = "fp16" if ratio >= MIN_SPEEDUP else "fp32"

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from museforge.families import generate_song
-from museforge.generation.api import LoadedModel
+from museforge.families.loaded import LoadedModel
+from museforge.families.performance.model import N_DENSITY_CLASSES, PerformanceRNN
+from museforge.families.serving import generate_song
 from museforge.metrics.controls import (
     control_fidelity,
     histogram_fidelity,
@@ -24,7 +25,6 @@ from museforge.metrics.controls import (
     spearman,
 )
 from museforge.metrics.core import MAJOR, MINOR
-from museforge.models.performance_rnn import N_DENSITY_CLASSES, PerformanceRNN
 from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
 from museforge.tokenizers.remi import RemiTokenizer
 

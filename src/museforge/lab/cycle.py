@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from museforge.data.manifest import MANIFEST, PieceRecord, load_manifest
-from museforge.families import Family, get_family
+from museforge.families import Family, get_family, load_checkpoint
 from museforge.families.training import resume_run, start_run
 from museforge.io import atomic_write_json
 from museforge.lab.gate import GateSettings, decide, measure, tokenized_for
@@ -37,7 +37,6 @@ from museforge.lab.heldout import HELDOUT, copy_pieces
 from museforge.lab.receive import Arrival, IngestReport, inbox_arrivals, inbox_dir, ingest, received_dir
 from museforge.lab.styles import StyleClassifier
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models.checkpoint import load_checkpoint
 from museforge.models.versions import Registry, Version
 from museforge.models.zoo import CARD_FILE, ORIGINALITY_FILE
 

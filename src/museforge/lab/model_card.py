@@ -28,28 +28,29 @@ from museforge.data.dataset import TokenCache
 from museforge.data.manifest import load_manifest
 from museforge.data.stats import dataset_stats
 from museforge.defaults import DEFAULT_GUIDANCE
-from museforge.families import family_of, generate_song, get_family
-from museforge.generation.api import LoadedModel, get_model
-from museforge.generation.musemorphose import (
+from museforge.families import family_of, get_family, load_checkpoint
+from museforge.families.loaded import LoadedModel
+from museforge.families.musegan.gan import musegan_tables
+from museforge.families.musegan.model import MuseGAN
+from museforge.families.musemorphose.decode import (
     KEPT_CLASS_WEIGHT,
     decoded_rows,
     encode_piece,
     transfer,
 )
+from museforge.families.musemorphose.model import MuseMorphose
+from museforge.families.performance.model import controls_for_events
+from museforge.families.scoring import ModelScorer
+from museforge.families.serving import generate_song, get_model
 from museforge.lab.musemorphose_eval import PAPER, SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.metrics.evaluate import evaluate_folder
 from museforge.metrics.likelihood import evaluate_likelihood
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models.checkpoint import Checkpoint, load_checkpoint
-from museforge.models.musegan import MuseGAN
-from museforge.models.musemorphose import MuseMorphose
-from museforge.models.performance_rnn import controls_for_events
-from museforge.models.scoring import ModelScorer
+from museforge.models.checkpoint import Checkpoint
 from museforge.models.zoo import CARD_FILE, ORIGINALITY_FILE, model_info
 from museforge.tokenizers import PerformanceTokenizer
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.tokenizers.remi import RemiTokenizer
-from museforge.training.gan import musegan_tables
 from museforge.training.trainer import TrainConfig, counts_as_gain
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
@@ -735,7 +736,7 @@ def render_card(
     musemorphose: dict[str, Any] | None = None,
 ) -> str:
     """The model card as Markdown; its first line is the one-line description. A GAN has ``musegan`` (its
-    `museforge.training.gan.musegan_tables`) instead of a ``likelihood``."""
+    `museforge.families.musegan.gan.musegan_tables`) instead of a ``likelihood``."""
     styles = ", ".join(f"{k} {v['pieces']}" for k, v in sorted(data["styles"].items()))
     lines = [
         options.description,

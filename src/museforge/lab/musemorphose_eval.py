@@ -8,8 +8,8 @@ each excerpt and its transfers (`museforge.metrics.transfer`). The model-agnosti
 `museforge.metrics`; this module only drives the model. Classes are measured with the model's own tokenizer
 boundaries.
 
-A lab workflow: it ties generation (the transfers), metrics and the training loss (perplexity is the trainer's
-validation NLL, `museforge.training.vae.VAEStep`), and neither generation nor training may import the other.
+A lab workflow: it ties the family's sampling (the transfers), metrics and its training loss (perplexity is the
+trainer's validation NLL, `museforge.families.musemorphose.loss.VAEStep`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from museforge.data.musemorphose import MuseMorphoseSegments, SegmentCollator
+from museforge.families.musemorphose.decode import encode_piece, shifted_classes, transfer_rows
+from museforge.families.musemorphose.loss import VAEStep
+from museforge.families.musemorphose.model import MuseMorphose
 from museforge.generation.decode import make_generator
-from museforge.generation.musemorphose import encode_piece, shifted_classes, transfer_rows
 from museforge.metrics.controls import control_fidelity, measure_bar_classes
 from museforge.metrics.transfer import mean_similarity
-from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.remi import RemiTokenizer
-from museforge.training.vae import VAEStep
 
 ATTRIBUTES = ("rhythm", "polyphony")
 SHIFTS = (-3, -2, -1, 0, 1, 2, 3)

@@ -1,4 +1,5 @@
-"""Model families by name, and one way to build any of them from a config or its dict.
+"""What every model shares: the config base, the network blocks, the one checkpoint format, and the shipped
+models with their versions. The models themselves live in their families' homes (`museforge.families`).
 
 The names below are imported from their modules on first use (`museforge._lazy`): the zoo lists models
 without loading torch.
@@ -6,35 +7,7 @@ without loading torch.
 
 from museforge._lazy import lazy_exports
 
-_EXPORTS = {
-    "MODELS": "registry",
-    "ModelConfig": "config",
-    "MuseGAN": "musegan",
-    "MuseGANConfig": "musegan",
-    "MuseMorphose": "musemorphose",
-    "MuseMorphoseConfig": "musemorphose",
-    "PerformanceRNN": "performance_rnn",
-    "PerformanceRNNConfig": "performance_rnn",
-    "TransformerConfig": "transformer",
-    "TransformerLM": "transformer",
-    "build_model": "registry",
-    "config_from_dict": "registry",
-    "model_name": "registry",
-}
+_EXPORTS = {"ModelConfig": "config"}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "MODELS",
-    "ModelConfig",
-    "MuseGAN",
-    "MuseGANConfig",
-    "MuseMorphose",
-    "MuseMorphoseConfig",
-    "PerformanceRNN",
-    "PerformanceRNNConfig",
-    "TransformerConfig",
-    "TransformerLM",
-    "build_model",
-    "config_from_dict",
-    "model_name",
-]
+__all__ = ["ModelConfig"]

@@ -9,7 +9,8 @@ A checkpoint is a directory::
     training_state.pt     optional: optimizer, scheduler, RNG and data position, for exact resume
 
 It is written to a temporary sibling directory and renamed into place, so a crash never leaves a half
-checkpoint where a good one was.
+checkpoint where a good one was. Reading one needs the model's class, which its family knows:
+`museforge.families.load_checkpoint` is the one way to load any checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,6 @@ import torch
 from torch import nn
 
 import museforge
-from museforge.models import build_model, config_from_dict, model_name
 from museforge.models.checkpoint_files import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -40,6 +41,8 @@ from museforge.models.checkpoint_files import (
 from museforge.models.config import ModelConfig
 
 FORMAT_VERSION = 1
+# A fresh model for a config dict (``{"model": name, ...fields}``); its ``config`` is the parsed config.
+ModelBuilder = Callable[[dict[str, Any]], nn.Module]
 
 
 @dataclass
@@ -97,7 +100,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT_VERSION,
-        "model": model_name(inner),
+        "model": inner.config.model_name,
         "config": inner.config.to_dict(),
         "step": int(step),
         "metrics": metrics,
@@ -135,9 +138,9 @@ def _read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"checkpoint {path.parent}: {path.name} is not valid JSON ({exc})") from exc
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model of a checkpoint on ``device`` in eval mode, with its config, tokenizer JSON, step
-    and metrics."""
+def read_checkpoint(path: str | Path, build: ModelBuilder, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model of a checkpoint with ``build`` on ``device`` in eval mode, with its config, tokenizer
+    JSON, step and metrics."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at {path}")
@@ -151,10 +154,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             f"checkpoint {path} has format {meta['format']}; this museforge reads {FORMAT_VERSION}"
         )
     try:
-        config = config_from_dict({**meta["config"], "model": meta["model"]})
+        model = build({**meta["config"], "model": meta["model"]})
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path}: bad model config ({exc})") from exc
-    model = build_model(config)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {path} has no {WEIGHTS_FILE}")
@@ -175,7 +177,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     return Checkpoint(
         path=path,
         model=model,
-        config=config,
+        config=model.config,
         model_name=meta["model"],
         tokenizer=tokenizer,
         step=int(meta["step"]),

@@ -9,11 +9,13 @@ the trainer never see CLI options. Nothing here knows a family by name.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from museforge.data.dataset import (
@@ -25,7 +27,6 @@ from museforge.data.dataset import (
     tokenize_dataset,
 )
 from museforge.io import atomic_write_json
-from museforge.models import build_model
 from museforge.models.checkpoint import Checkpoint
 from museforge.tokenizers.base import Tokenizer
 from museforge.training.distributed import seed_everything
@@ -101,6 +102,7 @@ def token_windows(
 
 
 def seeded_run(
+    model_class: Callable[[Any], nn.Module],
     config: Any,
     data: tuple[Dataset, Dataset],
     sizes: tuple[int, int],
@@ -109,10 +111,10 @@ def seeded_run(
     tokenizer: Tokenizer,
     **trainer_options: Any,
 ) -> TrainingRun:
-    """The model of ``config``, initialised from the run's seed, and its `Trainer` over ``data`` (train, valid),
+    """``model_class(config)``, initialised from the run's seed, and its `Trainer` over ``data`` (train, valid),
     of ``sizes`` windows; an empty validation set is no evaluation."""
     seed_everything(train_config.seed)  # the run's seed fixes the initial weights too
-    net = build_model(config).to(device)
+    net = model_class(config).to(device)
     trainer = Trainer(
         net,
         data[0],

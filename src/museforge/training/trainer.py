@@ -417,7 +417,7 @@ class Trainer:
         """One optimizer step over the next ``group`` micro-batches: (mean loss, tokens, gradient norm, lr).
 
         A subclass with another update rule overrides this (a GAN's critic and generator steps,
-        `museforge.training.gan`); the loop around it, checkpoints and exact resume stay the same.
+        `museforge.families.musegan.gan`); the loop around it, checkpoints and exact resume stay the same.
         """
         loss_sum, tokens = 0.0, 0.0
         for i in range(group):

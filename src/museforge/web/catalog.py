@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from museforge.families import Family, Limits, get_family
-from museforge.generation.api import LoadedModel, get_model
+from museforge.families.loaded import LoadedModel
+from museforge.families.serving import get_model
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.versions import Registry
 from museforge.models.zoo import DEFAULT_MODEL, ModelInfo, ModelNotFoundError, model_info, models_dir

@@ -24,7 +24,7 @@ from museforge.audio import encode_audio, render_score
 from museforge.audio.render import DEFAULT_SAMPLE_RATE
 from museforge.data.formats import InputError
 from museforge.families import RequestError, get_family
-from museforge.generation.api import GeneratedSong
+from museforge.families.loaded import GeneratedSong
 from museforge.store import FileStore, Job, Repository, Song, new_id
 from museforge.visual import pianoroll_svg
 from museforge.web.catalog import ModelCatalog, UnknownModel

@@ -16,8 +16,9 @@ from museforge.families.musegan.request import DEFAULT_BARS, MuseGANRequest
 
 if TYPE_CHECKING:
     import symusic
+    from torch import nn
 
-    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -65,7 +66,7 @@ class MuseGANFamily(Family):
                 f"accompany needs tracks: which track of your piece each kept model track plays, e.g. "
                 f"{{{info.tracks[0]!r}: 0}}; model tracks: {', '.join(info.tracks)}"
             )
-        from museforge.generation.musegan import parse_track_map
+        from museforge.families.musegan.generate import parse_track_map
 
         try:
             mapping = parse_track_map(request.tracks, info.tracks)
@@ -80,7 +81,7 @@ class MuseGANFamily(Family):
         self, request: SongRequest, source: symusic.Score, loaded: LoadedModel, limits: Limits
     ) -> None:
         """Every kept track must exist in the piece and hold notes the model's roll can show."""
-        from museforge.generation.musegan import given_rolls, parse_track_map
+        from museforge.families.musegan.generate import given_rolls, parse_track_map
 
         assert isinstance(request, MuseGANRequest)
         tok = loaded.tokenizer
@@ -89,6 +90,14 @@ class MuseGANFamily(Family):
             given_rolls(source, tok, parse_track_map(request.tracks, names), max_bars=request.bars)
         except ValueError as exc:
             raise RequestError(f"cannot accompany this piece: {exc}") from exc
+
+    def styles(self, model: nn.Module, tokenizer: Any) -> tuple[str, ...]:
+        return tuple(model.config.genres)
+
+    def model_class(self) -> type[nn.Module]:
+        from museforge.families.musegan.model import MuseGAN
+
+        return MuseGAN
 
     def sample(
         self,

@@ -1,5 +1,5 @@
 """Sampling a MuseGAN: chained phrases of a genre, a latent walk between two phrases, or an accompaniment of the
-user's tracks (see `museforge.generation.musegan`)."""
+user's tracks (see `museforge.families.musegan.generate`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import symusic
 import torch
 
 from museforge.families.base import ProgressFn
-from museforge.families.musegan.request import DEFAULT_BARS, MuseGANRequest
-from museforge.generation.api import GeneratedSong, LoadedModel, judge_originality, originality_of
-from museforge.generation.musegan import (
+from museforge.families.loaded import GeneratedSong, LoadedModel, judge_originality, originality_of
+from museforge.families.musegan.generate import (
     accompaniment_score,
     accompany,
     generate_piece,
@@ -21,8 +20,9 @@ from museforge.generation.musegan import (
     morph_piece,
     parse_track_map,
 )
+from museforge.families.musegan.model import MuseGAN
+from museforge.families.musegan.request import DEFAULT_BARS, MuseGANRequest
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models.musegan import MuseGAN
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 
 

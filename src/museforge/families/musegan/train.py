@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from museforge.training.gan import PHRASE_FILTERS, prepare_musegan
+from museforge.families.musegan.gan import PHRASE_FILTERS, prepare_musegan
 from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 _GAN_TRAIN = {

@@ -23,8 +23,10 @@ from museforge.families.musemorphose.request import (
 
 if TYPE_CHECKING:
     import symusic
+    import torch
+    from torch import Tensor, nn
 
-    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -37,12 +39,13 @@ class MuseMorphoseFamily(Family):
     request = MuseMorphoseRequest
     tokenizer = "remi"
     half_precision = True
+    conditioned_decoder = True
     decoding_state = ", KV cache"
 
     def model_defaults(self, info: ModelInfo) -> dict[str, Any]:
         """The checkpoint's own temperature and top-p (the paper samples MuseMorphose at 1.2 / 0.9), so every
         entry point samples each model as its card measures it."""
-        from museforge.models.musemorphose import MuseMorphoseConfig
+        from museforge.families.musemorphose.model import MuseMorphoseConfig
 
         config = json.loads((info.path / "config.json").read_text(encoding="utf-8")).get("config", {})
         return {
@@ -99,6 +102,22 @@ class MuseMorphoseFamily(Family):
                     f"{attr} gives {len(classes)} classes but only {selected} bar"
                     f"{' is' if selected == 1 else 's are'} re-styled: one class per re-styled bar"
                 )
+
+    def probe_logits(self, model: nn.Module, probe: Tensor, gen: torch.Generator) -> Tensor:
+        """The probe decoded as one bar whose condition comes from a random latent and random classes (drawn
+        from ``gen``), so the condition path is checked too."""
+        import torch
+
+        c = model.config
+        z = torch.randn(1, 1, c.d_latent, generator=gen).to(probe.device)
+        rhythm, poly = torch.randint(c.n_attr_classes, (2, 1, 1), generator=gen).to(probe.device)
+        cond = model.conditions(z, rhythm, poly)  # [1, 1, D], in the model's dtype
+        return model.decode(probe, cond.expand(1, probe.shape[1], -1))[0]
+
+    def model_class(self) -> type[nn.Module]:
+        from museforge.families.musemorphose.model import MuseMorphose
+
+        return MuseMorphose
 
     def sample(
         self,

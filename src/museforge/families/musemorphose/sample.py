@@ -1,9 +1,10 @@
 """Sampling a MuseMorphose: bars from the prior with the per-bar plan as the decoder's attribute classes, led by
 the style; a primer is encoded and continued; a re-style re-plays a piece's bars with shifted or new classes
-(`museforge.generation.musemorphose`)."""
+(`museforge.families.musemorphose.decode`)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +13,9 @@ from typing import Any
 import symusic
 
 from museforge.defaults import DEFAULT_GUIDANCE
-from museforge.families.base import ProgressFn
+from museforge.families.base import MAX_SEED, ProgressFn
 from museforge.families.fields import plan_of
-from museforge.families.musemorphose.request import MuseMorphoseRequest, restyled_bars
-from museforge.generation.api import (
+from museforge.families.loaded import (
     GeneratedSong,
     LoadedModel,
     attribute_list,
@@ -23,11 +23,12 @@ from museforge.generation.api import (
     originality_of,
     read_piece,
 )
-from museforge.generation.musemorphose import continue_piece, decoded_rows, scaled_progress, transfer
-from museforge.generation.musemorphose import generate as prior_generate
+from museforge.families.musemorphose.decode import continue_piece, decoded_rows, scaled_progress, transfer
+from museforge.families.musemorphose.decode import generate as prior_generate
+from museforge.families.musemorphose.model import MuseMorphose
+from museforge.families.musemorphose.request import MuseMorphoseRequest, restyled_bars
 from museforge.generation.splice import keep_source_bars
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.remi import RemiTokenizer
 
 
@@ -123,23 +124,26 @@ def restyle_song(
     top_p: float | None = None,
     candidates: int = 1,
     guidance: float = DEFAULT_GUIDANCE,
-    seed: int = 0,
+    seed: int | None = None,
     num_samples: int = 1,
     progress: ProgressFn | None = None,
-    originality: OriginalityIndex | str | Path | None = None,
+    originality_index: OriginalityIndex | str | Path | None = None,
 ) -> list[GeneratedSong]:
     """Re-style ``piece``: sample i re-plays the chosen ``bars`` (0-based, default all) from their own latents with
     ``rhythm``/``polyphony`` shifted (an int) or set (one class per chosen bar, ``None`` keeping a bar's own), each
     bar the nearest to its asked classes of ``candidates`` tries, the change of classes amplified by ``guidance``,
-    seeded ``seed + i`` (see `museforge.generation.musemorphose.transfer`). The originality check judges only the
-    re-played bars when the others are kept: those are the user's own music.
+    seeded ``seed + i`` (see `museforge.families.musemorphose.decode.transfer`; no seed: a new one, recorded). The
+    originality check judges only the re-played bars when the others are kept: those are the user's own music.
     """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    seed = secrets.randbelow(MAX_SEED) if seed is None else seed
     rows = decoded_rows(candidates, guidance)
     (net, _), tok = loaded.sampler(rows), loaded.tokenizer
     if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
         raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
     source = read_piece(piece, "piece")
-    index, index_source = originality_of(loaded, originality)
+    index, index_source = originality_of(loaded, originality_index)
     songs = []
     for i in range(num_samples):
         start = time.perf_counter()
@@ -192,5 +196,5 @@ def restyle_request(
         loaded, source, **changes, bars=selected, style=request.style, seed=request.drawn_seed(),
         temperature=request.temperature, top_p=request.top_p, num_samples=request.num_samples,
         candidates=request.candidates, guidance=request.guidance if request.guidance is not None else DEFAULT_GUIDANCE,
-        progress=progress, originality=originality,
+        progress=progress, originality_index=originality,
     )  # fmt: skip

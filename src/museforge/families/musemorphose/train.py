@@ -8,10 +8,10 @@ import numpy as np
 
 from museforge.data.dataset import RandomTransposition, TokenCache
 from museforge.data.musemorphose import MuseMorphoseSegments, SegmentCollator
-from museforge.models.musemorphose import MuseMorphoseConfig
+from museforge.families.musemorphose.loss import VAEStep
+from museforge.families.musemorphose.model import MuseMorphose, MuseMorphoseConfig
 from museforge.tokenizers import RemiTokenizer
 from museforge.training.recipes import UNTIL_PLATEAU, Recipe, RunOptions, TrainingRun, seeded_run, tokenized
-from museforge.training.vae import VAEStep
 
 # seq_len: the longest decoder segment (longer segments are skipped). small uses 8-bar segments, as most
 # pieces of the music21 corpus are short; base is the paper's: 16 bars, batch 4, Adam 1e-4, 200 warm-up
@@ -88,6 +88,7 @@ def prepare(
     )
     train, valid = segments(Path(data_dir), tokenizer, config, spec.seq_len, options.max_shift)
     return seeded_run(
+        MuseMorphose,
         config,
         (train, valid),
         (len(train), len(valid)),

@@ -11,8 +11,9 @@ from museforge.families.performance.request import PerformanceRequest, density_l
 
 if TYPE_CHECKING:
     import symusic
+    from torch import nn
 
-    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -31,6 +32,11 @@ class PerformanceFamily(Family):
         if source == "density":
             return [("", "Model decides")] + [(str(k), density_label(k)) for k in range(N_DENSITY_CLASSES)]
         return super().choices(source, info)
+
+    def model_class(self) -> type[nn.Module]:
+        from museforge.families.performance.model import PerformanceRNN
+
+        return PerformanceRNN
 
     def sample(
         self,

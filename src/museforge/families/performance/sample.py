@@ -14,17 +14,18 @@ from torch import Tensor
 
 from museforge.families.base import ProgressFn
 from museforge.families.fields import PITCH_CLASSES
-from museforge.families.performance.request import PerformanceRequest
-from museforge.generation.api import (
+from museforge.families.loaded import (
     GeneratedSong,
     LoadedModel,
     judge_originality,
     originality_of,
     with_primer,
 )
-from museforge.generation.decode import Generated, generate_performance
+from museforge.families.performance.decode import generate_performance
+from museforge.families.performance.model import PerformanceRNN, encode_controls
+from museforge.families.performance.request import PerformanceRequest
+from museforge.generation.decode import Generated
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models.performance_rnn import PerformanceRNN, encode_controls
 from museforge.tokenizers.performance import PerformanceTokenizer
 
 MAX_EVENTS_PER_SECOND = 400  # token budget per requested second (very dense music ~150)

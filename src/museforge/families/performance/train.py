@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 from museforge.data.dataset import IGNORE_INDEX, TokenWindowDataset
-from museforge.models.performance_rnn import (
+from museforge.families.performance.model import (
+    PerformanceRNN,
     PerformanceRNNConfig,
     controls_for_events,
     encode_controls,
@@ -106,4 +107,6 @@ def prepare(
         PerformanceControlWindows(valid, tokenizer),
     )
     train_config = options.train_config(spec, out_dir)
-    return seeded_run(config, data, (len(train), len(valid)), train_config, options.device, tokenizer)
+    return seeded_run(
+        PerformanceRNN, config, data, (len(train), len(valid)), train_config, options.device, tokenizer
+    )

@@ -15,8 +15,9 @@ from museforge.families.remi.request import RemiRequest
 
 if TYPE_CHECKING:
     import symusic
+    from torch import nn
 
-    from museforge.generation.api import GeneratedSong, LoadedModel
+    from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -40,6 +41,11 @@ class RemiFamily(Family):
                 raise RequestError(
                     f"{label} has {len(classes)} entries but only {request.bars} bars are generated"
                 )
+
+    def model_class(self) -> type[nn.Module]:
+        from museforge.families.remi.model import TransformerLM
+
+        return TransformerLM
 
     def sample(
         self,

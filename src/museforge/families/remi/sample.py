@@ -13,8 +13,7 @@ from torch import Tensor
 
 from museforge.families.base import ProgressFn
 from museforge.families.fields import plan_of
-from museforge.families.remi.request import RemiRequest
-from museforge.generation.api import (
+from museforge.families.loaded import (
     GeneratedSong,
     LoadedModel,
     attribute_list,
@@ -22,10 +21,11 @@ from museforge.generation.api import (
     originality_of,
     with_primer,
 )
+from museforge.families.remi.model import TransformerLM
+from museforge.families.remi.request import RemiRequest
 from museforge.generation.decode import Generated, generate_transformer
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.metrics.originality import OriginalityIndex
-from museforge.models.transformer import TransformerLM
 from museforge.tokenizers.remi import RemiTokenizer
 
 MAX_BAR_TOKENS = 384  # REMI tokens one bar may hold before it must end (dense piano bars stay well below)

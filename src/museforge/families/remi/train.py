@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from museforge.models.transformer import TransformerConfig
+from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.training.recipes import (
     UNTIL_PLATEAU,
     Recipe,
@@ -48,5 +48,11 @@ def prepare(
     config = TransformerConfig.preset(size, tokenizer.vocab_size, max_seq_len=context, **overrides)
     train_config = options.train_config(spec, out_dir)
     return seeded_run(
-        config, (train, valid), (len(train), len(valid)), train_config, options.device, tokenizer
+        TransformerLM,
+        config,
+        (train, valid),
+        (len(train), len(valid)),
+        train_config,
+        options.device,
+        tokenizer,
     )

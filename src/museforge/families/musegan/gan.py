@@ -12,7 +12,7 @@ differs, so `GANTrainer` overrides `_update` (and `_make_optimizer`, `evaluate`)
   so one optimizer state — saved and resumed by the trainer as it is — serves both networks;
 * with the model's ``onset_matching`` > 0 the generator's loss adds that weight times `onset_distance` between
   the generated batch's `onset_profile` and the step's real batches' (feature matching on where notes start
-  and end within a beat; see `museforge.models.musegan`), and with ``blip_matching`` > 0 that weight times the
+  and end within a beat; see `museforge.families.musegan.model`), and with ``blip_matching`` > 0 that weight times the
   distance between their `blip_profile`s (notes one step long), and with ``pitch_class_matching`` > 0 between
   their `pitch_class_profile`s (pitch classes per bar); all genre by genre (`ProfileMatch`);
 * there is no validation likelihood for a GAN: `evaluate` samples phrases with a fixed seed and scores how far
@@ -38,8 +38,7 @@ from torch.utils.data import Dataset
 
 from museforge.data.dataset import PianoRollDataset, TokenCache, TokenizeOptions, tokenize_dataset
 from museforge.data.manifest import load_manifest
-from museforge.metrics.musegan import average_metrics, musegan_metrics, musegan_table, qualified_note_steps
-from museforge.models.musegan import (
+from museforge.families.musegan.model import (
     MuseGAN,
     MuseGANConfig,
     binarize,
@@ -49,6 +48,7 @@ from museforge.models.musegan import (
     pitch_class_profile,
     to_model_range,
 )
+from museforge.metrics.musegan import average_metrics, musegan_metrics, musegan_table, qualified_note_steps
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
 from museforge.training.distributed import dist_info, seed_everything
 from museforge.training.trainer import TrainConfig, Trainer

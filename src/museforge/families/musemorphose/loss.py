@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from museforge.models.musemorphose import (
+from museforge.families.musemorphose.model import (
     IGNORE_INDEX,
     MuseMorphoseConfig,
     beta_at,

@@ -26,7 +26,7 @@ import symusic
 import torch
 from torch import Tensor
 
-from museforge.models.musegan import Latents, MuseGAN, binarize
+from museforge.families.musegan.model import Latents, MuseGAN, binarize
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer, TrackSpec
 
 BinarizeMode = Literal["threshold", "bernoulli"]

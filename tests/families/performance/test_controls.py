@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from museforge.data.formats import load_score
-from museforge.generation import generate_performance
-from museforge.models import PerformanceRNN, PerformanceRNNConfig
-from museforge.models.performance_rnn import controls_for_events, encode_controls, unset_at_random
+from museforge.families.performance.decode import generate_performance
+from museforge.families.performance.model import (
+    PerformanceRNN,
+    PerformanceRNNConfig,
+    controls_for_events,
+    encode_controls,
+    unset_at_random,
+)
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer
 

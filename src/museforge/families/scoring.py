@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from museforge.models.performance_rnn import PerformanceRNN
-from museforge.models.transformer import TransformerLM
+from museforge.families.performance.model import PerformanceRNN
+from museforge.families.remi.model import TransformerLM
 
 
 class ModelScorer:

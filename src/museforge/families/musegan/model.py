@@ -41,7 +41,7 @@ zero, so a refiner added to a trained generator starts as the identity and fine-
 it was.
 
 ``onset_matching`` is not part of the network: it weighs a term the trainer adds to the generator's loss (see
-`museforge.training.gan`), the distance between where generated and real notes start and end within a beat
+`museforge.families.musegan.gan`), the distance between where generated and real notes start and end within a beat
 (`onset_profile`). It lives in the config so that a resumed or fine-tuned run keeps it and the model card shows
 it. On the music21 chorales, string quartets and Renaissance voices, real notes start and end almost only on
 the beat and the eighth (0.3-0.4 onsets per beat on it, under 0.01 at most other steps); the shipped critic,

@@ -7,9 +7,10 @@ import torch
 from conftest import corpus_path
 from museforge.data.formats import load_score
 from museforge.data.musemorphose import collate_segments, make_segment
-from museforge.generation.musemorphose import sample_bars
-from museforge.models import build_model
-from museforge.models.musemorphose import (
+from museforge.families import build_model
+from museforge.families.musemorphose.decode import sample_bars
+from museforge.families.musemorphose.loss import VAEStep
+from museforge.families.musemorphose.model import (
     MuseMorphose,
     MuseMorphoseConfig,
     beta_at,
@@ -17,7 +18,6 @@ from museforge.models.musemorphose import (
     kl_per_dim,
 )
 from museforge.tokenizers.remi import RemiTokenizer
-from museforge.training.vae import VAEStep
 
 
 @pytest.fixture(scope="module")

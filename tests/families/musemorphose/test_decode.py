@@ -16,10 +16,7 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
-from museforge.families import generate_song, restyle_song
-from museforge.families.training import prepare_training
-from museforge.generation.api import clear_model_cache, get_model, half_precision_kl
-from museforge.generation.musemorphose import (
+from museforge.families.musemorphose.decode import (
     KEPT_CLASS_WEIGHT,
     choose_candidate,
     continue_piece,
@@ -29,6 +26,11 @@ from museforge.generation.musemorphose import (
     shifted_classes,
     transfer,
 )
+from museforge.families.musemorphose.model import MuseMorphose
+from museforge.families.musemorphose.sample import restyle_song
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import clear_model_cache, generate_song, get_model, half_precision_kl
+from museforge.families.training import prepare_training
 from museforge.generation.precision import PrecisionDecision, model_key, save_decision
 from museforge.lab.model_card import ShipOptions, resample_card, ship_model
 from museforge.lab.musemorphose_eval import SHIFTS, evaluate_transfer, reconstruction_nll
@@ -36,9 +38,7 @@ from museforge.machine import cpu_model
 from museforge.metrics.controls import spearman
 from museforge.metrics.originality import OriginalityIndex
 from museforge.metrics.transfer import bar_similarity
-from museforge.models import TransformerConfig, TransformerLM
 from museforge.models.checkpoint import save_checkpoint
-from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.attributes import AttributeBoundaries, bar_bounds
 
 pytestmark = pytest.mark.xdist_group("musemorphose")
@@ -386,7 +386,7 @@ def test_restyle_song_samples_variants_and_judges_only_the_replayed_bars(trained
     lm = TransformerLM(TransformerConfig.preset("tiny", vocab_size=tok.vocab_size))
     other = save_checkpoint(tmp_path / "lm", lm, tokenizer=tok.state_dict(), step=0, metrics={})
     with pytest.raises(ValueError, match=r"\(transformer\) cannot re-style: use a MuseMorphose"):
-        restyle_song(other, piece)
+        restyle_song(get_model(other), piece)
     with pytest.raises(ValueError, match=r"piece .*nothing\.mid does not exist"):
         restyle_song(get_model(ckpt), tmp_path / "nothing.mid")
 

@@ -13,10 +13,18 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
-from museforge.generation.musegan import generate_piece
-from museforge.metrics.musegan import used_pitch_classes
-from museforge.models.checkpoint import load_checkpoint, save_checkpoint
-from museforge.models.musegan import (
+from museforge.families import load_checkpoint
+from museforge.families.musegan.gan import (
+    PART_TRACKS,
+    GANTrainer,
+    PhraseDataset,
+    ProfileMatch,
+    onset_distance,
+    pianoroll_config_for,
+    table_gap,
+)
+from museforge.families.musegan.generate import generate_piece
+from museforge.families.musegan.model import (
     REFINER_KERNEL,
     MuseGAN,
     MuseGANConfig,
@@ -30,16 +38,9 @@ from museforge.models.musegan import (
     pitch_class_profile,
     to_model_range,
 )
+from museforge.metrics.musegan import used_pitch_classes
+from museforge.models.checkpoint import save_checkpoint
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
-from museforge.training.gan import (
-    PART_TRACKS,
-    GANTrainer,
-    PhraseDataset,
-    ProfileMatch,
-    onset_distance,
-    pianoroll_config_for,
-    table_gap,
-)
 from museforge.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.xdist_group("musegan")

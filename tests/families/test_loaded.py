@@ -10,19 +10,21 @@ import symusic
 import torch
 
 from museforge.data.formats import list_units, load_score, read_unit
-from museforge.families import generate_song
-from museforge.families.performance.sample import close_open_notes
-from museforge.generation.api import GeneratedSong, clear_model_cache, get_model, half_precision_kl
-from museforge.generation.precision import PrecisionDecision, model_key, save_decision
-from museforge.machine import cpu_model
-from museforge.metrics.originality import OriginalityIndex
-from museforge.models import PerformanceRNN, PerformanceRNNConfig, TransformerConfig, TransformerLM
-from museforge.models.checkpoint import save_checkpoint
-from museforge.models.performance_rnn import (
+from museforge.families.loaded import GeneratedSong
+from museforge.families.performance.model import (
+    PerformanceRNN,
+    PerformanceRNNConfig,
     controls_for_events,
     density_class,
     unset_at_random,
 )
+from museforge.families.performance.sample import close_open_notes
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.serving import clear_model_cache, generate_song, get_model, half_precision_kl
+from museforge.generation.precision import PrecisionDecision, model_key, save_decision
+from museforge.machine import cpu_model
+from museforge.metrics.originality import OriginalityIndex
+from museforge.models.checkpoint import save_checkpoint
 from museforge.score import bar_starts
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer
@@ -237,9 +239,7 @@ def test_auto_precision_keeps_float32_where_float16_overflows(remi_ckpt, tmp_pat
 def test_precision_errors_are_clear(remi_ckpt, perf_ckpt):
     with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'fp16', 'auto'\), got 'int8'"):
         get_model(remi_ckpt, precision="int8")
-    with pytest.raises(
-        ValueError, match="fp16 is for REMI Transformers and MuseMorphose; performance_rnn samples in"
-    ):
+    with pytest.raises(ValueError, match="precision fp16 is not for a Performance RNN: it samples in fp32"):
         get_model(perf_ckpt, precision="fp16")
     assert get_model(perf_ckpt, precision="auto").precision == "fp32"
 

@@ -10,9 +10,8 @@ from typer.testing import CliRunner
 from conftest import corpus_path
 from museforge.cli import app
 from museforge.data.formats import load_score
-from museforge.families import generate_song
-from museforge.generation.api import clear_model_cache
-from museforge.generation.musegan import (
+from museforge.families.musegan.gan import PART_TRACKS
+from museforge.families.musegan.generate import (
     accompaniment_score,
     accompany,
     chain_latents,
@@ -22,10 +21,10 @@ from museforge.generation.musegan import (
     parse_track_map,
     render_latents,
 )
+from museforge.families.musegan.model import MuseGAN, MuseGANConfig
+from museforge.families.serving import clear_model_cache, generate_song
 from museforge.models.checkpoint import save_checkpoint
-from museforge.models.musegan import MuseGAN, MuseGANConfig
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
-from museforge.training.gan import PART_TRACKS
 
 TOK = PianoRollTokenizer(PianoRollConfig(tracks=PART_TRACKS, assign="order"))
 NAMES = [t["name"] for t in PART_TRACKS]

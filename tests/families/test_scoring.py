@@ -4,10 +4,10 @@ import torch
 
 from conftest import corpus_path
 from museforge.data.formats import load_score
+from museforge.families.performance.model import PerformanceRNN, PerformanceRNNConfig, encode_controls
+from museforge.families.remi.model import TransformerConfig, TransformerLM
+from museforge.families.scoring import ModelScorer
 from museforge.metrics.likelihood import NGramModel, evaluate_likelihood
-from museforge.models.performance_rnn import PerformanceRNN, PerformanceRNNConfig, encode_controls
-from museforge.models.scoring import ModelScorer
-from museforge.models.transformer import TransformerConfig, TransformerLM
 from museforge.tokenizers import build_tokenizer
 
 

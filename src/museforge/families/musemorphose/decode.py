@@ -23,11 +23,11 @@ from torch import Tensor
 
 from museforge.data.formats import load_score
 from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
+from museforge.families.musemorphose.model import MuseMorphose
 from museforge.generation.decode import make_generator
 from museforge.generation.remi_grammar import RemiGrammar
 from museforge.generation.sampling import sample
 from museforge.models.modules import IncrementalDecoder, KVCache
-from museforge.models.musemorphose import MuseMorphose
 from museforge.tokenizers.remi import RemiTokenizer
 
 ClassPlan = Sequence[tuple[int | None, int | None] | None]

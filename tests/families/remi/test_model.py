@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from museforge.models import TransformerConfig, TransformerLM, build_model
-from museforge.models.transformer import PRESETS
+from museforge.families import build_model
+from museforge.families.remi.model import PRESETS, TransformerConfig, TransformerLM
 
 
 def tiny(**overrides) -> TransformerLM:

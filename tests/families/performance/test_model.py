@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from museforge.models import PerformanceRNN, PerformanceRNNConfig, build_model
-from museforge.models.performance_rnn import (
+from museforge.families import build_model
+from museforge.families.performance.model import (
     CONTROL_DIM,
     N_DENSITY_CLASSES,
+    PerformanceRNN,
+    PerformanceRNNConfig,
     density_class,
     encode_controls,
     performance_controls,
