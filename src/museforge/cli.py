@@ -396,8 +396,8 @@ def score(
     from rich.table import Table
 
     from museforge.data.manifest import SPLITS
+    from museforge.families.likelihood import heldout_likelihood
     from museforge.io import atomic_write_json
-    from museforge.lab.model_card import heldout_likelihood
     from museforge.models.zoo import DEFAULT_MODEL, resolve_model
     from museforge.training.distributed import select_device
 
@@ -989,9 +989,9 @@ def evaluate_transfer(
     from rich.table import Table
 
     from museforge.data.manifest import load_manifest
+    from museforge.families.musemorphose.evaluate import PAPER, evaluate_transfer, reconstruction_nll
     from museforge.families.musemorphose.model import MuseMorphose
     from museforge.families.serving import get_model
-    from museforge.lab.musemorphose_eval import PAPER, evaluate_transfer, reconstruction_nll
     from museforge.training.distributed import select_device
 
     _threads(threads)
@@ -1070,7 +1070,8 @@ def models_ship(
     threads: Threads = None,
 ) -> None:
     """Copy a run's best checkpoint into the model zoo with an originality index and a measured model card."""
-    from museforge.lab.model_card import ShipOptions, ship_model
+    from museforge.families.card import ShipOptions
+    from museforge.lab.model_card import ship_model
     from museforge.models.zoo import models_dir
 
     _threads(threads)
@@ -1109,7 +1110,8 @@ def models_resample(
 ) -> None:
     """Re-measure a shipped model's samples against the test split and rewrite that part of its card (and
     evaluation/), keeping the rest: for when sampling changed since the model was shipped."""
-    from museforge.lab.model_card import ShipOptions, resample_card
+    from museforge.families.card import ShipOptions
+    from museforge.lab.model_card import resample_card
     from museforge.models.zoo import resolve_model
 
     _threads(threads)

@@ -12,9 +12,10 @@ from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.manifest import load_manifest
+from museforge.families.likelihood import heldout_likelihood
 from museforge.families.serving import clear_model_cache, generate_song, get_model
 from museforge.families.training import resume_run, start_run
-from museforge.lab.model_card import _epochs, _stop_line, heldout_likelihood, train_command, training_summary
+from museforge.lab.model_card import _epochs, _stop_line, train_command, training_summary
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import MODELS_DIR_ENV, list_models
 

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from museforge.families.card import CardMeasures, Log, ShipOptions
     from museforge.families.loaded import GeneratedSong, LoadedModel
+    from museforge.metrics.likelihood import TokenScorer
     from museforge.metrics.originality import OriginalityIndex
+    from museforge.models.checkpoint import Checkpoint
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
@@ -370,6 +373,34 @@ class Family(ABC):
         """Next-token logits [1, T, V] of ``probe`` [1, T], for the float16 check (`half_precision`); ``gen``
         draws whatever else the model's decoder reads."""
         return model(probe)[0]
+
+    # The model card (`museforge.lab.model_card`): what the family measures beyond its samples.
+    card_heading: ClassVar[str | None] = None  # the heading of the section `card_remeasure` rewrites
+
+    def card_measures(
+        self, ckpt: Checkpoint, run_dir: Path, data_dir: Path, options: ShipOptions, log: Log
+    ) -> CardMeasures | None:
+        """The family's own card measurements of a shipped run; None: the held-out token likelihood alone,
+        which the card measures with `scorer`."""
+        return None
+
+    def card_remeasure(
+        self,
+        model_dir: Path,
+        loaded: LoadedModel,
+        served: LoadedModel,
+        data_dir: Path,
+        options: ShipOptions,
+        log: Log,
+    ) -> list[str]:
+        """The card's `card_heading` section measured again by ``models resample`` (sampling changed), timed
+        with ``served``, the model at the app's precision; its first line is the heading."""
+        raise NotImplementedError(f"a {self.label}'s card has no section of its own to re-measure")
+
+    def scorer(self, model: nn.Module, tokenizer: Any) -> TokenScorer | None:
+        """How the model scores held-out tokens (`museforge.models.scoring`); None for a family without a token
+        likelihood (a GAN; a VAE reports its reconstruction NLL in its own card section)."""
+        return None
 
     @abstractmethod
     def model_class(self) -> type[nn.Module]:

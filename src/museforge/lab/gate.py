@@ -23,8 +23,8 @@ import symusic
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.manifest import load_manifest
 from museforge.families import family_of
+from museforge.families.likelihood import heldout_likelihood
 from museforge.families.serving import generate_song, get_model
-from museforge.lab.model_card import heldout_likelihood
 from museforge.metrics.compare import compare_sets, summarize
 from museforge.metrics.evaluate import analyze_scores
 from museforge.metrics.originality import OriginalityIndex

@@ -447,7 +447,8 @@ def test_train_cli_runs_tokenizes_and_resumes_exactly(chorale_data, tmp_path):
 
 
 def test_ship_writes_the_musegan_table_for_training_data_and_generated_bars(chorale_data, tmp_path):
-    from museforge.lab.model_card import ShipOptions, ship_model
+    from museforge.families.card import ShipOptions
+    from museforge.lab.model_card import ship_model
 
     run = tmp_path / "run"
     args = ["train", "--model", "musegan", "--data", str(chorale_data), "--preset", "tiny", "--device", "cpu"]

@@ -16,6 +16,7 @@ from museforge.data.corpora import music21_units
 from museforge.data.dataset import TokenizeOptions, tokenize_dataset
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
+from museforge.families.card import ShipOptions
 from museforge.families.musemorphose.decode import (
     KEPT_CLASS_WEIGHT,
     choose_candidate,
@@ -26,14 +27,14 @@ from museforge.families.musemorphose.decode import (
     shifted_classes,
     transfer,
 )
+from museforge.families.musemorphose.evaluate import SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.families.musemorphose.model import MuseMorphose
 from museforge.families.musemorphose.sample import restyle_song
 from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.families.serving import clear_model_cache, generate_song, get_model, half_precision_kl
 from museforge.families.training import prepare_training
 from museforge.generation.precision import PrecisionDecision, model_key, save_decision
-from museforge.lab.model_card import ShipOptions, resample_card, ship_model
-from museforge.lab.musemorphose_eval import SHIFTS, evaluate_transfer, reconstruction_nll
+from museforge.lab.model_card import resample_card, ship_model
 from museforge.machine import cpu_model
 from museforge.metrics.controls import spearman
 from museforge.metrics.originality import OriginalityIndex

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
     import symusic
     from torch import nn
 
+    from museforge.families.card import CardMeasures, Log, ShipOptions
     from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
+    from museforge.models.checkpoint import Checkpoint
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
@@ -90,6 +93,16 @@ class MuseGANFamily(Family):
             given_rolls(source, tok, parse_track_map(request.tracks, names), max_bars=request.bars)
         except ValueError as exc:
             raise RequestError(f"cannot accompany this piece: {exc}") from exc
+
+    def card_measures(
+        self, ckpt: Checkpoint, run_dir: Path, data_dir: Path, options: ShipOptions, log: Log
+    ) -> CardMeasures:
+        """A GAN has no likelihood: the paper's metric table against the training data instead."""
+        from museforge.families.musegan.card import card_measures
+
+        run = json.loads((run_dir / "run.json").read_text())
+        filters = {**self.recipe(run["preset"]).model, **run.get("model_overrides", {})}
+        return card_measures(filters, ckpt, data_dir, options, log)
 
     def styles(self, model: nn.Module, tokenizer: Any) -> tuple[str, ...]:
         return tuple(model.config.genres)

@@ -26,10 +26,13 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from museforge.families.card import CardMeasures, Log, ShipOptions
     from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.originality import OriginalityIndex
+    from museforge.models.checkpoint import Checkpoint
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
+
 
 
 class MuseMorphoseFamily(Family):
@@ -102,6 +105,32 @@ class MuseMorphoseFamily(Family):
                     f"{attr} gives {len(classes)} classes but only {selected} bar"
                     f"{' is' if selected == 1 else 's are'} re-styled: one class per re-styled bar"
                 )
+
+    @property
+    def card_heading(self) -> str:
+        from museforge.families.musemorphose.card import CONTROL_HEADING
+
+        return CONTROL_HEADING
+
+    def card_measures(
+        self, ckpt: Checkpoint, run_dir: Path, data_dir: Path, options: ShipOptions, log: Log
+    ) -> CardMeasures:
+        from museforge.families.musemorphose.card import card_measures
+
+        return card_measures(ckpt, data_dir, options, log)
+
+    def card_remeasure(
+        self,
+        model_dir: Path,
+        loaded: LoadedModel,
+        served: LoadedModel,
+        data_dir: Path,
+        options: ShipOptions,
+        log: Log,
+    ) -> list[str]:
+        from museforge.families.musemorphose.card import card_remeasure
+
+        return card_remeasure(model_dir, loaded, served, data_dir, options, log)
 
     def probe_logits(self, model: nn.Module, probe: Tensor, gen: torch.Generator) -> Tensor:
         """The probe decoded as one bar whose condition comes from a random latent and random classes (drawn

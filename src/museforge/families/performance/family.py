@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from museforge.defaults import N_DENSITY_CLASSES
 from museforge.families.base import Family, ProgressFn, SongRequest
 from museforge.families.performance.request import PerformanceRequest, density_label
 
 if TYPE_CHECKING:
+    import numpy as np
     import symusic
-    from torch import nn
+    from torch import Tensor, nn
 
     from museforge.families.loaded import GeneratedSong, LoadedModel
+    from museforge.metrics.likelihood import TokenScorer
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -32,6 +34,16 @@ class PerformanceFamily(Family):
         if source == "density":
             return [("", "Model decides")] + [(str(k), density_label(k)) for k in range(N_DENSITY_CLASSES)]
         return super().choices(source, info)
+
+    def scorer(self, model: nn.Module, tokenizer: Any) -> TokenScorer:
+        """Scored with the controls each event sequence implies (its density and pitch histogram), as trained."""
+        from museforge.families.performance.model import controls_for_events
+        from museforge.models.scoring import RecurrentScorer
+
+        def controls(ids: np.ndarray) -> Tensor:
+            return controls_for_events(tokenizer.event_times(ids), tokenizer.onset_pitches(ids))
+
+        return RecurrentScorer(model, controls)
 
     def model_class(self) -> type[nn.Module]:
         from museforge.families.performance.model import PerformanceRNN

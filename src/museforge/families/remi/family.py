@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from museforge.families.base import (
     Family,
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from museforge.families.loaded import GeneratedSong, LoadedModel
+    from museforge.metrics.likelihood import TokenScorer
     from museforge.metrics.originality import OriginalityIndex
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
@@ -41,6 +42,11 @@ class RemiFamily(Family):
                 raise RequestError(
                     f"{label} has {len(classes)} entries but only {request.bars} bars are generated"
                 )
+
+    def scorer(self, model: nn.Module, tokenizer: Any) -> TokenScorer:
+        from museforge.models.scoring import WindowScorer
+
+        return WindowScorer(model)
 
     def model_class(self) -> type[nn.Module]:
         from museforge.families.remi.model import TransformerLM

@@ -8,8 +8,9 @@ each excerpt and its transfers (`museforge.metrics.transfer`). The model-agnosti
 `museforge.metrics`; this module only drives the model. Classes are measured with the model's own tokenizer
 boundaries.
 
-A lab workflow: it ties the family's sampling (the transfers), metrics and its training loss (perplexity is the
-trainer's validation NLL, `museforge.families.musemorphose.loss.VAEStep`).
+It ties the family's sampling (the transfers), metrics and its training loss (perplexity is the trainer's
+validation NLL, `museforge.families.musemorphose.loss.VAEStep`); the model card reports it
+(`museforge.families.musemorphose.card`).
 """
 
 from __future__ import annotations
