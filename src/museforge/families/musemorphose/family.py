@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
 
-
 class MuseMorphoseFamily(Family):
     name = "musemorphose"
     label = "MuseMorphose"

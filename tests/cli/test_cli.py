@@ -29,7 +29,7 @@ def test_the_cli_builds_its_options_without_importing_torch():
 
 def _script_entry() -> list[str]:
     """The module and function of the `museforge` script (pyproject.toml's entry point)."""
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     return tomllib.loads(pyproject.read_text())["project"]["scripts"]["museforge"].split(":")
 
 
