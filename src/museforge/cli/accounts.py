@@ -2,16 +2,12 @@
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from museforge.cli_show import console
-
-if TYPE_CHECKING:
-    pass
-
 from museforge.cli.shell import _fail, _store, app
+from museforge.cli_show import console
 
 users_app = typer.Typer(help="Accounts of the web app: create users, make operators.", no_args_is_help=True)
 app.add_typer(users_app, name="users")

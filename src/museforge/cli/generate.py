@@ -13,15 +13,13 @@ import click
 import typer
 
 from museforge.cli_show import console
-from museforge.defaults import DEFAULT_GUIDANCE, MAX_GUIDANCE
+from museforge.defaults import MAX_GUIDANCE
 
 if TYPE_CHECKING:
-    pass
+    from museforge.families.loaded import LoadedModel
 
 from museforge.cli.shell import (
     LAZY_COMMANDS,
-    Candidates,
-    Guidance,
     Threads,
     _fail,
     _json_object,
@@ -377,6 +375,27 @@ def _model_for(operation: str, model: str | None) -> str:
     raise ValueError(f"no shipped model can {operation}: pass --model")
 
 
+FROM_REQUEST = "Default and bounds: the model's request type, as for generate."
+SampleStyle = Annotated[str | None, typer.Option(help="Style token to lead with, e.g. folk.")]
+SampleCandidates = Annotated[
+    int | None,
+    typer.Option(help=f"Samples per bar; the one nearest the asked rhythm/polyphony is kept. {FROM_REQUEST}"),
+]
+Seed = Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")]
+
+
+def _sampling_request(loaded: "LoadedModel", operation: str, **given: Any) -> Any:
+    """The sampling options of `transfer` and `interpolate`, checked and filled by the model's family's request
+    type for ``operation``: the bounds and defaults that `generate` and the API use (a `RequestError` names a
+    bad one); the seed is drawn when none is given."""
+    from museforge.families import get_family
+    from museforge.models.zoo import model_info
+
+    family = get_family(loaded.family)
+    request = family.parse({**given, "operation": operation})
+    return family.resolve(request, model_info(loaded.path, loaded.name))
+
+
 @app.command("transfer")
 def transfer(
     piece: Annotated[Path, typer.Argument(help="Music to transform (MIDI, MusicXML, ABC, kern).")],
@@ -395,14 +414,18 @@ def transfer(
         bool, typer.Option(help="Keep the bars outside --bars exactly as they are.")
     ] = True,
     model: RestyleModel = None,
-    style: Annotated[str | None, typer.Option(help="Style token to lead with, e.g. folk.")] = None,
-    temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (model default 1.2).")
+    style: SampleStyle = None,
+    temperature: Annotated[float | None, typer.Option(help=f"Sampling temperature. {FROM_REQUEST}")] = None,
+    top_p: Annotated[float | None, typer.Option(help=f"Nucleus mass. {FROM_REQUEST}")] = None,
+    candidates: SampleCandidates = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            help="Amplify the asked change of classes against the piece's own by this much (0: the model "
+            f"alone; truer control, a little less like the input, twice the time). {FROM_REQUEST}"
+        ),
     ] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus mass (model default 0.9).")] = None,
-    candidates: Candidates = 1,
-    guidance: Guidance = DEFAULT_GUIDANCE,
-    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
+    seed: Seed = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[
         str, typer.Option(help="Weights while sampling: fp32, fp16 or auto (fp16 where it agrees with fp32).")
@@ -420,20 +443,29 @@ def transfer(
     start = time.perf_counter()
     chosen = _threads(threads)
     try:
+        chosen_bars = _bar_list(bars)
+        shifts = {
+            "rhythm": _shift_or_classes(rhythm, "rhythm"),
+            "polyphony": _shift_or_classes(polyphony, "polyphony"),
+        }
+        given = {"style": style, "temperature": temperature, "top_p": top_p, "candidates": candidates}
+        for name, value in shifts.items():
+            given[f"{name}_shift" if isinstance(value, int) else name] = value
         loaded = get_model(_model_for("restyle", model), select_device(device), precision)
+        request = _sampling_request(loaded, "restyle", seed=seed, guidance=guidance, **given)
         (song,) = restyle_song(
             loaded,
             piece,
-            rhythm=_shift_or_classes(rhythm, "rhythm"),
-            polyphony=_shift_or_classes(polyphony, "polyphony"),
-            bars=_bar_list(bars),
+            rhythm=shifts["rhythm"],
+            polyphony=shifts["polyphony"],
+            bars=chosen_bars,
             keep_other_bars=keep_others,
-            style=style,
-            seed=seed,
-            temperature=temperature,
-            top_p=top_p,
-            candidates=candidates,
-            guidance=guidance,
+            style=request.style,
+            seed=request.seed,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            candidates=request.candidates,
+            guidance=request.guidance,
         )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
@@ -462,9 +494,9 @@ def interpolate(
     steps: Annotated[int, typer.Option(min=2, help="Pieces from A to B, both ends included.")] = 5,
     method: Annotated[str, typer.Option(help="slerp or lerp.")] = "slerp",
     model: RestyleModel = None,
-    style: Annotated[str | None, typer.Option(help="Style token to lead with.")] = None,
-    candidates: Candidates = 1,
-    seed: Annotated[int | None, typer.Option(help="Seed; the same seed gives the same result.")] = None,
+    style: SampleStyle = None,
+    candidates: SampleCandidates = None,
+    seed: Seed = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Threads = None,
 ) -> None:
@@ -476,6 +508,7 @@ def interpolate(
     _threads(threads)
     try:
         loaded = get_model(_model_for("restyle", model), select_device(device))
+        request = _sampling_request(loaded, "generate", style=style, candidates=candidates, seed=seed)
         results = morph(
             loaded.checkpoint.model,
             loaded.tokenizer,
@@ -483,9 +516,9 @@ def interpolate(
             b,
             steps=steps,
             method=method,
-            style=style,
-            seed=seed,
-            candidates=candidates,
+            style=request.style,
+            seed=request.seed,
+            candidates=request.candidates,
         )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
@@ -502,7 +535,9 @@ def evaluate_transfer(
         int, typer.Option(min=1, help="Test pieces drawn at random for control/fidelity.")
     ] = 40,
     segments: Annotated[int, typer.Option(min=1, help="Test segments scored for perplexity.")] = 300,
-    candidates: Candidates = 1,
+    candidates: Annotated[
+        int, typer.Option(min=1, max=16, help="Samples per bar; the one nearest the asked classes is kept.")
+    ] = 1,
     guidance: Annotated[
         float,
         typer.Option(

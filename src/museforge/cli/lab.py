@@ -3,16 +3,12 @@
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from museforge.cli_show import console
-
-if TYPE_CHECKING:
-    pass
-
 from museforge.cli.shell import Threads, _fail, _store, _threads, app
+from museforge.cli_show import console
 
 lab_app = typer.Typer(
     help="The lab: receive music, fine-tune candidates, gate and promote them.", no_args_is_help=True

@@ -1,17 +1,13 @@
 """`museforge models` (list, ship, resample) and `serve`."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from museforge.cli.shell import CardCandidates, CardGuidance, Threads, _fail, _threads, app
 from museforge.cli_show import console, show_models
 from museforge.defaults import DEFAULT_GUIDANCE
-
-if TYPE_CHECKING:
-    pass
-
-from museforge.cli.shell import CardCandidates, CardGuidance, Threads, _fail, _threads, app
 
 models_app = typer.Typer(help="The shipped models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")

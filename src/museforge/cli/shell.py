@@ -13,9 +13,6 @@ from typer.core import TyperGroup
 from museforge.cli_show import console
 from museforge.defaults import MAX_GUIDANCE
 
-if TYPE_CHECKING:
-    pass
-
 # The commands built only when run: name -> (one-line help, builder); `museforge.cli.generate` fills it.
 LAZY_COMMANDS: dict[str, tuple[str, Callable[[], click.Command]]] = {}
 
@@ -59,24 +56,6 @@ app = typer.Typer(
 if TYPE_CHECKING:
     from museforge.machine import ThreadChoice
 
-Candidates = Annotated[
-    int,
-    typer.Option(
-        min=1,
-        max=16,
-        help="MuseMorphose: samples per bar; the one nearest the asked rhythm/polyphony is kept (slower, truer "
-        "control).",
-    ),
-]
-Guidance = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        max=MAX_GUIDANCE,
-        help="MuseMorphose transfer: amplify the asked change of classes against the piece's own by this much "
-        "(0: the model alone; truer control, a little less like the input, twice the time).",
-    ),
-]
 CardGuidance = Annotated[
     float,
     typer.Option(

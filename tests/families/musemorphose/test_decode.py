@@ -234,7 +234,12 @@ def test_cli_transfer_and_interpolate_end_to_end(trained, tmp_path):
     bad = runner.invoke(
         app, ["transfer", str(pieces[0]), "--model", str(ckpt), "--guidance", "9", "--out", str(out)]
     )
-    assert bad.exit_code == 2 and "--guidance" in bad.output
+    assert bad.exit_code == 2 and "guidance" in bad.output and "less than or equal to" in bad.output
+    bad = runner.invoke(  # the request type's bounds, as generate and the API have them
+        app, ["interpolate", str(pieces[0]), str(pieces[1]), "--model", str(ckpt), "--candidates", "0",
+              "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "candidates" in bad.output and "greater than or equal to 1" in bad.output
     folder = tmp_path / "interp"
     result = runner.invoke(
         app,
