@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 
 from museforge.audio import render_to_file
+from museforge.families import DEFAULT_MODEL
 from museforge.families.loaded import LoadedModel
 from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.families.serving import generate_song, get_model
 from museforge.generation import generate_transformer
 from museforge.machine import cpu_model
 from museforge.models.checkpoint import save_checkpoint
-from museforge.models.zoo import DEFAULT_MODEL, resolve_model
+from museforge.models.zoo import resolve_model
 from museforge.tokenizers import build_tokenizer
 
 

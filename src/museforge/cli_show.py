@@ -30,7 +30,8 @@ console = _LazyConsole()
 def show_models(as_json: bool) -> None:
     """Print the shipped models as a table, or as JSON. Raises ValueError (no models folder, a broken
     checkpoint) before printing anything."""
-    from museforge.models.zoo import DEFAULT_MODEL, list_models, models_dir
+    from museforge.families import DEFAULT_MODEL
+    from museforge.models.zoo import list_models, models_dir
 
     infos = list_models()
     where = models_dir()

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from museforge.cli import app
 from museforge.data.formats import load_score
+from museforge.families import DEFAULT_MODEL
 from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.families.serving import clear_model_cache
 from museforge.models.checkpoint import save_checkpoint
-from museforge.models.zoo import DEFAULT_MODEL, MODELS_DIR_ENV
+from museforge.models.zoo import MODELS_DIR_ENV
 from museforge.tokenizers import build_tokenizer
 from museforge.training import TrainConfig, Trainer
 

@@ -2,9 +2,6 @@
 name, an alias, its checkpoint name) anywhere else in the package is knowledge of that family living outside
 it. Read from the source with `ast`; docstrings and the module names of lazy export maps are not names of a
 family.
-
-The redesign is not finished: `STILL_OUTSIDE` lists the files that still name a family, each with why and where
-it is meant to go. A new file that names a family fails, and so does an entry whose file no longer needs it.
 """
 
 from __future__ import annotations
@@ -16,13 +13,6 @@ from museforge.families import FAMILIES, get_family
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "museforge"
 HOME = PACKAGE / "families"
-
-# file (relative to src/museforge) -> why it still names a family
-STILL_OUTSIDE: dict[str, str] = {
-    "models/zoo.py": "DEFAULT_MODEL names the shipped model the app opens on, which is named after its family",
-    "metrics/evaluate.py": "the report's 'musegan' section is the MuseGAN paper's metric table, named after the paper",
-    "metrics/report.py": "renders that 'musegan' metric table",
-}
 
 
 def _names() -> set[str]:
@@ -79,14 +69,11 @@ def outside_homes() -> dict[str, list[str]]:
     return found
 
 
-def test_no_family_is_named_outside_its_home_but_the_known_ones():
+def test_no_family_is_named_outside_its_home():
     found = outside_homes()
-    new = {f: hits for f, hits in found.items() if f not in STILL_OUTSIDE}
-    assert not new, (
-        f"family names outside src/museforge/families/ (move the knowledge into the family): {new}"
+    assert not found, (
+        f"family names outside src/museforge/families/ (move the knowledge into the family): {found}"
     )
-    paid = sorted(set(STILL_OUTSIDE) - set(found))
-    assert not paid, f"these files no longer name a family: remove them from STILL_OUTSIDE: {paid}"
 
 
 def test_the_scan_finds_a_family_name(tmp_path):

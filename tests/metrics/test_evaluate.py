@@ -52,7 +52,7 @@ def test_cli_writes_report_with_the_numbers(folders, tmp_path):
     assert report["metrics"]["pitch_entropy"]["reference"]["mean"] == pytest.approx(expected)
     assert 0 <= report["overall"]["overlap"] <= 1
     assert set(report["features"]) >= {"pitch_class_histogram", "note_length_transition_matrix", "polyphony"}
-    assert report["musegan"]["generated"]["DP"]["Drums"] == 100.0  # only band.mid has drums
+    assert report["multitrack"]["generated"]["DP"]["Drums"] == 100.0  # only band.mid has drums
     html = (out / "report.html").read_text()
     assert "broken.mid" in html and "MuseGAN" in html and "data:image/png;base64," in html
     for name in ("overlap.png", "metrics.png", "densities.png"):
@@ -191,7 +191,7 @@ def test_streaming_analysis_keeps_no_scores(chorales):
         [t.name for t in PianoRollConfig().tracks],
         drum_track="Drums",
     )
-    assert report["musegan"]["reference"] == expected and "originality" not in report
+    assert report["multitrack"]["reference"] == expected and "originality" not in report
 
 
 def test_cli_errors_are_clear(folders, tmp_path):
@@ -229,7 +229,7 @@ def test_cli_with_a_musegan_model_tables_its_own_voices(chorales, tmp_path):
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r"), "--model", "musegan"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    section = report["musegan"]
+    section = report["multitrack"]
     assert report["model"] == "musegan" and section["tracks"] == ["soprano", "alto", "tenor", "bass"]
     assert all(section["generated"]["EB"][voice] < 100.0 for voice in section["tracks"])  # every voice plays
     assert "controls" not in report and "takes no attribute controls" in result.output

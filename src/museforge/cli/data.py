@@ -286,9 +286,10 @@ def score(
     from rich.table import Table
 
     from museforge.data.manifest import SPLITS
+    from museforge.families import DEFAULT_MODEL
     from museforge.families.likelihood import heldout_likelihood
     from museforge.io import atomic_write_json
-    from museforge.models.zoo import DEFAULT_MODEL, resolve_model
+    from museforge.models.zoo import resolve_model
     from museforge.training.distributed import select_device
 
     _threads(threads)

@@ -225,8 +225,8 @@ def generate(
     an option another family takes is refused with the list of those this model takes."""
     import time
 
+    from museforge.families import DEFAULT_MODEL
     from museforge.families.serving import generate_song, get_model
-    from museforge.models.zoo import DEFAULT_MODEL
     from museforge.training.distributed import select_device
 
     start = time.perf_counter()

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 FAMILIES: tuple[Family, ...] = (remi.FAMILY, performance.FAMILY, musemorphose.FAMILY, musegan.FAMILY)
 
+# The model the app and `generate` open on when none is named: the first family's shipped model, whose folder
+# is the family's name spelled with hyphens.
+DEFAULT_MODEL = FAMILIES[0].name.replace("_", "-")
+
 
 def _key(name: str) -> str:
     return name.strip().lower().replace("-", "_")
@@ -75,6 +79,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
 
 __all__ = [
+    "DEFAULT_MODEL",
     "FAMILIES",
     "Family",
     "Limits",

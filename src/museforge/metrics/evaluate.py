@@ -267,7 +267,7 @@ def compare_analyses(
     if musegan is None:
         musegan = generated.multitrack or reference.multitrack
     if musegan and generated.musegan and reference.musegan:
-        report["musegan"] = {
+        report["multitrack"] = {
             "tracks": [spec.name for spec in (roll_config or PianoRollConfig()).tracks],
             "generated": average_metrics(generated.musegan),
             "reference": average_metrics(reference.musegan),

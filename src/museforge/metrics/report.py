@@ -139,7 +139,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _musegan_html(section: Mapping[str, Any]) -> str:
+def _multitrack_html(section: Mapping[str, Any]) -> str:
     """Laid out like MuseGAN's Table 1: one row per set, one column per (metric, track)."""
     columns = [
         (metric, key)
@@ -152,7 +152,7 @@ def _musegan_html(section: Mapping[str, Any]) -> str:
         for label in ("reference", "generated")
     ]
     return (
-        "<h2>MuseGAN metrics</h2><p>EB empty bars %, UPC used pitch classes per bar, "
+        "<h2>Multi-track metrics (MuseGAN paper)</h2><p>EB empty bars %, UPC used pitch classes per bar, "
         "QN qualified notes % (no shorter than a 32nd note), DP drum pattern %, TD tonal distance.</p>"
         + _table(header, rows)
     )
@@ -269,8 +269,8 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     ]
     if "controls" in report:
         parts.append(_controls_html(report["controls"]))
-    if "musegan" in report:
-        parts.append(_musegan_html(report["musegan"]))
+    if "multitrack" in report:
+        parts.append(_multitrack_html(report["multitrack"]))
     if "originality" in report:
         parts.append(_originality_html(report["originality"]))
     for title, name in (

@@ -22,7 +22,6 @@ from museforge.machine import var_dir
 from museforge.models.checkpoint_files import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.versions import Registry
 
-DEFAULT_MODEL = "remi-transformer"
 MODELS_DIR_ENV = "MUSEFORGE_MODELS_DIR"
 CARD_FILE = "MODEL_CARD.md"
 ORIGINALITY_FILE = "originality.npz"
@@ -212,7 +211,6 @@ def list_models() -> list[ModelInfo]:
 
 
 __all__ = [
-    "DEFAULT_MODEL",
     "MODELS_DIR_ENV",
     "ModelInfo",
     "ModelNotFoundError",

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from museforge.families import Family, Limits, get_family
+from museforge.families import DEFAULT_MODEL, Family, Limits, get_family
 from museforge.families.loaded import LoadedModel
 from museforge.families.serving import get_model
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.versions import Registry
-from museforge.models.zoo import DEFAULT_MODEL, ModelInfo, ModelNotFoundError, model_info, models_dir
+from museforge.models.zoo import ModelInfo, ModelNotFoundError, model_info, models_dir
 
 log = logging.getLogger(__name__)
 
