@@ -264,6 +264,10 @@ def test_score_samples_the_split_evenly_and_breaks_it_down_by_style(run, tmp_pat
     sample = heldout_likelihood(checkpoint, data, 2, seed=1)
     assert sample["n_sequences"] == 2 and sample["split_pieces"] == n_test
     assert heldout_likelihood(checkpoint, data, 2, seed=1) == sample  # the seed fixes the sample
+    capped = heldout_likelihood(
+        checkpoint, data, 1000, max_tokens=16
+    )  # each piece's first 16 tokens: 15 scored
+    assert capped["n_tokens"] == 15 * n_test < full["n_tokens"]
 
     written = tmp_path / "score.json"
     result = runner.invoke(
