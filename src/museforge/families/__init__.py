@@ -3,80 +3,33 @@
 A family (`museforge.families.base.Family`) owns its typed request (the options it takes, their defaults and
 bounds), its operations, its controls as forms and the API show them, and its sampling. The command line, the
 web app and the lab ask this registry; nothing else names a family. Adding a family is a folder beside these
-and one line in `FAMILIES`.
+and one line in `museforge.families.registry.FAMILIES`.
 
 Songs are made through `museforge.families.serving` (``generate_song``); a model is loaded through
-`load_checkpoint` here, the one way to read any family's checkpoint.
+`load_checkpoint` here, the one way to read any family's checkpoint. The registry is imported on first use,
+so `museforge models list` can name the default model without loading pydantic or torch.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from museforge._lazy import lazy_exports
 
-from museforge.families import musegan, musemorphose, performance, remi
-from museforge.families.base import Family, Limits, RequestError, SongRequest
+# The shipped model the app and `generate` open on when none is named.
+DEFAULT_MODEL = "remi-transformer"
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from museforge.families.loaded import LoadedModel
-    from museforge.models.checkpoint import Checkpoint
-    from museforge.models.config import ModelConfig
-
-FAMILIES: tuple[Family, ...] = (remi.FAMILY, performance.FAMILY, musemorphose.FAMILY, musegan.FAMILY)
-
-# The model the app and `generate` open on when none is named: the first family's shipped model, whose folder
-# is the family's name spelled with hyphens.
-DEFAULT_MODEL = FAMILIES[0].name.replace("_", "-")
-
-
-def _key(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
-
-
-_BY_NAME = {
-    _key(n): f for f in FAMILIES for n in (f.name, f.checkpoint_model, f.label.replace(" ", "_"), *f.aliases)
+_EXPORTS = {
+    "FAMILIES": "registry",
+    "Family": "base",
+    "Limits": "base",
+    "RequestError": "base",
+    "SongRequest": "base",
+    "build_model": "registry",
+    "family_names": "registry",
+    "family_of": "registry",
+    "get_family": "registry",
+    "load_checkpoint": "registry",
 }
-
-
-def get_family(name: str) -> Family:
-    """The family called ``name`` in any of its spellings (``performance_rnn``, ``performance-rnn``, ...), or
-    the family of checkpoints whose config names ``name``."""
-    found = _BY_NAME.get(_key(name))
-    if found is None:
-        raise ValueError(f"unknown model family {name!r}; families: {', '.join(f.name for f in FAMILIES)}")
-    return found
-
-
-def family_names() -> list[str]:
-    return [f.name for f in FAMILIES]
-
-
-def family_of(loaded: LoadedModel) -> Family:
-    """The family of a loaded model."""
-    return get_family(loaded.checkpoint.model_name)
-
-
-def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
-    """A freshly initialised model for a config or its dict (``{"model": name, ...fields}``)."""
-    if isinstance(config, dict):
-        name = config.get("model")
-        if not isinstance(name, str):
-            raise ValueError(f"a model config names its model ('model'), got {name!r}")
-        cls = get_family(name).model_class()
-        return cls(cls.config_class.from_dict(config))
-    return get_family(config.model_name).model_class()(config)
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """The model of a checkpoint folder on ``device`` in eval mode, with everything saved beside it: the one
-    way to load any family's checkpoint (`museforge.models.checkpoint` is the format)."""
-    from museforge.models.checkpoint import read_checkpoint
-
-    return read_checkpoint(path, build_model, device)
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_MODEL",
