@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from museforge.store import Conflict, FileStore, NotFound, Song, UnsafePath, Upload, new_id, open_repository
+from museforge.store.records import Feedback
 from museforge.store.repository import interrupted_reason
 
 MONGO_URI = os.environ.get("MUSEFORGE_TEST_MONGO_URI")
@@ -169,6 +170,34 @@ def test_ratings_one_per_owner(repo):
         repo.rate_song(song_id=song.id, owner="u", value=6)
     with pytest.raises(NotFound):
         repo.rate_song(song_id="missing", owner="u", value=3)
+
+
+def test_feedback_is_kept_per_listener_and_version_and_follows_a_sign_in(repo):
+    job = repo.create_job(owner="u", model="m", operation="generate", params={})
+    repo.claim_job()
+    a, b = _song("u", job.id), _song("u", job.id)
+    repo.finish_job(job_id=job.id, songs=[a, b])
+    request = {"style": "folk", "bars": 4}
+    signals = [
+        Feedback("rate", "anon:x", a.id, "m", 1, request, value=5, at=10.0),
+        Feedback("skip", "anon:x", b.id, "m", 1, request, at=11.0),
+        Feedback("like", "user:v", a.id, "m", 2, request, at=12.0),
+        Feedback("play_end", "user:v", b.id, "other", 1, {}, at=13.0),
+    ]
+    for f in signals:
+        repo.record_feedback(feedback=f)
+    assert repo.list_feedback(model="m") == signals[:3]  # oldest first, the model's only
+    assert repo.list_feedback(model="m", version=1) == signals[:2]
+    assert repo.list_feedback(model="m", listener="user:v") == [signals[2]]  # another's are not seen
+    assert repo.list_feedback(model="m", limit=2) == signals[1:3]  # the newest, still oldest first
+    repo.transfer_owner(old="anon:x", new="user:v")
+    assert [f.listener for f in repo.list_feedback(model="m")] == ["user:v"] * 3
+    with pytest.raises(NotFound):
+        repo.record_feedback(feedback=Feedback("like", "u", "missing", "m", 1, {}))
+    with pytest.raises(ValueError, match="unknown feedback kind"):
+        Feedback("love", "u", a.id, "m", 1, {})
+    with pytest.raises(ValueError, match="1 to 5"):
+        Feedback("rate", "u", a.id, "m", 1, {}, value=0)
 
 
 def test_uploads_and_models(repo):

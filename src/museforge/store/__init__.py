@@ -7,6 +7,7 @@ from pathlib import Path
 from museforge.store.files import FileStore, UnsafePath
 from museforge.store.records import (
     Conflict,
+    Feedback,
     Job,
     ModelRecord,
     NotFound,
@@ -41,6 +42,7 @@ def open_repository(
 __all__ = [
     "DB_FILE",
     "Conflict",
+    "Feedback",
     "FileStore",
     "Job",
     "ModelRecord",

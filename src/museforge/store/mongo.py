@@ -16,6 +16,7 @@ from museforge.store.records import (
     DAY_S,
     Conflict,
     Event,
+    Feedback,
     Job,
     ModelRecord,
     NotFound,
@@ -24,6 +25,7 @@ from museforge.store.records import (
     Song,
     Upload,
     User,
+    check_rating,
     new_id,
     now,
 )
@@ -33,7 +35,6 @@ from museforge.store.repository import (
     TOTAL_KEY,
     Repository,
     check_group,
-    check_rating,
     interrupted_reason,
     learn_meta,
     nearest_ranks,
@@ -99,6 +100,7 @@ class MongoRepository(Repository):
         )
         d.ratings.create_index([("song_id", 1), ("owner", 1)], unique=True)
         d.events.create_index("day")
+        d.feedback.create_index([("model", 1), ("version", 1), ("at", 1)])
         d.events.create_index("listener")
         for name, key in SUMMARIES.items():
             d[name].create_index([(k, 1) for k in key], unique=True)
@@ -145,6 +147,7 @@ class MongoRepository(Repository):
         for name in ("songs", "uploads", "jobs"):
             self.db[name].update_many({"owner": old}, {"$set": {"owner": new}})
         self.db.events.update_many({"listener": old}, {"$set": {"listener": new}})
+        self.db.feedback.update_many({"listener": old}, {"$set": {"listener": new}})
         for name, key in (("event_counts", COUNT_KEY), ("listener_days", DAY_KEY)):
             docs = list(self.db[name].find({"listener": old}))
             ops = [self._pymongo.UpdateOne({**{k: d[k] for k in key}, "listener": new}, {"$inc": {"n": d["n"]}},
@@ -451,6 +454,23 @@ class MongoRepository(Repository):
 
     def rollup_events(self, *, before_day: int) -> int:
         return int(self.db.events.delete_many({"day": {"$lt": before_day}}).deleted_count)
+
+    # ---- feedback ----
+    def record_feedback(self, *, feedback: Feedback) -> None:
+        if self.db.songs.count_documents({"_id": feedback.song_id}, limit=1) == 0:
+            raise NotFound(f"no song {feedback.song_id}")
+        self.db.feedback.insert_one({**asdict(feedback), "value": int(feedback.value)})
+
+    def list_feedback(
+        self, *, model: str, version: int | None = None, listener: str | None = None, limit: int = 100_000
+    ) -> list[Feedback]:
+        query: dict[str, Any] = {"model": model}
+        if version is not None:
+            query["version"] = version
+        if listener is not None:
+            query["listener"] = listener
+        newest = self.db.feedback.find(query, {"_id": 0}).sort([("at", -1), ("_id", -1)]).limit(int(limit))
+        return [Feedback(**doc) for doc in reversed(list(newest))]
 
     def close(self) -> None:
         self.client.close()

@@ -138,6 +138,7 @@ class ModelRecord:
 
 EVENT_KINDS: tuple[str, ...] = (
     "visit", "generate", "play", "play_end", "download", "share", "upload", "rate", "signup",
+    "like", "dislike", "replay", "skip", "regenerate",
 )  # fmt: skip
 DAY_S = 86400
 
@@ -169,3 +170,37 @@ class Event:
     @property
     def day(self) -> int:
         return day_of(self.at)
+
+
+# What a listener can tell about a song, explicitly (stars, like, dislike) or by what they did with it.
+FEEDBACK_KINDS: tuple[str, ...] = (
+    "rate", "like", "dislike", "play_end", "replay", "download", "share", "skip", "regenerate",
+)  # fmt: skip
+
+
+@dataclass
+class Feedback:
+    """One listener's signal about one song, kept for learning from (analytics events are rolled up; these are
+    not). The model, version and request that made the song ride along, so the song can be scored later under
+    any version without asking which made it."""
+
+    kind: str
+    listener: str  # an owner key: user:<id> or anon:<session>
+    song_id: str
+    model: str
+    version: int | None
+    request: dict[str, Any]
+    value: int = 0  # a rating's 1..5 stars; 0 for other kinds
+    at: float = field(default_factory=now)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEEDBACK_KINDS:
+            raise ValueError(f"unknown feedback kind {self.kind!r}; kinds: {', '.join(FEEDBACK_KINDS)}")
+        if self.kind == "rate":
+            check_rating(self.value)
+
+
+def check_rating(value: int) -> None:
+    """Ratings are 1 to 5 stars in every backend."""
+    if not 1 <= int(value) <= 5:
+        raise ValueError(f"a rating is 1 to 5, got {value}")

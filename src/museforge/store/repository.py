@@ -13,7 +13,17 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any
 
-from museforge.store.records import Event, Job, ModelRecord, Rating, Session, Song, Upload, User
+from museforge.store.records import (
+    Event,
+    Feedback,
+    Job,
+    ModelRecord,
+    Rating,
+    Session,
+    Song,
+    Upload,
+    User,
+)
 
 GROUP_FIELDS = ("day", "week", "listener", "kind", "model", "style", "value")
 COUNT_KEY = ("kind", "day", "model", "style", "listener", "value")  # per-listener daily counts
@@ -193,6 +203,18 @@ class Repository(ABC):
         are unchanged: `record_events` keeps per-day counts (`COUNT_KEY`, `TOTAL_KEY`, `DAY_KEY`) in the same
         write as the raw events, and every measure reads those."""
 
+    # ---- feedback (what listeners say and do about songs, kept for learning) ----
+    @abstractmethod
+    def record_feedback(self, *, feedback: Feedback) -> None:
+        """Append one signal; its song must exist (`NotFound` otherwise)."""
+
+    @abstractmethod
+    def list_feedback(
+        self, *, model: str, version: int | None = None, listener: str | None = None, limit: int = 100_000
+    ) -> list[Feedback]:
+        """Signals about songs of ``model`` (made by ``version`` when given; heard by ``listener`` when given),
+        oldest first, at most ``limit`` of the newest."""
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -204,12 +226,6 @@ def learn_meta(meta: dict[str, Any], learn: bool, style: str | None, at: float) 
         changed["learn_style"] = style
     changed["learn_changed_at"] = at
     return changed
-
-
-def check_rating(value: int) -> None:
-    """Ratings are 1 to 5 stars in every backend."""
-    if not 1 <= int(value) <= 5:
-        raise ValueError(f"a rating is 1 to 5, got {value}")
 
 
 def interrupted_reason(attempts: int) -> str:

@@ -19,6 +19,7 @@ from museforge.store.records import (
     DAY_S,
     Conflict,
     Event,
+    Feedback,
     Job,
     ModelRecord,
     NotFound,
@@ -27,6 +28,7 @@ from museforge.store.records import (
     Song,
     Upload,
     User,
+    check_rating,
     new_id,
     now,
 )
@@ -36,7 +38,6 @@ from museforge.store.repository import (
     TOTAL_KEY,
     Repository,
     check_group,
-    check_rating,
     interrupted_reason,
     learn_meta,
     nearest_ranks,
@@ -156,6 +157,18 @@ CREATE TABLE IF NOT EXISTS listener_days (
     PRIMARY KEY (day, listener)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS listener_days_by_listener ON listener_days (listener, day);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    listener TEXT NOT NULL,
+    song_id TEXT NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    value INTEGER NOT NULL DEFAULT 0,
+    model TEXT NOT NULL,
+    version INTEGER,
+    request TEXT NOT NULL CHECK (json_valid(request))
+);
+CREATE INDEX IF NOT EXISTS feedback_by_model ON feedback (model, version, at);
 """
 MIGRATIONS = {
     ("users", "is_admin"): "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0",
@@ -325,6 +338,7 @@ class SqliteRepository(Repository):
             for table in ("songs", "uploads", "jobs"):
                 c.execute(f"UPDATE {table} SET owner = ? WHERE owner = ?", (new, old))
             c.execute("UPDATE events SET listener = ? WHERE listener = ?", (new, old))
+            c.execute("UPDATE feedback SET listener = ? WHERE listener = ?", (new, old))
             for table, key in (
                 ("event_counts", "day, kind, model, style, listener, value"),
                 ("listener_days", "day, listener"),
@@ -650,6 +664,47 @@ class SqliteRepository(Repository):
     def rollup_events(self, *, before_day: int) -> int:
         with self._tx() as c:  # the counts were kept as the events came: only the raw rows go
             return c.execute("DELETE FROM events WHERE day < ?", (before_day,)).rowcount
+
+    # ---- feedback ----
+    def record_feedback(self, *, feedback: Feedback) -> None:
+        f = feedback
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM songs WHERE id = ?", (f.song_id,)).fetchone() is None:
+                raise NotFound(f"no song {f.song_id}")
+            c.execute(
+                "INSERT INTO feedback (at, listener, song_id, kind, value, model, version, request)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    f.at,
+                    f.listener,
+                    f.song_id,
+                    f.kind,
+                    int(f.value),
+                    f.model,
+                    f.version,
+                    json.dumps(f.request),
+                ),
+            )
+
+    def list_feedback(
+        self, *, model: str, version: int | None = None, listener: str | None = None, limit: int = 100_000
+    ) -> list[Feedback]:
+        where, args = ["model = ?"], [model]
+        for column, value in (("version", version), ("listener", listener)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        rows = self._all_rows(
+            f"SELECT * FROM (SELECT * FROM feedback WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC"
+            " LIMIT ?) ORDER BY at, id",
+            *args,
+            int(limit),
+        )
+        return [
+            Feedback(r["kind"], r["listener"], r["song_id"], r["model"], r["version"], json.loads(r["request"]),
+                     int(r["value"]), r["at"])
+            for r in rows
+        ]  # fmt: skip
 
     def close(self) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from museforge.analytics.sink import EventSink
 from museforge.families import Limits
 from museforge.store import FileStore, Repository, Session, Song, User, new_id
-from museforge.store.records import Event
+from museforge.store.records import FEEDBACK_KINDS, Event, Feedback
 from museforge.web.catalog import ModelCatalog
 from museforge.web.jobs import JobQueue
 from museforge.web.ratelimit import SlidingWindowLimiter, address_key
@@ -43,7 +43,13 @@ class Services:
 
 
 def record(services: Services, listener: str, kind: str, song: Song | None = None, **fields: object) -> None:
-    """Note an analytics event (a memory append: the sink writes it later); a song gives its model and style."""
+    """Note an analytics event (a memory append: the sink writes it later); a song gives its model and style.
+    What a listener says or does about a song is also kept as feedback to learn from, with the version and
+    request that made the song."""
+    if song is not None and kind in FEEDBACK_KINDS:
+        value = int(fields.get("value", 0))  # type: ignore[call-overload]
+        made = Feedback(kind, listener, song.id, song.model, song.params.get("version"), song.params, value)
+        services.repo.record_feedback(feedback=made)
     if services.events is None:
         return
     if song is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import symusic
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
@@ -226,6 +226,29 @@ def rate_song(
     services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=value)
     record(services, visitor.owner, "rate", song, value=value)
     return see_other(f"/s/{share}#rating" if song.owner != visitor.owner else f"/songs/{song.id}#rating")
+
+
+@router.post("/songs/{song_id}/feedback")
+def song_feedback(
+    song_id: str, kind: Annotated[Literal["like", "dislike"], Form()], visitor: FormWriterDep,
+    services: ServicesDep, share: Annotated[str | None, Form()] = None,
+) -> Response:  # fmt: skip
+    song = readable_song(services, visitor, song_id, share)
+    record(services, visitor.owner, kind, song)
+    return see_other(f"/s/{share}#rating" if song.owner != visitor.owner else f"/songs/{song.id}#rating")
+
+
+@router.post("/songs/{song_id}/again")
+def song_again(song_id: str, visitor: FormWriterDep, services: ServicesDep) -> Response:
+    """Another song for the same request (a new seed): also tells the lab this one was not what was wanted."""
+    song = own_song(services, visitor, song_id)
+    job = services.repo.get_job(job_id=song.job_id) if song.job_id else None
+    if job is None:
+        raise HTTPException(404, "the request that made this song is gone")
+    given = {k: v for k, v in job.params.items() if k in JobRequest.model_fields and v is not None}
+    again = submit_job(services, visitor, JobRequest(**{**given, "model": song.model, "seed": None}))
+    record(services, visitor.owner, "regenerate", song)
+    return see_other(f"/jobs/{again.id}")
 
 
 @router.post("/songs/{song_id}/share")

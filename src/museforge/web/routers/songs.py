@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from museforge.web.actions import AUDIO_TYPES, own_song, readable_song, share_song, song_file, song_json
@@ -17,6 +17,13 @@ Share = Annotated[str | None, Query(description="The share token of a song share
 
 class RatingIn(BaseModel):
     value: int = Field(ge=1, le=5, description="1 to 5 stars.")
+
+
+class FeedbackIn(BaseModel):
+    kind: Literal["like", "dislike", "replay", "skip", "regenerate"] = Field(
+        description="like / dislike; replay: played again; skip: stopped early; regenerate: asked for another "
+        "song right after hearing this one."
+    )
 
 
 @router.get("")
@@ -68,6 +75,16 @@ def rate(
     result = services.repo.rate_song(song_id=song.id, owner=visitor.owner, value=rating.value)
     record(services, visitor.owner, "rate", song, value=rating.value)
     return result.to_dict()
+
+
+@router.post("/{song_id}/feedback", status_code=204, response_class=Response)
+def feedback(
+    song_id: str, body: FeedbackIn, services: ServicesDep, visitor: ApiWriterDep, share: Share = None
+) -> Response:
+    """Tell museforge what you thought of a song (or what you did with it): the lab learns from it."""
+    song = readable_song(services, visitor, song_id, share)
+    record(services, visitor.owner, body.kind, song)
+    return Response(status_code=204)
 
 
 @router.post("/{song_id}/share")

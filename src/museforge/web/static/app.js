@@ -150,7 +150,31 @@ function notePlays() {
       body: JSON.stringify({ kind, song_id: id[1], share: m.searchParams.get("share") }),
     }).catch(() => {});
   player.addEventListener("play", () => note("play"), { once: true });
-  player.addEventListener("ended", () => note("play_end"));
+  let ended = false;
+  let replayed = false;
+  player.addEventListener("ended", () => {
+    ended = true;
+    note("play_end");
+  });
+  // what the listener did with the song, for the lab to learn from: played it again, or left it early
+  const feedback = (kind) =>
+    fetch(`/api/v1/songs/${id[1]}/feedback${m.search}`, {
+      method: "POST", credentials: "same-origin", keepalive: true,
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
+      body: JSON.stringify({ kind }),
+    }).catch(() => {});
+  player.addEventListener("play", () => {
+    if (ended && !replayed) {
+      replayed = true;
+      feedback("replay");
+    }
+  });
+  window.addEventListener("pagehide", () => {
+    const heard = player.played.length > 0;
+    if (heard && !ended && player.duration > 0 && player.currentTime < 0.25 * player.duration) {
+      feedback("skip");
+    }
+  }, { once: true });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
