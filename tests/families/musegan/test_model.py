@@ -469,8 +469,8 @@ def test_ship_writes_the_musegan_table_for_training_data_and_generated_bars(chor
     row = next(line for line in card.splitlines() if line.startswith("| training data |"))
     assert "n/a" not in row.split("|")[2]  # the data's EB of the soprano is measured
     report = json.loads((dest / "evaluation" / "report.json").read_text())
-    assert report["musegan"]["tracks"] == ["soprano", "alto", "tenor", "bass"]  # the model's own layout
-    assert set(report["musegan"]["reference"]["UPC"]) >= {"soprano", "bass"}
+    assert report["multitrack"]["tracks"] == ["soprano", "alto", "tenor", "bass"]  # the model's own layout
+    assert set(report["multitrack"]["reference"]["UPC"]) >= {"soprano", "bass"}
 
 
 def test_evaluate_cli_reports_the_musegan_table_in_a_given_layout(chorale_data, tmp_path):
@@ -485,7 +485,7 @@ def test_evaluate_cli_reports_the_musegan_table_in_a_given_layout(chorale_data, 
     args = ["evaluate", str(generated), "--reference", f"{chorale_data}:train", "--out", str(tmp_path / "r")]
     result = CliRunner().invoke(app, [*args, "--roll-config", layout])
     assert result.exit_code == 0, result.output
-    section = json.loads((tmp_path / "r" / "report.json").read_text())["musegan"]
+    section = json.loads((tmp_path / "r" / "report.json").read_text())["multitrack"]
     assert section["tracks"] == ["soprano", "alto", "tenor", "bass"]
     assert (
         1.0 <= section["reference"]["UPC"]["soprano"] <= 12.0
