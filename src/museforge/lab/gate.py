@@ -26,6 +26,7 @@ from museforge.families import family_of
 from museforge.families.likelihood import heldout_likelihood
 from museforge.families.serving import generate_song, get_model
 from museforge.metrics.compare import compare_sets, summarize
+from museforge.metrics.diversity import distinct_ngram_share, mean_pitch_class_entropy
 from museforge.metrics.evaluate import analyze_scores
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import ModelNotFoundError
@@ -85,7 +86,7 @@ def _samples(
     loaded = get_model(checkpoint)
     family = family_of(loaded)
     styles = sorted({r.style for r in load_manifest(heldout)} & set(loaded.styles)) or [None]
-    scores, decoded, copies = [], 0, 0
+    scores, sampled, decoded, copies = [], [], 0, 0
     for seed in range(settings.n_samples):
         options = family.length(settings.bars, settings.seconds)
         if "style" in family.takes() and styles[0] is not None:
@@ -97,6 +98,7 @@ def _samples(
         if song.score.note_num() > 0:
             decoded += 1
             scores.append(song.score)
+            sampled.append(song.tokens[len(song.tokens) - song.new_tokens :])
             copies += bool(song.originality is not None and song.originality.near_copy)
     reference = [r.midi_path(heldout) for r in load_manifest(heldout)]
     overlap = _overlap(scores, reference)
@@ -104,7 +106,17 @@ def _samples(
         "decoded": decoded / settings.n_samples,
         "near_copy_rate": copies / decoded if decoded else math.nan,
         "overlap": overlap,
+        "distinct_4grams": distinct_ngram_share(sampled, 4),
+        "pitch_class_entropy": mean_pitch_class_entropy(scores),
     }
+
+
+def _new_music(before: float | None, after: float | None, settings: GateSettings) -> list[str]:
+    if before is None or after is None:
+        return ["no held-out new music to measure an improvement on (every new piece is in training)"]
+    if not after < before - settings.min_new_gain:
+        return [f"NLL on the held-out new music did not improve ({before:.4f} -> {after:.4f} nats/token)"]
+    return []
 
 
 def _overlap(scores: list[symusic.Score], reference: list[Path]) -> float:
@@ -117,8 +129,12 @@ def _overlap(scores: list[symusic.Score], reference: list[Path]) -> float:
     return summarize(compare_sets(generated.features, held.features)[0])["overlap"]
 
 
-def decide(production: dict[str, Any], candidate: dict[str, Any], settings: GateSettings) -> list[str]:
-    """The reasons to reject the candidate (an empty list promotes it), each naming the rule and the numbers."""
+def decide(
+    production: dict[str, Any], candidate: dict[str, Any], settings: GateSettings, new_music: bool = True
+) -> list[str]:
+    """The reasons to reject the candidate (an empty list promotes it), each naming the rule and the numbers.
+    ``new_music=False`` drops the rule that the held-out new music must improve (a candidate tuned on feedback,
+    not on new music)."""
     reasons = []
     for style, before in sorted(production["nll_by_style"].items()):
         after = candidate["nll_by_style"].get(style, math.nan)
@@ -127,13 +143,8 @@ def decide(production: dict[str, Any], candidate: dict[str, Any], settings: Gate
                 f"held-out NLL of {style} rose from {before:.4f} to {after:.4f} nats/token "
                 f"(tolerance {settings.nll_tolerance})"
             )
-    before, after = production["new_nll"], candidate["new_nll"]
-    if before is None or after is None:
-        reasons.append("no held-out new music to measure an improvement on (every new piece is in training)")
-    elif not after < before - settings.min_new_gain:
-        reasons.append(
-            f"NLL on the held-out new music did not improve ({before:.4f} -> {after:.4f} nats/token)"
-        )
+    if new_music:
+        reasons += _new_music(production["new_nll"], candidate["new_nll"], settings)
     if candidate["decoded"] < 1.0:
         reasons.append(f"only {candidate['decoded']:.0%} of the samples decoded to music")
     if candidate["near_copy_rate"] > production["near_copy_rate"]:
