@@ -21,8 +21,9 @@ app.add_typer(registry_app, name="registry")
 CORPUS_ENV = "MUSEFORGE_LAB_CORPUS"
 
 
-def _lab(model: str, corpus: Path | None) -> Any:
-    """The lab of a shipped model over the var folder (``$MUSEFORGE_VAR_DIR``) and its corpus."""
+def _lab(model: str, corpus: Path | None, need_corpus: bool = True) -> Any:
+    """The lab of a shipped model over the var folder (``$MUSEFORGE_VAR_DIR``) and its corpus (which learning
+    from feedback alone does not read)."""
     from museforge.lab.cycle import Lab
     from museforge.machine import var_dir
     from museforge.models.zoo import locate_model, registry
@@ -30,7 +31,7 @@ def _lab(model: str, corpus: Path | None) -> Any:
     name = locate_model(model)[1]
     var = var_dir()
     chosen = corpus or Path(os.environ.get(CORPUS_ENV) or var / "resource" / "datasets" / "music21")
-    if not (chosen / "manifest.jsonl").is_file():
+    if need_corpus and not (chosen / "manifest.jsonl").is_file():
         raise _fail(
             f"no corpus dataset at {chosen}: pass --corpus DIR (a folder made by `museforge data build`, what "
             f"the model learned from) or set {CORPUS_ENV}"
@@ -76,6 +77,44 @@ def lab_update(
                         log=lambda line: console.print(f"[dim]{line}[/]"))  # fmt: skip
     except (LabBusy, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
+    print(json.dumps(result, default=str))
+
+
+@lab_app.command("prefer")
+def lab_prefer(
+    model: Annotated[
+        str, typer.Option(help="A shipped model (its production version's songs are learned from).")
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="kto: liked / disliked songs alone (fits sparse feedback); dpo: pairs of songs "
+            "one listener judged differently for the same request."
+        ),
+    ] = "kto",
+    max_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps of the candidate.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
+    threads: Threads = None,
+) -> None:
+    """Preference fine-tuning from listeners' feedback: build the set from the store, tune a candidate against
+    the production version, gate it (the lab's gate, preference accuracy, diversity), promote or reject it.
+    Prints progress, then one JSON line: model, candidate, decision, reasons, metrics and examples."""
+    from museforge.lab.cycle import LabBusy
+    from museforge.lab.prefer import PreferOptions, prefer
+    from museforge.training.preference import METHODS
+
+    if method not in METHODS:
+        raise _fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    _threads(threads)
+    lab = _lab(model, None, need_corpus=False)
+    repo = _store(lab.var)
+    try:
+        result = prefer(lab, repo, PreferOptions(method=method, max_steps=max_steps, seed=seed),
+                        log=lambda line: console.print(f"[dim]{line}[/]"))  # fmt: skip
+    except (LabBusy, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        repo.close()
     print(json.dumps(result, default=str))
 
 

@@ -397,6 +397,14 @@ class Family(ABC):
         with ``served``, the model at the app's precision; its first line is the heading."""
         raise NotImplementedError(f"a {self.label}'s card has no section of its own to re-measure")
 
+    def sequence_inputs(
+        self, model: nn.Module, params: dict[str, Any], length: int
+    ) -> dict[str, Tensor] | None:
+        """What conditions a song this model made with ``params`` besides its tokens, per position
+        (``{name: [length, ...]}``, passed to the model by name), so `museforge.training.preference` can score
+        it again; None: the family's songs are not token sequences it can score (no preference fine-tuning)."""
+        return None
+
     def scorer(self, model: nn.Module, tokenizer: Any) -> TokenScorer | None:
         """How the model scores held-out tokens (`museforge.models.scoring`); None for a family without a token
         likelihood (a GAN; a VAE reports its reconstruction NLL in its own card section)."""

@@ -100,6 +100,12 @@ class GeneratedSong:
     new_tokens: int  # tokens sampled for this song (after the prompt)
     originality: OriginalityCheck | None = None
 
+    def kept_tokens(self) -> dict[str, Any] | None:
+        """What it takes to score the song again under any version: its tokens and the index of the first one
+        sampled (``tokens.json`` beside a stored song); None when it has no prompt and sampled tokens."""
+        start = len(self.tokens) - self.new_tokens
+        return {"tokens": list(self.tokens), "start": start} if 0 < start < len(self.tokens) else None
+
     def save_midi(self, path: str | Path) -> Path:
         """Write the song as a MIDI file."""
         path = Path(path)

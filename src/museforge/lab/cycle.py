@@ -86,7 +86,7 @@ def update(lab: Lab, arrivals: list[Arrival], options: CycleOptions | None = Non
             f"{lab.model} ships no held-out set ({shipped}): the gate would have nothing to compare candidates on "
             "(make one with museforge.lab.heldout.make_heldout)"
         )
-    with _locked(lab):
+    with locked(lab):
         state = _state(lab, log)
         if state is None:
             started = time.perf_counter()
@@ -334,7 +334,7 @@ def _state(lab: Lab, log: Log) -> dict[str, Any] | None:
 
 
 @contextmanager
-def _locked(lab: Lab) -> Iterator[None]:
+def locked(lab: Lab) -> Iterator[None]:
     """One cycle per model: a non-blocking exclusive lock (freed by the kernel when its process dies)."""
     lab.work.mkdir(parents=True, exist_ok=True)
     with (lab.work / ".lock").open("a+") as lock:

@@ -170,10 +170,10 @@ class JobExecutor:
         self.files.write(files["midi"], song.score.dumps_midi())
         self.files.write(files["ogg"], render_audio(song.score, ".ogg"))
         self.files.write(files["svg"], pianoroll_svg(song.score, title=title).encode("utf-8"))
-        start = len(song.tokens) - song.new_tokens
-        if 0 < start < len(song.tokens):  # what it takes to score the song again under any version
+        kept = song.kept_tokens()
+        if kept is not None:  # what it takes to score the song again under any version
             files["tokens"] = self.files.relative("result", song_id, "tokens.json")
-            self.files.write(files["tokens"], json.dumps({"tokens": song.tokens, "start": start}).encode())
+            self.files.write(files["tokens"], json.dumps(kept).encode())
         seconds = song.score.to("second")
         meta = {
             "notes": int(song.score.note_num()),

@@ -45,6 +45,15 @@ class PerformanceFamily(Family):
 
         return RecurrentScorer(model, controls)
 
+    def sequence_inputs(self, model: nn.Module, params: dict[str, Any], length: int) -> dict[str, Tensor]:
+        """The density and pitch-class controls the song was sampled with, at every position (as sampled)."""
+        from museforge.families.performance.sample import request_controls
+
+        if not model.config.use_controls:
+            return {}
+        controls = request_controls(params.get("density"), params.get("pitch_classes"))  # [22]
+        return {"controls": controls.expand(length, controls.shape[-1])}
+
     def model_class(self) -> type[nn.Module]:
         from museforge.families.performance.model import PerformanceRNN
 

@@ -132,9 +132,7 @@ def _sample_events(
         return length.stop(seqs)
 
     model = loaded.checkpoint.model
-    wanted = request.pitch_classes
-    histogram = None if not wanted else [1.0 if p in wanted else 0.0 for p in PITCH_CLASSES]
-    controls = encode_controls(request.density, histogram) if model.config.use_controls else None
+    controls = request_controls(request.density, request.pitch_classes) if model.config.use_controls else None
     out = generate_performance(
         model,
         prompt,
@@ -151,6 +149,12 @@ def _sample_events(
     )
     length.cut(out)
     return out, len(prompt)
+
+
+def request_controls(density: int | None, pitch_classes: list[str] | None) -> Tensor:
+    """The control vector [22] of a request: its density class and its pitch classes as a histogram."""
+    histogram = None if not pitch_classes else [1.0 if p in pitch_classes else 0.0 for p in PITCH_CLASSES]
+    return encode_controls(density, histogram)
 
 
 def sample_performance(

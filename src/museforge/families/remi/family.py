@@ -15,7 +15,7 @@ from museforge.families.remi.request import RemiRequest
 
 if TYPE_CHECKING:
     import symusic
-    from torch import nn
+    from torch import Tensor, nn
 
     from museforge.families.loaded import GeneratedSong, LoadedModel
     from museforge.metrics.likelihood import TokenScorer
@@ -47,6 +47,10 @@ class RemiFamily(Family):
         from museforge.models.scoring import WindowScorer
 
         return WindowScorer(model)
+
+    def sequence_inputs(self, model: nn.Module, params: dict[str, Any], length: int) -> dict[str, Tensor]:
+        """Nothing beside the tokens: the style and the per-bar attributes are tokens of the sequence."""
+        return {}
 
     def model_class(self) -> type[nn.Module]:
         from museforge.families.remi.model import TransformerLM
