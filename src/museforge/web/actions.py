@@ -50,7 +50,12 @@ def submit_job(services: Services, visitor: Visitor, req: BaseModel) -> Job:
     if req.source_song is not None:
         own_song(services, visitor, req.source_song)
     params = request.model_dump(mode="json")
-    params.update(operation=op.name, source_upload=req.source_upload, source_song=req.source_song)
+    params.update(
+        operation=op.name,
+        source_upload=req.source_upload,
+        source_song=req.source_song,
+        seed_drawn=req.seed is None,
+    )  # a drawn seed: the song must be new to this listener
     if req.source_tune is not None:
         params["source_tune"] = req.source_tune
     if op.needs_source:

@@ -24,11 +24,12 @@ import symusic
 from museforge.audio import encode_audio, render_score
 from museforge.audio.render import DEFAULT_SAMPLE_RATE
 from museforge.data.formats import InputError
-from museforge.families import RequestError, get_family
-from museforge.families.loaded import GeneratedSong
+from museforge.families import Family, RequestError, SongRequest, get_family
+from museforge.families.loaded import GeneratedSong, LoadedModel
 from museforge.store import FileStore, Job, Repository, Song, new_id
 from museforge.visual import pianoroll_svg
 from museforge.web.catalog import ModelCatalog, UnknownModel
+from museforge.web.fresh import Histories, fresh_songs
 from museforge.web.uploads import NAME_KINDS, read_upload
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,24 @@ class JobExecutor:
 
     def __init__(self, repo: Repository, files: FileStore, catalog: ModelCatalog) -> None:
         self.repo, self.files, self.catalog = repo, files, catalog
+        self.histories = Histories(repo, files)
         self.stopping = threading.Event()
         self.watch = JobWatch()
 
-    def _store(self, job: Job, song: GeneratedSong, family: str, source: dict | None) -> Song:
+    def _fresh(self, job: Job, family: Family, loaded: LoadedModel, request: SongRequest,
+               generated: list[GeneratedSong]) -> list[tuple[GeneratedSong, int]]:  # fmt: skip
+        """The songs, re-sampled where one would repeat the listener's (only for music made from nothing with a
+        drawn seed: an asked seed is reproducible, and a continuation contains its source on purpose)."""
+        if not job.params.get("seed_drawn") or job.operation != "generate":
+            return [(g, 1) for g in generated]
+        one = request.model_copy(update={"num_samples": 1, "seed": None})  # each try draws its own seed
+
+        def resample() -> GeneratedSong:
+            return family.sample(loaded, one)[0]
+
+        return fresh_songs(generated, self.histories.of(job.owner), resample)
+
+    def _store(self, job: Job, song: GeneratedSong, family: str, source: dict | None, tries: int = 1) -> Song:
         """Write one song's files (MIDI, OGG, piano roll); the song becomes visible only with its job."""
         song_id = new_id()
         files = {
@@ -185,7 +200,11 @@ class JobExecutor:
             "source": source,
         }
         originality = None if song.originality is None else _finite(song.originality.to_dict())
-        params = {**job.params, **{k: v for k, v in song.params.items() if k not in ("primer",)}}
+        params = {
+            **job.params,
+            **{k: v for k, v in song.params.items() if k not in ("primer",)},
+            "tries": tries,
+        }
         return Song(song_id, job.owner, job.id, job.model, title, params, meta, files, originality)
 
     def run(self, job: Job) -> None:
@@ -214,9 +233,10 @@ class JobExecutor:
             family = served.family
             request = family.parse({k: v for k, v in job.params.items() if k in family.request.model_fields})
             generated = family.sample(served.loaded, request, source, progress)
+            fresh = self._fresh(job, family, served.loaded, request, generated)
             show(GENERATION_SHARE)
             origin = source_label(self.repo, job.params)
-            songs = [self._store(job, g, served.family.name, origin) for g in generated]
+            songs = [self._store(job, g, served.family.name, origin, tries) for g, tries in fresh]
             self.repo.finish_job(job_id=job.id, songs=songs)
         except Stopping:
             log.info("job %s put back in the queue: the server is stopping", job.id)
