@@ -2,6 +2,7 @@
 that made it and the listener; a song keeps its tokens so it can be scored again under any version."""
 
 import json
+import re
 
 from fastapi.testclient import TestClient
 
@@ -65,7 +66,7 @@ def test_another_one_like_it_asks_again_and_says_this_one_missed(client, setting
     headers = api_token(client)
     song = _song(client, headers, seed=5)
     page = client.get(f"/songs/{song['id']}")
-    assert 'id="like"' in page.text and 'id="again"' in page.text
+    assert 'id="like"' in page.text and 'id="again"' in page.text and 'id="more-like-this"' in page.text
     token = csrf(page.text)
     r = client.post(f"/songs/{song['id']}/again", data={"csrf_token": token}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/jobs/")
@@ -78,5 +79,33 @@ def test_another_one_like_it_asks_again_and_says_this_one_missed(client, setting
     )
     assert r.status_code == 303
     repo = open_repository(settings.var_dir)
-    assert [f.kind for f in repo.list_feedback(model="remi-transformer")] == ["regenerate", "like"]
+    r = client.post(
+        f"/songs/{again['id']}/again", data={"csrf_token": token, "liked": "1"}, follow_redirects=False
+    )
+    assert (
+        r.status_code == 303 and wait_job(client, r.headers["location"].rsplit("/", 1)[1])["status"] == "done"
+    )
+    kinds = [(f.kind, f.song_id) for f in repo.list_feedback(model="remi-transformer")]
+    assert kinds == [("regenerate", song["id"]), ("like", song["id"]), ("like", again["id"])]
     repo.close()
+
+
+def test_the_form_opens_on_the_model_and_style_a_listener_liked_most(client):
+    headers = api_token(client)
+    home = client.get("/").text
+    assert re.search(r'<option value="remi-transformer"\s+selected', home)  # nothing liked yet: the default
+    folk, chorale = _song(client, headers), _song(client, headers, style="chorale")
+    performance = client.get(
+        finished_job(client, headers, {"model": "performance-rnn", "seconds": 2})["song_urls"][0]
+    ).json()
+    for song, kind in ((folk, "like"), (chorale, "dislike"), (performance, "like")):
+        client.post(f"/api/v1/songs/{song['id']}/feedback", json={"kind": kind}, headers=headers)
+    home = client.get("/").text
+    assert re.search(
+        r'<option value="performance-rnn"\s+selected', home
+    )  # REMI is liked 1 - 1 = 0 on balance
+    remi = home.split('data-model="remi-transformer"')[1].split("</fieldset>")[0]
+    assert re.search(r'<option value="folk"\s+selected', remi)
+    assert re.search(
+        r'<option value="remi-transformer"\s+selected', client.get("/?model=remi-transformer").text
+    )

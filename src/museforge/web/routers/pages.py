@@ -36,6 +36,7 @@ from museforge.web.requests import JobRequest
 from museforge.web.routers import uploads as upload_api
 from museforge.web.routers.auth import end_session, log_in, sign_up
 from museforge.web.security import CSRF_FIELD
+from museforge.web.taste import favourites
 from museforge.web.uploads import read_upload, upload_limits
 
 router = APIRouter(include_in_schema=False)
@@ -118,10 +119,13 @@ def form_request(form: FormData, services: Services) -> JobRequest:
 def home(
     request: Request, visitor: VisitorDep, services: ServicesDep, model: str | None = None
 ) -> HTMLResponse:
-    """The generate form, with ``?model=`` chosen (a model page's link) when the app serves it."""
+    """The generate form, with ``?model=`` chosen (a model page's link) when the app serves it, else on the model
+    and styles this listener liked most."""
     models = [m.describe(services.limits) for m in services.catalog.models.values()]
     recent = services.repo.list_songs(owner=visitor.owner, limit=5)
-    default = model if model in services.catalog.models else services.catalog.default_name
+    liked = favourites(services.repo, visitor.owner, list(services.catalog.models))
+    liked.apply(models)
+    default = model if model in services.catalog.models else liked.model or services.catalog.default_name
     return render(
         request, "index.html", models=models, default=default, pitch_classes=PITCH_CLASSES, recent=recent,
     )  # fmt: skip
@@ -239,15 +243,18 @@ def song_feedback(
 
 
 @router.post("/songs/{song_id}/again")
-def song_again(song_id: str, visitor: FormWriterDep, services: ServicesDep) -> Response:
-    """Another song for the same request (a new seed): also tells the lab this one was not what was wanted."""
+def song_again(
+    song_id: str, visitor: FormWriterDep, services: ServicesDep, liked: Annotated[bool, Form()] = False
+) -> Response:
+    """Another song for the same request (a new seed). "More like this" (``liked``) tells the lab the listener
+    liked this one; "Try another" that it was not what they wanted."""
     song = own_song(services, visitor, song_id)
     job = services.repo.get_job(job_id=song.job_id) if song.job_id else None
     if job is None:
         raise HTTPException(404, "the request that made this song is gone")
     given = {k: v for k, v in job.params.items() if k in JobRequest.model_fields and v is not None}
     again = submit_job(services, visitor, JobRequest(**{**given, "model": song.model, "seed": None}))
-    record(services, visitor.owner, "regenerate", song)
+    record(services, visitor.owner, "like" if liked else "regenerate", song)
     return see_other(f"/jobs/{again.id}")
 
 
