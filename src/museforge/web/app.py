@@ -73,8 +73,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.services = services
     services.queue.start()
     services.events.start()
-    lab = LabScheduler(settings, lab_models(settings, services.catalog)) if settings.lab_schedule else None
-    if lab is not None:
+    lab = None
+    if settings.lab_schedule:
+        lab = LabScheduler(settings, lab_models(settings, services.catalog), services.repo)
         lab.start()
     try:
         yield

@@ -1,5 +1,6 @@
 """The lab on a timer: with ``MUSEFORGE_LAB_SCHEDULE`` set, the server runs `museforge lab update` for each
-model of ``MUSEFORGE_LAB_MODELS`` on that schedule.
+model of ``MUSEFORGE_LAB_MODELS`` on that schedule, and then `museforge lab prefer` once
+``MUSEFORGE_LAB_PREFER_AFTER`` feedback signals about the model's songs arrived since its last run.
 
 Each cycle runs in a child process started by a background thread, never in a request: a fine-tune's memory
 and CPU stay out of the web process, and a crash of it cannot take the app down. Cycles run one after another;
@@ -10,6 +11,7 @@ cycle is terminated, and the next cycle resumes it (see `museforge.lab.cycle`). 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -18,9 +20,11 @@ import threading
 import time
 
 from museforge.data.manifest import MANIFEST
+from museforge.io import atomic_write_json
 from museforge.lab.heldout import HELDOUT
 from museforge.lab.schedule import parse_schedule
 from museforge.models.zoo import MODELS_DIR_ENV
+from museforge.store import Repository
 from museforge.web.catalog import ModelCatalog
 from museforge.web.settings import Settings
 
@@ -30,10 +34,10 @@ log = logging.getLogger(__name__)
 class LabScheduler:
     """The thread that starts `museforge lab update` child processes on the schedule."""
 
-    def __init__(self, settings: Settings, models: list[str]) -> None:
+    def __init__(self, settings: Settings, models: list[str], repo: Repository) -> None:
         assert settings.lab_schedule is not None
         self.schedule = parse_schedule(settings.lab_schedule)
-        self.settings, self.models = settings, models
+        self.settings, self.models, self.repo = settings, models, repo
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="museforge-lab", daemon=True)
         self._child: subprocess.Popen[bytes] | None = None
@@ -58,22 +62,39 @@ class LabScheduler:
             due = self.schedule.next_run(time.time())
 
     def _run(self, model: str) -> None:
-        var = self.settings.var_dir.resolve()
-        command = [sys.executable, "-m", "museforge", "lab", "update", "--model", model,
-                   "--max-steps", str(self.settings.lab_max_steps)]  # fmt: skip
+        command = ["update", "--model", model, "--max-steps", str(self.settings.lab_max_steps)]
         if self.settings.lab_corpus is not None:
             command += ["--corpus", str(self.settings.lab_corpus)]
+        self._child_run(command)
+        if self.settings.lab_prefer_after and not self._stop.is_set() and self._prefer_due(model):
+            self._child_run(["prefer", "--model", model, "--max-steps", str(self.settings.lab_max_steps)])
+
+    def _prefer_due(self, model: str) -> bool:
+        """Whether enough feedback arrived since the last scheduled `lab prefer` of ``model`` (noted in
+        ``var/resource/lab/<model>/prefer-due.json`` when it starts)."""
+        mark = self.settings.var_dir / "resource" / "lab" / model / "prefer-due.json"
+        since = json.loads(mark.read_text())["since"] if mark.is_file() else 0.0
+        now = time.time()
+        fresh = [f for f in self.repo.list_feedback(model=model) if f.at > since]
+        if len(fresh) < self.settings.lab_prefer_after:
+            return False
+        atomic_write_json(mark, {"since": now})
+        return True
+
+    def _child_run(self, args: list[str]) -> None:
+        var = self.settings.var_dir.resolve()
+        command = [sys.executable, "-m", "museforge", "lab", *args]
         env = {**os.environ, "MUSEFORGE_VAR_DIR": str(var)}
         if self.settings.models_dir is not None:
             env[MODELS_DIR_ENV] = str(self.settings.models_dir)
         log_path = var / "resource" / "lab" / "schedule.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} lab update --model {model}\n".encode())
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} lab {' '.join(args)}\n".encode())
             out.flush()
             self._child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
             code = self._child.wait()
-        log.info("lab cycle of %s ended with exit code %d (see %s)", model, code, log_path)
+        log.info("lab %s ended with exit code %d (see %s)", " ".join(args), code, log_path)
 
 
 def lab_models(settings: Settings, catalog: ModelCatalog) -> list[str]:

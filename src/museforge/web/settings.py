@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     lab_max_steps: int = Field(
         200, ge=1, description="Fine-tuning steps of each scheduled cycle's candidate."
     )
+    lab_prefer_after: int = Field(
+        0,
+        ge=0,
+        description="After a scheduled update, run `lab prefer` once this many feedback signals arrived since "
+        "its last run (0: never).",
+    )
 
     @field_validator("lab_schedule")
     @classmethod
