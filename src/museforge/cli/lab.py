@@ -93,6 +93,7 @@ def lab_prefer(
         ),
     ] = "kto",
     max_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps of the candidate.")] = 100,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (> 0).")] = 1e-5,
     seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
     threads: Threads = None,
 ) -> None:
@@ -109,7 +110,7 @@ def lab_prefer(
     lab = _lab(model, None, need_corpus=False)
     repo = _store(lab.var)
     try:
-        result = prefer(lab, repo, PreferOptions(method=method, max_steps=max_steps, seed=seed),
+        result = prefer(lab, repo, PreferOptions(method=method, max_steps=max_steps, lr=lr, seed=seed),
                         log=lambda line: console.print(f"[dim]{line}[/]"))  # fmt: skip
     except (LabBusy, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
