@@ -18,6 +18,7 @@ from museforge.models.checkpoint_files import CONFIG_FILE, TOKENIZER_FILE, WEIGH
 from museforge.models.zoo import MODELS_DIR_ENV, ORIGINALITY_FILE, registry
 
 MODEL = "tiny-remi"
+PERFORMANCE = "tiny-performance"
 GATE = GateSettings(n_samples=2, bars=2, overlap_tolerance=1.0)  # two 2-bar samples: overlap is noise here
 
 
@@ -30,7 +31,13 @@ def world(tmp_path_factory):
     build_dataset(units, corpus, BuildOptions(workers=2, progress=False, valid=0.2, test=0.2))
     run = root / "run"
     start_run("remi_transformer", corpus, "tiny", run, train_overrides={"max_steps": 60, "progress": False})
-    shipped = root / "models" / MODEL
+    _ship(corpus, run, root / "models" / MODEL)
+    fiddle = [u for u in music21_units(["oneills1850"])][:24]
+    return corpus, root / "models", fiddle
+
+
+def _ship(corpus, run, shipped):
+    """A trained run as a shipped model: its checkpoint, originality index, held-out set and card."""
     shipped.mkdir(parents=True)
     for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
         shutil.copy(run / "best" / name, shipped / name)
@@ -38,8 +45,16 @@ def world(tmp_path_factory):
     OriginalityIndex.from_files(train)[0].save(shipped / ORIGINALITY_FILE)
     copy_pieces([(r, corpus) for r in pick_heldout(corpus, 4)], shipped / HELDOUT, split="test")
     (shipped / "MODEL_CARD.md").write_text("A tiny test model.\n", encoding="utf-8")
-    fiddle = [u for u in music21_units(["oneills1850"])][:24]
-    return corpus, shipped.parent, fiddle
+
+
+@pytest.fixture(scope="session")
+def performance_world(world, tmp_path_factory):
+    """A tiny Performance RNN trained on the same corpus, shipped beside the REMI model."""
+    corpus, models, _ = world
+    run = tmp_path_factory.mktemp("performance") / "run"
+    start_run("performance_rnn", corpus, "tiny", run, train_overrides={"max_steps": 40, "progress": False})
+    _ship(corpus, run, models / PERFORMANCE)
+    return corpus, models
 
 
 @pytest.fixture

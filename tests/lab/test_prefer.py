@@ -7,12 +7,13 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from lab.conftest import GATE, MODEL
+from lab.conftest import GATE, MODEL, PERFORMANCE
 from museforge.cli import app
-from museforge.families.serving import generate_song, get_model
+from museforge.families.serving import clear_model_cache, generate_song, get_model
+from museforge.lab.cycle import Lab
 from museforge.lab.feedback import Judged, held_out, pairs, request_key, utilities
 from museforge.lab.prefer import PREFER_LOG, PreferOptions, prefer, preference_reasons
-from museforge.models.zoo import locate_model, registry
+from museforge.models.zoo import MODELS_DIR_ENV, locate_model, registry
 from museforge.store import FileStore, Song, open_repository
 from museforge.store.records import Feedback
 
@@ -20,26 +21,29 @@ pytestmark = pytest.mark.xdist_group("lab_cycle")
 GATE_PREFER = GATE.__class__(**{**GATE.to_dict(), "nll_tolerance": 0.05})
 
 
-def _made(lab, repo, files, seeds, listener="user:panel"):
-    """Songs of the production version for two requests, named by request and seed (so the held-out split is
+REMI_REQUESTS = ({"style": "chorale", "bars": 2}, {"style": "folk", "bars": 2})
+
+
+def _made(lab, repo, files, seeds, requests=REMI_REQUESTS, listener="user:panel"):
+    """Songs of the production version for each request, named by request and seed (so the held-out split is
     the same on every machine); the listener gives the even seeds 5 stars and the odd ones 1 (a taste that
     does not hang on how one machine rounds the sampling)."""
-    loaded = get_model(MODEL)
+    loaded = get_model(lab.model)
     songs = []
-    for style in ("chorale", "folk"):
+    for i, request in enumerate(requests):
         for seed in seeds:
-            (made,) = generate_song(loaded, style=style, bars=2, seed=seed)
-            job = repo.create_job(owner=listener, model=MODEL, operation="generate", params={})
+            (made,) = generate_song(loaded, **request, seed=seed)
+            job = repo.create_job(owner=listener, model=lab.model, operation="generate", params={})
             repo.claim_job()
-            song_id = f"{style}-{seed}"
+            song_id = f"{i}-{seed}"
             kept = files.relative("result", song_id, "tokens.json")
             files.write(kept, json.dumps(made.kept_tokens()).encode())
-            song = Song(song_id, listener, job.id, MODEL, "t", made.params, {}, {"tokens": kept})
+            song = Song(song_id, listener, job.id, lab.model, "t", made.params, {}, {"tokens": kept})
             repo.finish_job(job_id=job.id, songs=[song])
             songs.append((song, seed))
     for song, seed in songs:
         stars = 5 if seed % 2 == 0 else 1
-        repo.record_feedback(feedback=Feedback("rate", listener, song.id, MODEL, song.params.get("version"),
+        repo.record_feedback(feedback=Feedback("rate", listener, song.id, lab.model, song.params.get("version"),
                                                song.params, value=stars))  # fmt: skip
     return songs
 
@@ -67,6 +71,36 @@ def test_prefer_tunes_and_gates_a_candidate_from_the_stores_feedback(lab, method
         assert result["reasons"] == [] and locate_model(MODEL)[2] == 2
     logged = [json.loads(line) for line in (lab.work / PREFER_LOG).read_text().splitlines()]
     assert logged[-1]["decision"] == result["decision"]
+
+
+@pytest.fixture
+def performance_lab(performance_world, tmp_path, monkeypatch):
+    corpus, models = performance_world
+    monkeypatch.setenv(MODELS_DIR_ENV, str(models))
+    monkeypatch.setenv("MUSEFORGE_VAR_DIR", str(tmp_path))
+    clear_model_cache()
+    yield Lab(tmp_path, PERFORMANCE, registry(), corpus)
+    clear_model_cache()
+
+
+def test_a_performance_rnn_learns_from_feedback_with_the_controls_it_sampled_under(performance_lab):
+    """Two densities make two requests; each song is scored under the density it was sampled with."""
+    lab = performance_lab
+    repo = open_repository(lab.var)
+    requests = ({"seconds": 2.0, "density": 1}, {"seconds": 2.0, "density": 6})
+    _made(lab, repo, FileStore(lab.var), range(10), requests)
+    options = PreferOptions(method="dpo", max_steps=4, batch_size=4, min_examples=4, heldout_share=0.3,
+                            gate=GATE_PREFER)  # fmt: skip
+    result = prefer(lab, repo, options, log=lambda _: None)
+    repo.close()
+
+    assert result["examples"]["method"] == "dpo" and result["examples"]["train"] >= 4
+    assert result["decision"] in ("promoted", "rejected") and result["candidate"] == 2
+    assert registry().get(PERFORMANCE, 2).parent == 1
+    for side in ("production", "candidate"):
+        figures = result["metrics"][side]
+        assert 0 <= figures["preference_accuracy"] <= 1 and figures["decoded"] == 1.0
+        assert math.isfinite(figures["nll"]) and 0 < figures["distinct_4grams"] <= 1
 
 
 def test_prefer_is_skipped_without_enough_feedback(lab):
