@@ -75,6 +75,15 @@ def train(
         ),
     ] = 6,
     loader_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per trainer.")] = 0,
+    infill: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of training windows rearranged to fill in the middle (bars written knowing what follows); "
+            "0: none. With --init, the checkpoint's vocabulary gains the fill tokens. REMI Transformer only.",
+        ),
+    ] = 0.0,
     init: Annotated[
         Path | None,
         typer.Option(
@@ -144,6 +153,7 @@ def train(
                 max_shift=transpose,
                 init_from=init,
                 model_overrides=model_overrides,
+                infill=infill,
             )
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
@@ -195,7 +205,12 @@ def generate(
         typer.Option(help="A shipped model name (`museforge models list`) or a checkpoint folder."),
     ] = None,
     primer: Annotated[
-        Path | None, typer.Option(help="Continue this music file (MIDI, MusicXML, ABC, kern).")
+        Path | None,
+        typer.Option(
+            "--primer",
+            "--source",
+            help="The piece to continue, fill in (--infill) or re-style (MIDI, MusicXML, ABC, kern).",
+        ),
     ] = None,
     accompany: Annotated[
         Path | None,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,10 @@ from museforge.data.manifest import SPLITS, PieceRecord, load_manifest
 from museforge.io import atomic_write_json
 from museforge.tokenizers import RemiEncoding, Tokenizer, build_tokenizer, load_tokenizer
 from museforge.tokenizers.augment import transpose
+from museforge.tokenizers.infill import arrange, fill_ids
+
+if TYPE_CHECKING:
+    from museforge.tokenizers.remi import RemiTokenizer
 
 IGNORE_INDEX = -100  # label value the losses skip (padding)
 
@@ -279,6 +283,56 @@ class RandomTransposition:
             if moved is not None:
                 return moved
         return ids
+
+
+Augment = Callable[[np.ndarray], np.ndarray]
+
+
+def chained(*augments: Augment | None) -> Augment:
+    """One window augmentation that applies ``augments`` in turn (None: skipped)."""
+    steps = [a for a in augments if a is not None]
+
+    def apply(ids: np.ndarray) -> np.ndarray:
+        for step in steps:
+            ids = step(ids)
+        return ids
+
+    return apply
+
+
+MAX_FILL_SPAN = 4  # bars a training window leaves to fill, at most
+
+
+class FillInTheMiddle:
+    """Window augmentation: with probability ``rate`` a window's bars ``i..i+k-1`` (k up to `MAX_FILL_SPAN`,
+    whole bars followed by more music) are moved behind the rest (`museforge.tokenizers.infill.arrange`); the
+    suffix's tail is cut so the window keeps its length. Draws from torch's global RNG, as
+    `RandomTransposition` does, so runs stay reproducible.
+    """
+
+    def __init__(self, tok: RemiTokenizer, rate: float = 0.5) -> None:
+        if not 0 < rate <= 1:
+            raise ValueError(f"the fill-in-the-middle rate must be in (0, 1], got {rate}")
+        fill_ids(tok)
+        self.tok, self.rate = tok, rate
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if torch.rand(()).item() >= self.rate:
+            return ids
+        bars = np.flatnonzero(ids == self.tok.bar_id)
+        spans = [
+            (i, k)
+            for k in range(1, MAX_FILL_SPAN + 1)
+            for i in range(len(bars) - k)
+            if len(ids) - bars[i + k] > 2 * k + 2  # a suffix survives the cut
+        ]
+        if not spans:
+            return ids
+        i, k = spans[int(torch.randint(len(spans), ()).item())]
+        prompt, middle = arrange(ids.tolist(), bars.tolist(), i, i + k - 1, self.tok)
+        overflow = len(prompt) + len(middle) - len(ids)
+        del prompt[len(prompt) - 1 - overflow : len(prompt) - 1]  # the suffix's tail, keeping FillStart
+        return np.asarray(prompt + middle, dtype=ids.dtype)
 
 
 class TokenWindowDataset(Dataset):

@@ -172,6 +172,7 @@ class Family(ABC):
     style_word: ClassVar[str] = "style"  # what its styles are called (a MuseGAN's are genres)
     decoding_state: ClassVar[str] = ""  # what sampling carries from one step to the next, as the card says it
     tokenizer: ClassVar[str]  # what its training data is cut with (a `museforge.tokenizers.TOKENIZERS` name)
+    fills_in: ClassVar[bool] = False  # whether its recipe can train it to fill in bars (``train --infill``)
 
     @property
     def operations(self) -> tuple[Operation, ...]:
@@ -183,6 +184,16 @@ class Family(ABC):
                 return op
         known = ", ".join(o.name for o in self.operations)
         raise RequestError(f"a {self.label} model cannot {name!r}; it can: {known}")
+
+    def implied_operation(self, options: dict[str, Any]) -> str | None:
+        """The operation an option given belongs to alone (``infill`` -> infill, ``restyle_bars`` -> restyle),
+        so a piece and such an option say what to do without naming the operation."""
+        for name, value in options.items():
+            info = self.request.model_fields.get(name)
+            meta = None if info is None or value is None else form_of(info)
+            if meta is not None and len(meta.operations or ()) == 1:
+                return meta.operations[0]
+        return None
 
     def takes(self) -> list[str]:
         """The options this family's requests take, in the order a form shows them."""

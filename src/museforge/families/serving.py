@@ -187,8 +187,9 @@ def generate_song(
 ) -> list[GeneratedSong]:
     """Songs from ``model`` (a shipped name, a checkpoint folder, or `get_model`'s result). ``options`` are its
     family's request fields; an option the family does not take is refused by name. ``primer`` is a piece to
-    continue, ``accompany`` one whose ``tracks`` a MuseGAN keeps; ``operation`` (default: generate, or continue /
-    accompany with such a piece) may also be a family's own, e.g. ``restyle`` with ``primer`` as the piece.
+    continue, ``accompany`` one whose ``tracks`` a MuseGAN keeps. ``operation`` defaults to generate or, with
+    such a piece, to the operation an option belongs to alone (``infill`` -> infill, ``restyle_bars`` ->
+    restyle), else continue / accompany; it may be a family's own, e.g. ``restyle`` with ``primer`` as the piece.
     ``seed=None`` draws a seed, recorded in each song's params so any song can be made again. ``progress(f)`` is
     called as sampling goes. Originality is checked against ``originality_index`` or, if none is given, the
     model's own ``originality.npz``; a primer is left out of the check (it is the user's music, not the model's).
@@ -205,7 +206,8 @@ def generate_song(
         operation = (
             "accompany"
             if accompany is not None
-            else next(o.name for o in family.operations if o.needs_source)
+            else family.implied_operation(options)
+            or next(o.name for o in family.operations if o.needs_source)
         )
     request = family.parse({**options, "operation": operation or "generate"})
     needs = family.operation(request.operation).needs_source

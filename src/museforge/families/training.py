@@ -42,6 +42,7 @@ def start_run(
     max_shift: int = 6,
     unset_p: float = 0.25,
     init_from: Path | None = None,
+    infill: float = 0.0,
 ) -> TrainResult:
     """Train a new run, recording the request in ``out_dir/run.json`` so `resume_run` can rebuild it.
 
@@ -50,10 +51,14 @@ def start_run(
     the checkpoint's step, recorded as ``init_step``). The model is then the checkpoint's (its config, recorded
     as ``init_config``, replaces the preset's model; the preset still gives the training recipe), changed only
     by ``model_overrides``, e.g. a MuseGAN given binary neurons; weights the overrides add start fresh and are
-    listed in run.json as ``init_fresh``. Fields the data decides (vocabulary, tracks, genres) must agree.
+    listed in run.json as ``init_fresh``. Fields the data decides (vocabulary, tracks, genres) must agree,
+    except for tokens appended to the vocabulary (``infill`` > 0 adds the fill tokens; their rows start fresh).
+    ``infill`` is the share of training windows rearranged to fill in the middle (0: none).
     """
     family = get_family(model)
     family.recipe(preset)  # an unknown preset is refused before the run folder is made
+    if infill and not family.fills_in:
+        raise ValueError(f"a {family.label} cannot be trained to fill in: leave out --infill")
     if (out_dir / "last").exists():
         raise ValueError(f"{out_dir} already holds a run: resume it, or choose another --out")
     request = {
@@ -62,6 +67,7 @@ def start_run(
         "preset": preset,
         "max_shift": max_shift,
         "unset_p": unset_p,
+        "infill": infill,
         "train_overrides": train_overrides or {},
         "model_overrides": model_overrides or {},
         "init_from": str(init_from) if init_from is not None else None,
@@ -87,6 +93,7 @@ def _run(request: dict[str, Any], out_dir: Path, device: str, resume: bool) -> T
         model_overrides={**request.get("init_config", {}), **request["model_overrides"]},
         max_shift=request["max_shift"],
         unset_p=request["unset_p"],
+        infill=request.get("infill", 0.0),
     )
     run = family.prepare_training(Path(request["data_dir"]), request["preset"], out_dir, options)
     if source is not None:

@@ -24,7 +24,7 @@ from museforge.tokenizers.remi import RemiTokenizer
 
 TOKEN_TYPES = (
     "PAD", "BOS", "EOS", "Style", "Rhythm", "Polyphony", "Bar", "TimeSig", "Position", "Tempo", "Program", "Pitch",
-    "PitchDrum", "Velocity", "Duration",
+    "PitchDrum", "Velocity", "Duration", "FillHole", "FillStart", "FillEnd",
 )  # fmt: skip
 
 
@@ -56,6 +56,10 @@ class RemiGrammar:
     budget whatever the model prefers; a budget too small for the bars asked for is a `ValueError`. Without it
     nothing bounds how long a model may linger inside its bars, and whether a sample ends in time depends on
     the weights, down to the float rounding of the machine that trained them.
+    ``bar_time_signatures[b]`` forces the TimeSig token (an id) of bar ``b``, as a fill-in keeps the meter of the
+    bars it writes (``None``: the model chooses).
+    ``end_token`` is the type of token that ends a sample: EOS, or FillEnd after the bars a fill-in writes
+    (`museforge.tokenizers.infill`), whose prompt holds every other bar of the piece (counted in ``max_bars``).
     One instance follows one generation; a prefix that is not one token longer than the last one seen restarts
     the bookkeeping (the budget keeps counting from the first prefix seen).
     """
@@ -69,6 +73,8 @@ class RemiGrammar:
         max_bar_tokens: int | None = None,
         end_with_bar: bool = False,
         max_new_tokens: int | None = None,
+        end_token: str = "EOS",
+        bar_time_signatures: Sequence[int | None] | None = None,
     ) -> None:
         if tokenizer.is_trained:
             raise ValueError(
@@ -85,6 +91,8 @@ class RemiGrammar:
         self.max_bar_tokens = max_bar_tokens
         self.end_with_bar = end_with_bar
         self.max_new_tokens = max_new_tokens
+        self.end = end_token
+        self.bar_time_signatures = list(bar_time_signatures or [])
         self.bar_attributes = [_forced_tokens(tokenizer, a) for a in bar_attributes or []]
         cfg = tokenizer.config
         self.positions_per_beat = max(r for _, _, r in cfg.beat_res)
@@ -169,12 +177,12 @@ class RemiGrammar:
         """What may end a bar's content: another bar (if bars remain) or the end (if the count is reached, and
         once the last bar holds a note; with ``end_with_bar`` a Bar is an end too)."""
         if self.max_bars is None:
-            return ["Bar", "EOS"]
+            return ["Bar", self.end]
         if state.bars < self.max_bars:
             return ["Bar"]
         if not state.sounding:  # no note in the last bar yet
             return []
-        return ["EOS", "Bar"] if self.end_with_bar else ["EOS"]
+        return [self.end, "Bar"] if self.end_with_bar else [self.end]
 
     # ---- the budget ---------------------------------------------------------------------------------------------
 
@@ -195,11 +203,11 @@ class RemiGrammar:
         """Fewest tokens that must follow a token of type ``kind`` (with ``bars`` bars opened, that token
         included) for the sequence to end well formed, EOS included."""
         close = self._close_cost(bars)
-        if kind in ("EOS", "PAD"):
+        if kind in ("EOS", "PAD", self.end):
             return 0
         if kind == "Bar" and self.max_bars is not None and bars > self.max_bars:
             return 0  # end_with_bar: this Bar is the end
-        if kind in (None, "BOS", "Style"):
+        if kind in (None, "BOS", "Style", "FillStart"):
             return self._bar_open_cost(bars) + self._cost_after("TimeSig", bars + 1)
         if kind == "Duration":
             return close
@@ -244,6 +252,7 @@ class RemiGrammar:
             None: ["BOS", "Style", "Bar"],
             "BOS": ["Style", "Bar"],
             "Style": ["Bar"],
+            "FillStart": ["Bar"],
             "Bar": ["Rhythm", "TimeSig"]
             if self.use_time_signatures
             else ["Rhythm", "Position", *self._closers(state)],
@@ -258,6 +267,7 @@ class RemiGrammar:
             "Velocity": ["Duration"],
             "Duration": after_content,
             "EOS": ["PAD"],
+            self.end: ["PAD"],
             "PAD": ["PAD"],
         }
         return table.get(last, self._closers(state))
@@ -272,6 +282,7 @@ class RemiGrammar:
         kinds = self._allowed_types(state)
         if self.max_new_tokens is not None and self._start is not None:
             kinds = self._within_budget(kinds, state, self.max_new_tokens - (self._seen - self._start))
+        meter = self.bar_time_signatures[bar] if 0 <= bar < len(self.bar_time_signatures) else None
         key = (
             state.last,
             state.position,
@@ -280,6 +291,7 @@ class RemiGrammar:
             state.sounding,
             tuple(kinds),
             forced,
+            meter,
         )
         cached = self._cache.get(key)
         if cached is not None:
@@ -289,6 +301,9 @@ class RemiGrammar:
             out |= self.masks[kind]
         later = (self.position_value > state.position) & (self.position_value < state.bar_positions)
         out &= ~self.masks["Position"] | later
+        if meter is not None:
+            out &= ~self.masks["TimeSig"]
+            out[meter] = bool("TimeSig" in kinds)
         if forced is not None:
             token = forced[0] if state.last == "Bar" else forced[1]
             if token is not None:

@@ -13,6 +13,10 @@ BPE (optional, `train_bpe`) is learned on the content of each bar *without* its 
 way, so every Bar stays one token: ``bar_starts`` can cut bar-aligned segments and the attribute tokens always
 follow a Bar, with or without BPE.
 
+With ``infill`` the vocabulary gains three tokens past miditok's (so a model trained without them keeps every id
+and can be fine-tuned to fill in): ``FillHole`` stands in a bar left to fill, ``FillStart`` / ``FillEnd`` wrap the
+filled bars, written after the rest of the piece (`museforge.tokenizers.infill`).
+
 Without ``use_programs`` all pitched tracks are merged into one stream (one piano-like track on decode) and
 drums are dropped; with it miditok writes a Program token before each note and drums are kept (program -1).
 """
@@ -23,7 +27,7 @@ import json
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -53,6 +57,7 @@ DEFAULT_STYLES: tuple[str, ...] = (
     "user",
 )
 BASE_SPECIAL_TOKENS: tuple[str, ...] = ("PAD", "BOS", "EOS", "MASK")
+FILL_TOKENS: tuple[str, ...] = ("FillHole", "FillStart", "FillEnd")
 _STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9.+&-]*$")
 
 
@@ -87,6 +92,7 @@ class RemiConfig(TokenizerConfig):
     )
     use_chords: bool = False
     use_programs: bool = False
+    infill: bool = False
     styles: tuple[str, ...] = DEFAULT_STYLES
     rhythm_boundaries: tuple[float, ...] = RHYTHM_BOUNDARIES
     polyphony_boundaries: tuple[float, ...] = POLYPHONY_BOUNDARIES
@@ -182,6 +188,8 @@ class RemiTokenizer(TokenTokenizer):
             vocab[f"Polyphony_{k}"] for k in range(N_ATTRIBUTE_CLASSES)
         )
         self._control = frozenset([*self.style_ids.values(), *self.rhythm_ids, *self.polyphony_ids])
+        fills = range(len(self._tok), len(self._tok) + len(FILL_TOKENS)) if self.config.infill else ()
+        self.fill_ids: dict[str, int] = dict(zip(FILL_TOKENS, fills, strict=False))
         self._control_array = np.array(sorted(self._control), dtype=np.int64)
         low, high = self.config.pitch_range
         # Pitch_<low>..Pitch_<high-1> have consecutive ids, which makes transposing in token space a shift.
@@ -192,7 +200,7 @@ class RemiTokenizer(TokenTokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return len(self._tok)
+        return len(self._tok) + len(self.fill_ids)
 
     @property
     def base_vocab_size(self) -> int:
@@ -208,6 +216,10 @@ class RemiTokenizer(TokenTokenizer):
     def miditok(self) -> miditok.REMI:
         """The wrapped miditok tokenizer (for its vocabulary helpers; encode through this class)."""
         return self._tok
+
+    def with_fill_tokens(self) -> RemiTokenizer:
+        """This tokenizer with the fill tokens appended (every other id unchanged): for fine-tuning to fill in."""
+        return type(self)(replace(self.config, infill=True), _miditok=self._tok)
 
     def control_token_ids(self) -> frozenset[int]:
         """Ids of all Style/Rhythm/Polyphony tokens (a grammar mask needs them)."""
@@ -253,6 +265,8 @@ class RemiTokenizer(TokenTokenizer):
         """Readable name of an id; a BPE token shows the base tokens it stands for, joined by '+'."""
         if not 0 <= token_id < self.vocab_size:
             raise ValueError(f"token id {token_id} outside the vocabulary 0..{self.vocab_size - 1}")
+        if token_id >= len(self._tok):
+            return f"{FILL_TOKENS[token_id - len(self._tok)]}_None"
         if token_id < self.base_vocab_size:
             return str(self._tok[token_id])
         piece = self._tok._model.id_to_token(token_id)
@@ -346,9 +360,10 @@ class RemiTokenizer(TokenTokenizer):
     # ---- decoding ---------------------------------------------------------------------------------------------
 
     def strip_controls(self, ids: np.ndarray | Sequence[int]) -> list[int]:
-        """Ids without control tokens (and without PAD/BOS/EOS), as miditok expects them."""
+        """Ids without control tokens (and without PAD/BOS/EOS or fill tokens), as miditok expects them."""
         arr = np.asarray(ids, dtype=np.int64).ravel()
-        keep = ~self.is_control(arr) & ~np.isin(arr, [self.pad_id, self.bos_id, self.eos_id])
+        dropped = [self.pad_id, self.bos_id, self.eos_id, *self.fill_ids.values()]
+        keep = ~self.is_control(arr) & ~np.isin(arr, dropped)
         return [int(i) for i in arr[keep]]
 
     def decode(self, ids: np.ndarray | Sequence[int] | RemiEncoding) -> symusic.Score:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from museforge.data.dataset import (
@@ -55,6 +55,7 @@ class RunOptions:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     max_shift: int = 6  # random transposition of training windows, ± semitones
     unset_p: float = 0.25  # the chance each control of a window is left unset (the Performance RNN's)
+    infill: float = 0.0  # the share of windows rearranged to fill in the middle (a family that can, REMI)
     workers: int | None = None  # tokenizer processes
 
     def train_config(self, spec: Recipe, out_dir: Path) -> TrainConfig:
@@ -151,6 +152,21 @@ def read_run(out_dir: Path, max_steps: int | None = None) -> dict[str, Any]:
     return request
 
 
+def grown_rows(source: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``source``'s weights, each that ``target`` holds with more rows (a vocabulary with tokens appended: its
+    embedding and output rows) grown to that size: the old rows kept, the new ones their mean, so a new token
+    starts as an average token rather than noise."""
+    out = dict(source)
+    for name, weight in source.items():
+        want = target.get(name)
+        if want is None or want.shape == weight.shape or want.shape[1:] != weight.shape[1:]:
+            continue
+        if want.shape[0] > weight.shape[0]:
+            extra = weight.mean(0, keepdim=True).expand(want.shape[0] - weight.shape[0], *weight.shape[1:])
+            out[name] = torch.cat([weight, extra])
+    return out
+
+
 def start_from(
     run: TrainingRun,
     request: dict[str, Any],
@@ -165,6 +181,8 @@ def start_from(
     filters): they are not compared with the checkpoint's config."""
     overrides = {k: v for k, v in request["model_overrides"].items() if k not in data_filters}
     expected = {**source.config.to_dict(), **overrides}
+    if request.get("infill") and run.model_config.get("vocab_size", 0) > expected.get("vocab_size", 0):
+        expected["vocab_size"] = run.model_config["vocab_size"]  # fill tokens appended: see `grown_rows`
     differ = ", ".join(
         f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
         for k in sorted((set(expected) | set(run.model_config)) - DATA_STATISTICS)
@@ -177,7 +195,8 @@ def start_from(
             "built like the checkpoint's, with its preset"
         )
     try:
-        missing, unexpected = run.trainer.model.load_state_dict(source.model.state_dict(), strict=False)
+        weights = grown_rows(source.model.state_dict(), run.trainer.model.state_dict())
+        missing, unexpected = run.trainer.model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:
         raise ValueError(
             f"{request['init_from']} holds a different model: its weights do not fit the shapes that the "

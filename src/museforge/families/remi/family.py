@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from museforge.families.base import (
     Family,
+    Limits,
     ProgressFn,
     RequestError,
     SongRequest,
 )
-from museforge.families.remi.request import RemiRequest
+from museforge.families.remi.request import INFILL, RemiRequest
 
 if TYPE_CHECKING:
     import symusic
@@ -33,15 +34,38 @@ class RemiFamily(Family):
     tokenizer = "remi"
     half_precision = True
     decoding_state = ", KV cache"
+    fills_in = True
+
+    def resolve(self, request: SongRequest, info: ModelInfo, limits: Limits | None = None) -> SongRequest:
+        assert isinstance(request, RemiRequest)
+        if request.operation == INFILL.name:
+            request.infill_span()
+            if "bars" in request.model_fields_set or request.primer_bars is not None:
+                raise RequestError("infill keeps the piece's length: leave out bars and primer_bars")
+        elif request.infill is not None:
+            raise RequestError(f"infill is for the {INFILL.name!r} operation, not {request.operation!r}")
+        return super().resolve(request, info, limits)
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
         super().check(request, info)
         assert isinstance(request, RemiRequest)
+        bars = request.bars
+        if request.operation == INFILL.name:
+            first, last = request.infill_span()
+            bars = last - first + 1
         for label, classes in (("rhythm", request.rhythm), ("polyphony", request.polyphony)):
-            if classes is not None and len(classes) > request.bars:
-                raise RequestError(
-                    f"{label} has {len(classes)} entries but only {request.bars} bars are generated"
-                )
+            if classes is not None and len(classes) > bars:
+                raise RequestError(f"{label} has {len(classes)} entries but only {bars} bars are written")
+
+    def check_source(
+        self, request: SongRequest, source: symusic.Score, loaded: LoadedModel, limits: Limits
+    ) -> None:
+        """A fill-in needs a model trained to fill in and bars inside the piece."""
+        if request.operation == INFILL.name:
+            from museforge.families.remi.infill import check_infill
+
+            assert isinstance(request, RemiRequest)
+            check_infill(loaded, request, source)
 
     def scorer(self, model: nn.Module, tokenizer: Any) -> TokenScorer:
         from museforge.models.scoring import WindowScorer
@@ -65,9 +89,13 @@ class RemiFamily(Family):
         progress: ProgressFn | None = None,
         originality: OriginalityIndex | str | Path | None = None,
     ) -> list[GeneratedSong]:
+        assert isinstance(request, RemiRequest)
+        if request.operation == INFILL.name:
+            from museforge.families.remi.infill import infill_remi
+
+            return infill_remi(loaded, request, source, progress, originality)
         from museforge.families.remi.sample import sample_remi
 
-        assert isinstance(request, RemiRequest)
         return sample_remi(loaded, request, source, progress, originality)
 
     @property

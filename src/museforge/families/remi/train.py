@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from museforge.data.dataset import FillInTheMiddle, chained
 from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.training.recipes import (
     UNTIL_PLATEAU,
@@ -35,6 +36,9 @@ def prepare(
     """Tokenize ``data_dir`` if needed; windows of ``spec.seq_len`` tokens, which is also the model's context."""
     tokenizer = tokenized(data_dir, tokenizer_name, options.workers)
     train, valid = token_windows(data_dir, tokenizer_name, tokenizer, spec.seq_len, options.max_shift)
+    if options.infill > 0:  # the fill tokens sit past the cache's ids, so the cache serves both kinds of run
+        tokenizer = tokenizer.with_fill_tokens()
+        train.augment = chained(train.augment, FillInTheMiddle(tokenizer, options.infill))
     overrides = dict(options.model_overrides)
     size = overrides.pop("preset", spec.model["preset"])
     # RoPE does not extrapolate: positions past the training window score 3-7x worse (measured on the

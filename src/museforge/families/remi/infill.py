@@ -1,0 +1,189 @@
+"""Filling in bars of a piece with a REMI Transformer trained to fill in the middle (`museforge.tokenizers.infill`).
+
+The prompt is the piece with the bars to fill replaced by placeholders, then ``FillStart``; the model writes those
+bars and ``FillEnd``, under the REMI grammar (so exactly that many bars, each well formed). The piece's other bars
+come back from its own tracks, note for note (`keep_source_bars`); only the filled bars are the model's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import symusic
+import torch
+
+from museforge.families.base import ProgressFn, RequestError
+from museforge.families.fields import plan_of
+from museforge.families.loaded import (
+    GeneratedSong,
+    LoadedModel,
+    attribute_list,
+    judge_originality,
+    originality_of,
+)
+from museforge.families.remi.request import RemiRequest
+from museforge.families.remi.sample import MAX_BAR_TOKENS
+from museforge.generation.decode import generate_transformer
+from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
+from museforge.generation.splice import keep_source_bars
+from museforge.metrics.originality import OriginalityIndex
+from museforge.tokenizers.infill import arrange
+from museforge.tokenizers.remi import RemiEncoding, RemiTokenizer
+
+
+def check_infill(loaded: LoadedModel, request: RemiRequest, source: symusic.Score) -> RemiEncoding:
+    """The source's REMI encoding, once the model can fill in and the bars asked for are inside the piece."""
+    tok = loaded.tokenizer
+    assert isinstance(tok, RemiTokenizer)
+    if not tok.fill_ids:
+        raise RequestError(
+            f"model {loaded.name} was not trained to fill in (train it with --infill); it can continue a piece"
+        )
+    last = request.infill_span()[1]
+    enc = tok.encode(source, style=request.style)
+    n = len(enc.bar_starts)
+    if last >= n:
+        raise RequestError(f"infill asks for bar {last + 1}, but the piece has {n} bar{'s' * (n != 1)}")
+    return enc
+
+
+def bar_meters(tok: RemiTokenizer, enc: RemiEncoding, first: int, last: int) -> list[int | None]:
+    """The TimeSig token of each bar ``first..last`` of ``enc`` (None for a bar without one): the filled bars keep
+    the piece's meter, so they fit the bar lines around them."""
+    ids, out = enc.ids.tolist(), []
+    for start in enc.bar_starts.tolist()[first : last + 1]:
+        head = ids[start + 1 : start + 4]  # Bar, [Rhythm Polyphony], TimeSig
+        out.append(next((t for t in head if tok.token_name(t).startswith("TimeSig_")), None))
+    return out
+
+
+def context(enc: RemiEncoding, first: int, last: int, room: int) -> tuple[int, int]:
+    """The bars ``lo..hi`` (hi exclusive) around ``first..last`` whose tokens fit in ``room``: the nearest bars
+    on either side in turn, so the model hears what leads in and what follows."""
+    starts = [*enc.bar_starts.tolist(), len(enc.ids)]
+    size = lambda a, b: starts[b] - starts[a]  # noqa: E731 - tokens of bars a..b-1
+    lo, hi = first, last + 1
+    while True:
+        grown = False
+        for lo2, hi2 in ((lo - 1, hi), (lo, hi + 1)):
+            if lo2 >= 0 and hi2 < len(starts) and size(lo2, hi2) - size(first, last + 1) <= room:
+                lo, hi, grown = lo2, hi2, True
+        if not grown:
+            return lo, hi
+
+
+def infill_prompt(
+    tok: RemiTokenizer, enc: RemiEncoding, first: int, last: int, window: int
+) -> tuple[list[int], int]:
+    """The prompt (style, the bars around the gap with placeholders in it, ``FillStart``) and the tokens left
+    for the filled bars within the model's ``window``: room for 1.5 times what the gap held (at most three
+    quarters of the window), so the prompt never slides out of the model's context while it writes."""
+    k = last - first + 1
+    starts = enc.bar_starts.tolist()
+    own = (starts[last + 1] if last + 1 < len(starts) else len(enc.ids)) - starts[first]
+    reserve = min(max(own * 3 // 2 + 16, 16 * k), window * 3 // 4)
+    lo, hi = context(enc, first, last, max(0, window - reserve - 2 * k - 4))
+    ids = enc.ids.tolist()
+    head = ids[: starts[0]] if lo == 0 else [t for t in ids[:1] if tok.is_control([t])[0]]  # style, if any
+    end = starts[hi] if hi < len(starts) else len(ids)
+    body_starts = [len(head) + s - starts[lo] for s in starts[lo:hi]]
+    prompt, _ = arrange(head + ids[starts[lo] : end], body_starts, first - lo, last - lo, tok)
+    return prompt, window - len(prompt)
+
+
+def infill_remi(
+    loaded: LoadedModel,
+    request: RemiRequest,
+    source: symusic.Score | None,
+    progress: ProgressFn | None,
+    originality: OriginalityIndex | str | Path | None,
+) -> list[GeneratedSong]:
+    """``request.num_samples`` versions of ``source`` with its ``request.infill`` bars written again."""
+    if source is None:
+        raise RequestError("infill needs a piece to fill in")
+    enc = check_infill(loaded, request, source)
+    tok = loaded.tokenizer
+    assert isinstance(tok, RemiTokenizer)
+    first, last = request.infill_span()
+    k = last - first + 1
+    plan = attribute_list(plan_of(request.rhythm, request.polyphony), k)
+    model = loaded.sampler(request.num_samples)[0]
+    prompt, budget = infill_prompt(tok, enc, first, last, model.config.max_seq_len)
+    seed = request.drawn_seed()
+    start = time.perf_counter()
+    meters = bar_meters(tok, enc, first, last)
+    middles = _sample_middles(loaded, request, prompt, budget, plan, meters, seed, progress)
+    elapsed = time.perf_counter() - start
+    params = _params(loaded, request, seed, plan, k)
+    index, index_source = originality_of(loaded, originality)
+    label = f"{loaded.name} fill-in"
+    ids, starts = enc.ids.tolist(), enc.bar_starts.tolist()
+    after = starts[last + 1] if last + 1 < len(starts) else len(ids)
+    kept = [b for b in range(len(starts)) if not first <= b <= last]
+    songs = []
+    for i, middle in enumerate(middles):
+        full = [*ids[: starts[first]], *middle, *ids[after:]]
+        score = keep_source_bars(source, tok.decode(full), kept, label)
+        check = judge_originality(tok.decode(middle), index, index_source)
+        songs.append(
+            GeneratedSong(score, full, loaded.name, {**params, "sample": i}, elapsed, len(middle), check)
+        )
+    if progress is not None:
+        progress(1.0)
+    return songs
+
+
+def _sample_middles(
+    loaded: LoadedModel,
+    request: RemiRequest,
+    prompt: list[int],
+    budget: int,
+    plan: list[tuple[int | None, int | None] | None],
+    meters: list[int | None],
+    seed: int,
+    progress: ProgressFn | None,
+) -> list[list[int]]:
+    """The filled bars of each sample (their Bar tokens included, ``FillEnd`` not), each in the meter
+    ``meters`` gives it (a TimeSig id, the source's)."""
+    tok = loaded.tokenizer
+    assert isinstance(tok, RemiTokenizer)
+    end = tok.fill_ids["FillEnd"]
+    around = sum(t == tok.bar_id for t in prompt)  # the placeholders' Bar tokens included
+    total = around + len(plan)
+    grammar = RemiGrammar(
+        tok,
+        max_bars=total,
+        bar_attributes=[None] * around + plan,
+        max_bar_tokens=MAX_BAR_TOKENS,
+        max_new_tokens=budget,
+        end_token="FillEnd",
+        bar_time_signatures=[None] * around + meters,
+    )
+    at_end = stop_at_eos(end)
+
+    def stop(seqs: torch.Tensor) -> torch.Tensor:
+        if progress is not None:
+            written = (seqs[:, len(prompt) :] == tok.bar_id).sum(1).float().mean().item()
+            progress(min(1.0, written / (len(plan) + 1)))
+        return at_end(seqs)
+
+    gen = torch.Generator(device=loaded.device).manual_seed(seed)
+    out = generate_transformer(
+        loaded.sampler(request.num_samples)[0], prompt, budget, num_samples=request.num_samples, generator=gen,
+        mask_fn=grammar, stop_fn=stop, pad_id=tok.pad_id, temperature=request.temperature, top_k=request.top_k,
+        top_p=request.top_p,
+    )  # fmt: skip
+    return [[t for t in seq[len(prompt) :] if t not in (end, tok.pad_id)] for seq in out.sequences()]
+
+
+def _params(
+    loaded: LoadedModel, request: RemiRequest, seed: int, plan: list[Any], bars: int
+) -> dict[str, Any]:
+    return {
+        "model": loaded.name, "family": loaded.family, "style": request.style, "bars": bars,
+        "infill": request.infill, "temperature": request.temperature, "top_k": request.top_k,
+        "top_p": request.top_p, "seed": seed, **loaded.precision_params(request.num_samples),
+        "num_samples": request.num_samples, "attributes": [None if a is None else list(a) for a in plan] or None,
+    }  # fmt: skip
