@@ -104,15 +104,21 @@ def mean_voice_range(score: symusic.Score) -> float:
     return float(np.mean(ranges)) if ranges else math.nan
 
 
-def voice_leading_metrics(score: symusic.Score) -> dict[str, float]:
-    """All voice-leading numbers of one piece; the pair measures are NaN with fewer than two voices.
+def n_voices(score: symusic.Score) -> float:
+    """Number of voices: non-drum tracks with notes."""
+    return float(len(melodic_lines(score)))
 
-    ``repeated_note_rate`` is the structure metric of that name: its lines are these voices.
-    """
-    return {
-        "n_voices": float(len(melodic_lines(score))),
-        "parallel_fifths_octaves_rate": parallel_fifths_octaves_rate(score),
-        "voice_crossing_rate": voice_crossing_rate(score),
-        "mean_voice_range": mean_voice_range(score),
-        "repeated_note_rate": repeated_note_rate(score),
-    }
+
+# ``repeated_note_rate`` is the structure metric of that name: its lines are these voices.
+METRICS = {
+    "n_voices": n_voices,
+    "parallel_fifths_octaves_rate": parallel_fifths_octaves_rate,
+    "voice_crossing_rate": voice_crossing_rate,
+    "mean_voice_range": mean_voice_range,
+    "repeated_note_rate": repeated_note_rate,
+}
+
+
+def voice_leading_metrics(score: symusic.Score) -> dict[str, float]:
+    """All voice-leading numbers of one piece (`METRICS`); the pair measures are NaN with fewer than two voices."""
+    return {name: float(fn(score)) for name, fn in METRICS.items()}
