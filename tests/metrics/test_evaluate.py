@@ -14,9 +14,17 @@ from museforge.data.formats import load_score
 from museforge.data.manifest import PieceRecord, write_manifest
 from museforge.data.metadata import content_id
 from museforge.metrics.controls import spearman
-from museforge.metrics.evaluate import analyze_files, analyze_scores, compare_analyses, reference_files
+from museforge.metrics.evaluate import (
+    analyze_files,
+    analyze_scores,
+    compare_analyses,
+    evaluate_folder,
+    reference_files,
+    relative_difference,
+)
 from museforge.metrics.features import piece_metrics
 from museforge.metrics.musegan import average_metrics, musegan_table
+from museforge.metrics.voice_leading import voice_leading_metrics
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
 
 
@@ -55,6 +63,7 @@ def test_cli_writes_report_with_the_numbers(folders, tmp_path):
     assert report["multitrack"]["generated"]["DP"]["Drums"] == 100.0  # only band.mid has drums
     html = (out / "report.html").read_text()
     assert "broken.mid" in html and "MuseGAN" in html and "data:image/png;base64," in html
+    assert "voice leading, generated vs reference: n_voices" in " ".join(result.output.split())
     for name in ("overlap.png", "metrics.png", "densities.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -192,6 +201,57 @@ def test_streaming_analysis_keeps_no_scores(chorales):
         drum_track="Drums",
     )
     assert report["multitrack"]["reference"] == expected and "originality" not in report
+
+
+def test_voice_leading_of_multi_part_music_against_the_data(folders, tmp_path):
+    generated, reference = folders
+    result = evaluate_folder(generated, str(reference), tmp_path / "report")
+    section = json.loads(result.paths["json"].read_text())["voice_leading"]
+    # Five chorales and band.mid (broken.mid is unreadable); band.mid's drums are no voice.
+    assert section["pieces"] == {"generated": 6, "reference": 5}
+    assert section["per_piece"]["generated"][str(generated / "band.mid")]["n_voices"] == 3
+
+    def means(folder: Path) -> dict[str, float]:
+        pieces = [
+            voice_leading_metrics(load_score(p))
+            for p in sorted(folder.glob("*.mid"))
+            if p.name != "broken.mid"
+        ]
+        return {name: float(np.nanmean([piece[name] for piece in pieces])) for name in pieces[0]}
+
+    gen, ref = means(generated), means(reference)
+    assert ref["n_voices"] == 4 and 0 <= ref["voice_crossing_rate"] < 0.1
+    for name, measure in section["measures"].items():
+        assert measure["reference"]["mean"] == pytest.approx(ref[name])
+        assert measure["generated"]["mean"] == pytest.approx(gen[name])
+        assert measure["relative_difference"] == pytest.approx(
+            relative_difference(gen[name], ref[name]), nan_ok=True
+        )
+    assert "<h2>Voice leading</h2>" in result.paths["html"].read_text()
+
+
+def test_voice_leading_is_reported_only_for_multi_part_music(chorales, folk_tunes):
+    tunes = analyze_scores(list(folk_tunes.values()), musegan=False)
+    assert not tunes.voice_leading and "voice_leading" not in compare_analyses(tunes, tunes)[0]
+    report, _ = compare_analyses(tunes, analyze_scores(list(chorales.values())[:2], musegan=False))
+    section = report["voice_leading"]
+    assert section["pieces"] == {"generated": 0, "reference": 2} and section["per_piece"]["generated"] == {}
+    assert np.isnan(section["measures"]["voice_crossing_rate"]["generated"]["mean"])
+
+
+@pytest.mark.parametrize(
+    ("generated", "reference", "expected"),
+    [
+        (0.3, 0.2, 0.5),
+        (0.1, 0.2, -0.5),
+        (2.0, -4.0, 1.5),
+        (0.0, 0.0, 0.0),
+        (0.1, 0.0, np.nan),
+        (np.nan, 0.2, np.nan),
+    ],
+)
+def test_relative_difference(generated, reference, expected):
+    assert relative_difference(generated, reference) == pytest.approx(expected, nan_ok=True)
 
 
 def test_cli_errors_are_clear(folders, tmp_path):

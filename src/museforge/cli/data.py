@@ -225,6 +225,13 @@ def evaluate(
         f"[bold green]report written[/] {paths['html']}: {len(gen.paths)} generated vs {len(ref.paths)} reference "
         f"pieces, overlap {overall['overlap']:.3f}, KL {overall['kl']:.3f}"
     )
+    if "voice_leading" in report:
+        measures = report["voice_leading"]["measures"]
+        pairs = (
+            f"{name} {m['generated']['mean']:.3f} vs {m['reference']['mean']:.3f}"
+            for name, m in measures.items()
+        )
+        console.print("voice leading, generated vs reference: " + ", ".join(pairs))
     if "originality" in report:
         summary = report["originality"]["generated"]["summary"]
         console.print(

@@ -1,4 +1,5 @@
-"""Objective evaluation of symbolic music: per-piece metrics, set comparison, originality and likelihood.
+"""Objective evaluation of symbolic music: per-piece metrics, voice leading, set comparison, originality and
+likelihood.
 
 Metrics are pure functions of a `symusic.Score` (MuseGAN's of a piano-roll array) returning NaN when undefined.
 """
@@ -23,16 +24,20 @@ _EXPORTS = {
     "empty_measure_rate": "core",
     "evaluate_likelihood": "likelihood",
     "groove_consistency": "core",
+    "harmonic_moments": "voice_leading",
     "histogram_fidelity": "controls",
     "is_near_copy": "originality",
     "kl_divergence": "compare",
     "longest_pitch_run": "structure",
     "mean_pitch_class_entropy": "diversity",
+    "mean_voice_range": "voice_leading",
     "musegan_metrics": "musegan",
     "musegan_table": "musegan",
     "n_pitch_classes_used": "core",
     "n_pitches_used": "core",
+    "n_voices": "voice_leading",
     "overlap_area": "compare",
+    "parallel_fifths_octaves_rate": "voice_leading",
     "piece_features": "features",
     "piece_metrics": "features",
     "pitch_class_entropy": "core",
@@ -50,6 +55,9 @@ _EXPORTS = {
     "tonal_distance": "musegan",
     "used_pitch_classes": "musegan",
     "validity_rate": "likelihood",
+    "voice_crossing_rate": "voice_leading",
+    "voice_leading_metrics": "voice_leading",
+    "voice_ranges": "voice_leading",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # generation checks originality without scipy
 
@@ -71,16 +79,20 @@ __all__ = [
     "empty_measure_rate",
     "evaluate_likelihood",
     "groove_consistency",
+    "harmonic_moments",
     "histogram_fidelity",
     "is_near_copy",
     "kl_divergence",
     "longest_pitch_run",
     "mean_pitch_class_entropy",
+    "mean_voice_range",
     "musegan_metrics",
     "musegan_table",
     "n_pitch_classes_used",
     "n_pitches_used",
+    "n_voices",
     "overlap_area",
+    "parallel_fifths_octaves_rate",
     "piece_features",
     "piece_metrics",
     "pitch_class_entropy",
@@ -98,4 +110,7 @@ __all__ = [
     "tonal_distance",
     "used_pitch_classes",
     "validity_rate",
+    "voice_crossing_rate",
+    "voice_leading_metrics",
+    "voice_ranges",
 ]

@@ -25,6 +25,8 @@ from museforge.metrics.compare import FeatureDensities, compare_sets, summarize
 from museforge.metrics.features import METRICS, piece_features, piece_metrics
 from museforge.metrics.musegan import average_metrics, musegan_metrics
 from museforge.metrics.originality import OriginalityIndex, OriginalityResult, check_originality, is_near_copy
+from museforge.metrics.voice_leading import METRICS as VOICE_LEADING
+from museforge.metrics.voice_leading import voice_leading_metrics
 from museforge.tokenizers.pianoroll import PianoRollConfig, PianoRollTokenizer
 
 Progress = Callable[[], None]
@@ -58,6 +60,7 @@ class SetAnalysis:
     """What is kept of one set of files: per-piece numbers only, never the scores, so memory stays bounded.
 
     ``musegan`` holds each piece's MuseGAN metrics (from its piano roll, computed as the file is read);
+    ``voice_leading`` the voice-leading metrics of each piece with two or more voices, by name;
     ``originality`` each checked piece's result against an index, and ``indexed`` the pieces that were not
     checked because the index holds them (a reference set is not compared with itself).
     """
@@ -67,6 +70,7 @@ class SetAnalysis:
     features: list[dict[str, np.ndarray]] = field(default_factory=list)
     musegan: list[dict[str, dict[str, float]]] = field(default_factory=list)
     multitrack: bool = False
+    voice_leading: dict[str, dict[str, float]] = field(default_factory=dict)
     originality: dict[str, OriginalityResult] = field(default_factory=dict)
     indexed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -96,6 +100,7 @@ class PieceAnalyzer:
     def add(self, name: str, score: symusic.Score) -> None:
         """Measure ``score`` (all of it first, so a failure leaves the analysis unchanged)."""
         metrics, features = piece_metrics(score), piece_features(score)
+        leading = voice_leading_metrics(score)
         rolled = (
             musegan_metrics(
                 self._tokenizer.encode(score),
@@ -117,6 +122,8 @@ class PieceAnalyzer:
         if rolled is not None:
             a.musegan.append(rolled)
         a.multitrack |= sum(1 for t in score.tracks if len(t.notes)) > 1
+        if leading["n_voices"] >= 2:
+            a.voice_leading[name] = leading
         if held:
             a.indexed.append(name)
         elif originality is not None:
@@ -230,6 +237,37 @@ def originality_section(
     return section
 
 
+def relative_difference(generated: float, reference: float) -> float:
+    """(generated − reference) / |reference|: how far a generated mean is from the data's, as a share of it.
+
+    0 when the two are equal (both 0 included); NaN when the reference is 0 and the generated value is not, or
+    either is NaN.
+    """
+    if generated == reference:
+        return 0.0
+    return (generated - reference) / abs(reference) if reference else math.nan
+
+
+def voice_leading_section(generated: SetAnalysis, reference: SetAnalysis) -> dict[str, Any]:
+    """Voice-leading statistics over each set's pieces with two or more voices, generated against the data:
+    the difference of the means and the relative difference (near-zero data rates make the latter jumpy)."""
+    measures = {}
+    for name in VOICE_LEADING:
+        gen = _stats([m[name] for m in generated.voice_leading.values()])
+        ref = _stats([m[name] for m in reference.voice_leading.values()])
+        measures[name] = {
+            "generated": gen,
+            "reference": ref,
+            "difference": gen["mean"] - ref["mean"],
+            "relative_difference": relative_difference(gen["mean"], ref["mean"]),
+        }
+    return {
+        "pieces": {"generated": len(generated.voice_leading), "reference": len(reference.voice_leading)},
+        "measures": measures,
+        "per_piece": {"generated": dict(generated.voice_leading)},
+    }
+
+
 def compare_analyses(
     generated: SetAnalysis,
     reference: SetAnalysis,
@@ -237,8 +275,9 @@ def compare_analyses(
     index: OriginalityIndex | None = None,
     roll_config: PianoRollConfig | None = None,
 ) -> tuple[dict[str, Any], dict[str, FeatureDensities]]:
-    """The report's numbers: metric statistics side by side, per-feature MGEval comparison, MuseGAN table and,
-    with the ``index`` the analyses were checked against, the originality section.
+    """The report's numbers: metric statistics side by side, per-feature MGEval comparison, MuseGAN table,
+    voice leading when either set has pieces of two or more voices and, with the ``index`` the analyses were
+    checked against, the originality section.
 
     ``musegan=None`` adds the MuseGAN table when either set is multi-track (it needs analyses made with rolls).
     """
@@ -272,6 +311,8 @@ def compare_analyses(
             "generated": average_metrics(generated.musegan),
             "reference": average_metrics(reference.musegan),
         }
+    if generated.voice_leading or reference.voice_leading:
+        report["voice_leading"] = voice_leading_section(generated, reference)
     if index is not None:
         report["originality"] = originality_section(generated, reference, index)
     return report, densities

@@ -158,6 +158,28 @@ def _multitrack_html(section: Mapping[str, Any]) -> str:
     )
 
 
+def _voice_leading_html(section: Mapping[str, Any]) -> str:
+    """One row per measure: each set's mean ± std over its multi-voice pieces, and the generated mean's distance
+    from the reference's."""
+    rows = [
+        [
+            name,
+            f"{_fmt(m['generated']['mean'])} ± {_fmt(m['generated']['std'])}",
+            f"{_fmt(m['reference']['mean'])} ± {_fmt(m['reference']['std'])}",
+            m["difference"],
+            m["relative_difference"],
+        ]
+        for name, m in section["measures"].items()
+    ]
+    pieces = section["pieces"]
+    return (
+        f"<h2>Voice leading</h2><p>Over the pieces with two or more voices ({pieces['generated']} generated, "
+        f"{pieces['reference']} reference); a voice is a non-drum track read by its top note at each onset. "
+        "Relative difference: (generated − reference) / reference.</p>"
+        + _table(["measure", "generated", "reference", "difference", "relative difference"], rows)
+    )
+
+
 def _controls_html(section: Mapping[str, Any]) -> str:
     """Spearman ρ between the controls asked of the model and those its music has (1 = exact control)."""
     first, last = section["seed"], section["seed"] + section["pieces"] - 1
@@ -231,8 +253,8 @@ def _originality_html(section: Mapping[str, Any]) -> str:
 
 
 def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    """A readable one-file page: summary, metrics, feature comparison, MuseGAN and originality tables, plots,
-    failures."""
+    """A readable one-file page: summary, metrics, feature comparison, MuseGAN, voice-leading and originality
+    tables, plots, failures."""
     metrics = report["metrics"]
     metric_rows = [
         [
@@ -271,6 +293,8 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         parts.append(_controls_html(report["controls"]))
     if "multitrack" in report:
         parts.append(_multitrack_html(report["multitrack"]))
+    if "voice_leading" in report:
+        parts.append(_voice_leading_html(report["voice_leading"]))
     if "originality" in report:
         parts.append(_originality_html(report["originality"]))
     for title, name in (
