@@ -122,7 +122,7 @@ def pianoroll_svg(score: symusic.Score, width: int = 960, height: int = 360, tit
     bars = bar_starts(score)
     bar_px = plot_w / max(len(bars), 1)
     label_every = max(1, int(np.ceil(28 / max(bar_px, 1e-9))))
-    out.append('<g class="bars" stroke="#bbbbbb" stroke-width="1">')
+    out.append(f'<g class="bars" stroke="#bbbbbb" stroke-width="1" data-right="{left + plot_w:.2f}">')
     for number, tick in enumerate(bars.tolist()):
         x = x_of(tick)
         out.append(f'<line class="bar" x1="{x:.2f}" y1="{top}" x2="{x:.2f}" y2="{top + plot_h}"/>')

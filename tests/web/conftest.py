@@ -1,6 +1,6 @@
 """The web tests' world: a models folder with tiny models trained here on real music (a REMI Transformer with
-chorale/folk styles and an originality index of its training pieces, a Performance RNN, and a MuseMorphose on
-the same pieces), and an app on a real SQLite store in a temporary var folder."""
+chorale/folk styles, trained to fill in bars too, and an originality index of its training pieces, a Performance
+RNN, and a MuseMorphose on the same pieces), and an app on a real SQLite store in a temporary var folder."""
 
 import re
 import time
@@ -13,6 +13,7 @@ import symusic
 import torch
 from fastapi.testclient import TestClient
 
+from museforge.data.dataset import FillInTheMiddle
 from museforge.data.formats import list_units, load_score, read_unit
 from museforge.data.musemorphose import SegmentCollator, make_segment
 from museforge.families.musemorphose.loss import VAEStep
@@ -29,6 +30,7 @@ from museforge.web import Settings, create_app
 from museforge.web.security import CSRF_HEADER
 
 REMI = build_tokenizer("remi")
+FILLING = REMI.with_fill_tokens()  # the served REMI model can fill in bars
 PERF = build_tokenizer("performance")
 
 
@@ -71,9 +73,13 @@ def models_folder(tmp_path_factory) -> Path:
     tokens = torch.as_tensor(np.concatenate([np.append(s, REMI.eos_id) for s in seqs]).astype(np.int64))
     windows = [tokens[i : i + 64] for i in range(0, len(tokens) - 64, 8)]
     torch.manual_seed(0)
-    remi = TransformerLM(TransformerConfig.preset("tiny", vocab_size=REMI.vocab_size, dropout=0.0))
+    fim = FillInTheMiddle(FILLING, rate=1.0)
+    windows += [torch.as_tensor(fim(w.numpy())) for w in windows[::2]]
+    remi = TransformerLM(TransformerConfig.preset("tiny", vocab_size=FILLING.vocab_size, dropout=0.0))
     _train(remi, windows, root, epochs=4)
-    ckpt = save_checkpoint(root / "remi-transformer", remi, tokenizer=REMI.state_dict(), step=1, metrics={})
+    ckpt = save_checkpoint(
+        root / "remi-transformer", remi, tokenizer=FILLING.state_dict(), step=1, metrics={}
+    )
     (ckpt / "MODEL_CARD.md").write_text("# Tiny chorale/folk Transformer for tests\n", encoding="utf-8")
     index = OriginalityIndex.build(chorales + folk, source="test pieces")
     index.save(ckpt / ORIGINALITY_FILE)

@@ -27,7 +27,7 @@ def test_generate_job_song_files_rating_history(client):
     assert models["default"] == "remi-transformer"
     remi = next(m for m in models["models"] if m["name"] == "remi-transformer")
     assert {"style", "bars", "attributes"} <= {c["name"] for c in remi["controls"]}
-    assert [o["name"] for o in remi["operations"]] == ["generate", "continue"]
+    assert [o["name"] for o in remi["operations"]] == ["generate", "continue", "infill"]
     precisions = {m["name"]: m["precision"] for m in models["models"]}
     # "auto" follows this machine's probe (float16 where it agrees and is faster), recorded in var/
     assert {precisions["remi-transformer"], precisions["musemorphose"]} <= {"fp16 up to batch 4", "fp32"}

@@ -155,6 +155,49 @@ def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
     assert errors == []
 
 
+def test_bars_picked_on_the_piano_roll_are_filled_in_in_chromium(server, tmp_path):
+    """Upload the chorale, choose "Fill in", click bar 3 and shift-click bar 4 on its piano roll: the field reads
+    3-4, the bars are shaded, and the song made keeps the chorale's four parts around the filled bars."""
+    chorale = tmp_path / "bwv66.6.mid"
+    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(chorale))
+    errors = []
+    with chromium_page(errors) as page:
+        page.goto(server + "/upload")
+        page.set_input_files('input[name="file"]', str(chorale))
+        page.click("form.card button.primary")
+        page.wait_for_url("**/uploads/*", timeout=30_000)
+        panel = page.locator("#keep-going")
+        panel.locator('input[name="operation"][value="infill"]').check()
+        assert page.input_value("#keep-model") == "remi-transformer"
+        field = panel.locator('fieldset[data-op="infill"] input[name="remi-transformer.infill"]')
+        assert field.is_visible()
+
+        def click_bar(number: int, **kw) -> None:
+            x = page.evaluate(
+                """n => { const svg = document.querySelector('.pianoroll svg');
+                         const xs = [...svg.querySelectorAll('line.bar')].map(l => +l.getAttribute('x1'));
+                         const p = new DOMPoint((xs[n - 1] + xs[n]) / 2, 60).matrixTransform(svg.getScreenCTM());
+                         return [p.x, p.y]; }""",
+                number,
+            )
+            page.mouse.click(x[0], x[1], **kw)
+
+        click_bar(3)
+        assert field.input_value() == "3"
+        page.keyboard.down("Shift")
+        click_bar(4)
+        page.keyboard.up("Shift")
+        assert field.input_value() == "3-4"
+        assert page.locator(".pianoroll svg rect.picked").count() == 1
+        shot = tmp_path / "picked-bars.png"
+        page.screenshot(path=str(shot), full_page=True)
+        panel.locator("#keep-going-button").click()
+        page.wait_for_url("**/songs/*", timeout=120_000)
+        assert page.locator(".pianoroll svg").count() == 1
+    assert shot.stat().st_size > 20_000
+    assert errors == []
+
+
 def test_insights_and_my_taste_pages_in_chromium(server, tmp_path):
     """An operator signs up in the browser, is promoted, and sees the Insights charts drawn (two opposed groups
     of listeners: two taste clusters), filters them, fetches a CSV; then their My-taste page."""

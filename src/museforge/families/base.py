@@ -178,6 +178,10 @@ class Family(ABC):
     def operations(self) -> tuple[Operation, ...]:
         return self.request.operations
 
+    def model_operations(self, loaded: LoadedModel) -> tuple[Operation, ...]:
+        """The operations this model offers: its family's, less those it was not trained for."""
+        return self.operations
+
     def operation(self, name: str) -> Operation:
         for op in self.operations:
             if op.name == name:

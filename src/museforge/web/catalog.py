@@ -53,7 +53,7 @@ class ServedModel:
                     "description": o.description,
                     "controls": self.family.operation_controls(o.name),
                 }
-                for o in self.family.operations
+                for o in self.family.model_operations(self.loaded)
             ],
             "controls": [c.to_dict() for c in controls],
         }

@@ -91,7 +91,7 @@ def song_title(params: dict, family: str, source: str | None = None) -> str:
     bars = params.get("bars")
     length = _bars(bars) if bars else f"{params.get('seconds', 0):g} s"
     operation = params.get("operation")
-    if operation not in ("continue", "restyle", "accompany"):
+    if operation not in ("continue", "restyle", "accompany", "infill"):
         return f"{what}, {length}, seed {params.get('seed')}"
     try:
         label = get_family(family).label
@@ -102,6 +102,8 @@ def song_title(params: dict, family: str, source: str | None = None) -> str:
         kept = params.get("primer_bars")
         start = f"the first {_bars(kept)} of {piece}" if kept else piece
         return f"{start} + {length} ({label})"
+    if operation == "infill":  # the source with some bars written again
+        return f"{piece}, bars {params.get('infill')} filled in ({label})"
     if operation == "restyle":  # the source's bars, re-played
         where = f", bars {params['restyle_bars']}" if params.get("restyle_bars") else ""
         return f"{piece}{where} re-styled ({label})"

@@ -14,6 +14,7 @@ from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.formats import load_score
 from museforge.families import RequestError, load_checkpoint
+from museforge.families.remi.infill import middle_nll, with_suffix
 from museforge.families.serving import generate_song, get_model
 from museforge.tokenizers.attributes import bar_bounds
 
@@ -104,3 +105,17 @@ def test_a_bad_fill_in_is_refused_by_name(models, chorale, options, message):
 def test_a_model_not_trained_to_fill_in_says_so(models, chorale):
     with pytest.raises(RequestError, match="not trained to fill in"):
         generate_song(get_model(models[0]), primer=chorale, infill="2-3")
+
+
+def test_the_seam_measure_scores_the_gap_against_its_own_or_another_pieces_suffix(models, chorale):
+    loaded = get_model(models[1])
+    tok, model = loaded.tokenizer, loaded.checkpoint.model
+    enc = tok.encode(chorale, style="chorale")
+    folk = tok.encode(load_score(corpus_path("essenFolksong/altdeu10")), style="folk")
+    mixed = with_suffix(enc, 3, folk)
+    starts = enc.bar_starts.tolist()
+    assert mixed.ids[: starts[4]].tolist() == enc.ids[: starts[4]].tolist()
+    assert len(mixed.bar_starts) == 4 + len(folk.bar_starts)
+    assert all(mixed.ids[s] == tok.bar_id for s in mixed.bar_starts)
+    own, other = middle_nll(model, tok, enc, 2, 3), middle_nll(model, tok, mixed, 2, 3)
+    assert 0 < own < 20 and 0 < other < 20 and own != other  # the suffix is heard

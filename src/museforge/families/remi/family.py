@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from museforge.families.base import (
     Family,
     Limits,
+    Operation,
     ProgressFn,
     RequestError,
     SongRequest,
@@ -35,6 +36,11 @@ class RemiFamily(Family):
     half_precision = True
     decoding_state = ", KV cache"
     fills_in = True
+
+    def model_operations(self, loaded: LoadedModel) -> tuple[Operation, ...]:
+        """Fill in only where the model was trained to (its tokenizer has the fill tokens)."""
+        fills = bool(getattr(loaded.tokenizer, "fill_ids", None))
+        return tuple(o for o in self.operations if o is not INFILL or fills)
 
     def resolve(self, request: SongRequest, info: ModelInfo, limits: Limits | None = None) -> SongRequest:
         assert isinstance(request, RemiRequest)

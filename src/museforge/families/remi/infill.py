@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import symusic
 import torch
 
@@ -187,3 +188,27 @@ def _params(
         "top_p": request.top_p, "seed": seed, **loaded.precision_params(request.num_samples),
         "num_samples": request.num_samples, "attributes": [None if a is None else list(a) for a in plan] or None,
     }  # fmt: skip
+
+
+def with_suffix(enc: RemiEncoding, last: int, other: RemiEncoding) -> RemiEncoding:
+    """``enc`` up to bar ``last`` followed by ``other``'s bars from its first: the same gap between a piece's
+    own lead-in and another piece's continuation (the seam test's control)."""
+    ids, starts = enc.ids.tolist(), enc.bar_starts.tolist()
+    cut = starts[last + 1] if last + 1 < len(starts) else len(ids)
+    tail = other.ids[other.bar_starts[0] :].tolist() if len(other.bar_starts) else []
+    shift = cut - int(other.bar_starts[0]) if len(other.bar_starts) else 0
+    joined = [*starts[: last + 1], *(int(s) + shift for s in other.bar_starts)]
+    return RemiEncoding(np.asarray([*ids[:cut], *tail], dtype=np.int32), np.asarray(joined, dtype=np.int64))
+
+
+@torch.no_grad()
+def middle_nll(model: torch.nn.Module, tok: RemiTokenizer, enc: RemiEncoding, first: int, last: int) -> float:
+    """Mean NLL (nats/token) of bars ``first..last`` of ``enc`` and ``FillEnd``, given the fill-in prompt built
+    around them: the measure of how well the filled bars fit the music on both sides."""
+    prompt, _ = infill_prompt(tok, enc, first, last, model.config.max_seq_len)
+    starts = enc.bar_starts.tolist()
+    after = starts[last + 1] if last + 1 < len(starts) else len(enc.ids)
+    middle = [*enc.ids[starts[first] : after].tolist(), tok.fill_ids["FillEnd"]]
+    ids = torch.tensor([(prompt + middle)[: model.config.max_seq_len]])  # [1, T]
+    logits = model(ids)[0][0, len(prompt) - 1 : -1].float()  # [M, V]: each predicts the next middle token
+    return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :]).item())

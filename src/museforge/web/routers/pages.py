@@ -32,7 +32,7 @@ from museforge.web.actions import (
 )
 from museforge.web.cards import card_html
 from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
-from museforge.web.requests import JobRequest
+from museforge.web.requests import JobRequest, text_fields
 from museforge.web.routers import uploads as upload_api
 from museforge.web.routers.auth import end_session, log_in, sign_up
 from museforge.web.security import CSRF_FIELD
@@ -45,7 +45,13 @@ templates.env.filters["datetime"] = lambda t: time.strftime("%Y-%m-%d %H:%M UTC"
 NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
                  "density": int, "primer_bars": int, "rhythm_shift": int, "polyphony_shift": int,
                  "candidates": int, "guidance": float}  # fmt: skip
-PANEL_ORDER = {"continue": 0, "restyle": 1, "accompany": 2}  # the keep-going panel's operations in order
+BAR_RANGES = text_fields("bar_range")
+PANEL_ORDER = {
+    "continue": 0,
+    "infill": 1,
+    "restyle": 2,
+    "accompany": 3,
+}  # the keep-going panel's operations in order
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -94,7 +100,7 @@ def form_request(form: FormData, services: Services) -> JobRequest:
                 raise HTTPException(422, f"{name} must be a number, got {value!r}") from exc
         elif name in ("style", "binarize") and value:
             fields[name] = value
-        elif name == "restyle_bars" and value.strip():  # re-style: "5-8"; empty: every bar
+        elif name in BAR_RANGES and value.strip():  # re-style, fill in: "5-8"
             fields[name] = value.strip()
         elif name.startswith("track.") and value.strip():  # accompany: model track <- the piece's track
             try:

@@ -99,6 +99,35 @@ function initKeepGoing() {
   update();
 }
 
+// Pick bars on the piano roll: a click picks one bar, a shift-click extends to it. The choice goes into the
+// bar field of the panel's shown settings (fill in, re-style) and is shaded on the roll.
+function initBarPicking() {
+  const svg = document.querySelector(".pianoroll svg");
+  const form = document.querySelector("#keep-going");
+  if (!svg || !form) return;
+  const lines = [...svg.querySelectorAll("line.bar")].map((l) => Number(l.getAttribute("x1")));
+  const right = Number(svg.querySelector("g.bars")?.dataset.right ?? svg.viewBox.baseVal.width);
+  const shade = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+  shade.setAttribute("class", "picked");
+  shade.setAttribute("y", svg.querySelector("line.bar")?.getAttribute("y1") ?? "0");
+  shade.setAttribute("height", String(svg.querySelector("line.bar")?.getBBox().height ?? 0));
+  let anchor = null;
+  svg.addEventListener("click", (e) => {
+    const input = [...form.querySelectorAll('fieldset:not([disabled]) input[data-bars]')][0];
+    if (!input || !lines.length) return;
+    const at = new DOMPoint(e.clientX, e.clientY).matrixTransform(svg.getScreenCTM().inverse());
+    const bar = Math.max(1, lines.filter((x) => x <= at.x).length);
+    const [first, last] = e.shiftKey && anchor ? [Math.min(anchor, bar), Math.max(anchor, bar)] : [bar, bar];
+    if (!e.shiftKey || !anchor) anchor = bar;
+    input.value = first === last ? `${first}` : `${first}-${last}`;
+    const x0 = lines[first - 1];
+    const x1 = last < lines.length ? lines[last] : right;
+    shade.setAttribute("x", String(x0));
+    shade.setAttribute("width", String(Math.max(1, x1 - x0)));
+    svg.appendChild(shade);
+  });
+}
+
 async function followJob() {
   const box = document.querySelector("#job");
   if (!box || !["queued", "running"].includes(box.dataset.status)) return;
@@ -180,6 +209,7 @@ function notePlays() {
 document.addEventListener("DOMContentLoaded", () => {
   initGenerateForm();
   initKeepGoing();
+  initBarPicking();
   followJob();
   notePlays();
 });
