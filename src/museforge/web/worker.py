@@ -33,7 +33,7 @@ class WorkerJobs:
         var = settings.var_dir.resolve()
         var.mkdir(parents=True, exist_ok=True)
         self.repo = open_repository(var, settings.mongo_uri, settings.mongo_db)
-        catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision, var)
+        catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision, var, batching)
         self.executor = JobExecutor(self.repo, FileStore(var), catalog)
         self.max_attempts = settings.max_attempts
         self.lab = LabCycle(settings, self.repo)

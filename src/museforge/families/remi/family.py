@@ -32,6 +32,7 @@ class RemiFamily(Family):
     request = RemiRequest
     tokenizer = "remi"
     half_precision = True
+    batched_decoding = True
     decoding_state = ", KV cache"
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
