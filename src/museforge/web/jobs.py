@@ -160,11 +160,13 @@ def source_score(repo: Repository, files: FileStore, params: dict) -> symusic.Sc
 class JobExecutor:
     """Runs one claimed job to done or failed: generation, files, songs."""
 
-    def __init__(self, repo: Repository, files: FileStore, catalog: ModelCatalog) -> None:
+    def __init__(
+        self, repo: Repository, files: FileStore, catalog: ModelCatalog, watch: JobWatch | None = None
+    ) -> None:
         self.repo, self.files, self.catalog = repo, files, catalog
         self.histories = Histories(repo, files)
         self.stopping = threading.Event()
-        self.watch = JobWatch()
+        self.watch = watch or JobWatch()
 
     def _fresh(self, job: Job, family: Family, loaded: LoadedModel, request: SongRequest,
                generated: list[GeneratedSong]) -> list[tuple[GeneratedSong, int]]:  # fmt: skip

@@ -11,15 +11,18 @@ fine-tune never holds up a listener's song.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.schedules import BaseSchedule
 from kombu.exceptions import OperationalError
 
 from museforge.lab.schedule import Schedule, parse_schedule
+from museforge.web.jobs import JobWatch
 from museforge.web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,11 @@ CONNECT_TIMEOUT_S = 3.0  # a broker that does not answer in this long is unreach
 # A publish tries the broker this many more times before the request gets a 503: a web process's pooled
 # connection to a Redis that restarted is stale, and the first retry reconnects.
 PUBLISH_RETRIES = 2
+
+
+CHANGES_CHANNEL = (
+    "museforge:job-changes"  # workers publish the id of a job they changed; web processes listen
+)
 
 
 class BrokerUnavailable(RuntimeError):
@@ -100,17 +108,49 @@ def celery_app(settings: Settings) -> Celery:
     return app
 
 
-class CeleryJobQueue:
-    """The web side of the distributed queue: `notify` publishes the job's id to the generation queue.
+class PublishedWatch(JobWatch):
+    """A worker's change counters: each change is also published on Redis, so the web process a listener waits
+    on hears of it at once. A lost message costs only time: waiting requests read the store every second."""
 
-    Nothing runs in the web process, so `version` is always 0 and waiting requests read the store."""
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+
+    def bump(self, job_id: str) -> None:
+        super().bump(job_id)
+        try:
+            self.redis.publish(CHANGES_CHANNEL, job_id)
+        except redis.RedisError as exc:
+            log.warning("job %s: change not published (%s)", job_id, exc)
+
+
+class CeleryJobQueue:
+    """The web side of the distributed queue: `notify` publishes the job's id to the generation queue, and a
+    thread listens to the workers' `PublishedWatch` so `version` moves when a worker changes a job."""
 
     def __init__(self, settings: Settings) -> None:
+        assert settings.queue_url is not None
         self.app = celery_app(settings)
-        self.broker = settings.queue_url
+        self.url = settings.queue_url
+        self.watch = JobWatch()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="museforge-job-changes", daemon=True)
 
     def start(self) -> None:
-        """Nothing to start: the workers are other processes."""
+        self._thread.start()
+
+    def _listen(self) -> None:
+        """Bump the watch for every change the workers publish; reconnect when Redis goes away."""
+        while not self._stop.is_set():
+            try:
+                with redis.Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT_S).pubsub() as sub:
+                    sub.subscribe(CHANGES_CHANNEL)
+                    while not self._stop.is_set():
+                        message = sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
+                            self.watch.bump(message["data"].decode())
+            except redis.RedisError:
+                self._stop.wait(1.0)
 
     def notify(self, job_id: str) -> None:
         try:
@@ -123,7 +163,10 @@ class CeleryJobQueue:
             raise BrokerUnavailable(f"the job queue's broker cannot be reached: {exc}") from exc
 
     def version(self, job_id: str) -> int:
-        return 0
+        return self.watch.version(job_id)
 
     def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self.app.close()

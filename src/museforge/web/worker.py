@@ -13,17 +13,35 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from museforge.store import FileStore, open_repository
 from museforge.web.catalog import ModelCatalog
 from museforge.web.jobs import JobExecutor
 from museforge.web.lab_schedule import LabCycle, lab_models
-from museforge.web.queue import GENERATE_TASK, LAB_CYCLE_TASK, QUEUES, celery_app
+from museforge.web.queue import GENERATE_TASK, LAB_CYCLE_TASK, QUEUES, PublishedWatch, celery_app
 from museforge.web.settings import Settings
 
 log = logging.getLogger(__name__)
+WAKE_S = 0.05  # how often the worker's event loop looks again for a message a finished job made room for
+
+
+class QuickWake(bootsteps.StartStopStep):
+    """Keep the consumer's event loop turning every `WAKE_S`.
+
+    A threads pool wakes nothing when a job ends (a process pool's pipes do), so the loop asked Redis for the
+    next message only when its own next timer fired: a second or two of idle worker per job. A consumer step,
+    so it is set again when the consumer restarts after a lost connection."""
+
+    def start(self, parent: Any) -> None:
+        if parent.hub is not None:
+            parent.hub.call_repeatedly(WAKE_S, _nothing)
+
+
+def _nothing() -> None:
+    """A timer entry whose only work is waking the loop."""
 
 
 class WorkerJobs:
@@ -34,7 +52,9 @@ class WorkerJobs:
         var.mkdir(parents=True, exist_ok=True)
         self.repo = open_repository(var, settings.mongo_uri, settings.mongo_db)
         catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision, var, batching)
-        self.executor = JobExecutor(self.repo, FileStore(var), catalog)
+        assert settings.queue_url is not None
+        watch = PublishedWatch(settings.queue_url)
+        self.executor = JobExecutor(self.repo, FileStore(var), catalog, watch)
         self.max_attempts = settings.max_attempts
         self.lab = LabCycle(settings, self.repo)
         self.lab_models = lab_models(settings, catalog)
@@ -60,6 +80,7 @@ class WorkerJobs:
 def worker_app(settings: Settings, batching: bool) -> Celery:
     """The Celery app with this process's tasks bound to its warm models."""
     app = celery_app(settings)
+    app.steps["consumer"].add(QuickWake)
     jobs = WorkerJobs(settings, batching)
 
     @app.task(name=GENERATE_TASK)
