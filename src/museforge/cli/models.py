@@ -169,6 +169,8 @@ def worker(
     worker of a deployment must share the queue URL, the store (MUSEFORGE_MONGO_URI, or one var folder on one
     machine) and the models.
     """
+    from pydantic import ValidationError
+
     from museforge.machine import use_threads
     from museforge.web import Settings
     from museforge.web.worker import run_worker
@@ -180,7 +182,10 @@ def worker(
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     given = {"var_dir": var, "device": device}
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise _fail(str(exc)) from exc
     if settings.queue_url is None:
         raise _fail(
             "MUSEFORGE_QUEUE_URL is not set: a worker needs the queue's Redis URL (redis://host:6379/0)"
