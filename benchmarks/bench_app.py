@@ -70,6 +70,7 @@ class Deployment:
         cores = os.cpu_count() or 1
         self.env = {
             **os.environ, "MUSEFORGE_VAR_DIR": str(root / "var"), "MUSEFORGE_RATE_LIMIT_JOBS": "10000",
+            "MUSEFORGE_RATE_LIMIT_ADDRESS_JOBS": "100000",
             "MUSEFORGE_MAX_BARS": str(max(64, args.bars)), "MUSEFORGE_WORKERS": str(args.workers),
             "MUSEFORGE_TORCH_THREADS": str(max(1, cores // args.workers)),
         }  # fmt: skip
