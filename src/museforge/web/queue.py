@@ -35,11 +35,8 @@ CONNECT_TIMEOUT_S = 3.0  # a broker that does not answer in this long is unreach
 # A publish tries the broker this many more times before the request gets a 503: a web process's pooled
 # connection to a Redis that restarted is stale, and the first retry reconnects.
 PUBLISH_RETRIES = 2
-
-
-CHANGES_CHANNEL = (
-    "museforge:job-changes"  # workers publish the id of a job they changed; web processes listen
-)
+# Workers publish the id of each job they change on this channel; web processes listen to it.
+CHANGES_CHANNEL = "museforge:job-changes"
 
 
 class BrokerUnavailable(RuntimeError):
