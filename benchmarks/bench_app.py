@@ -86,7 +86,7 @@ class Deployment:
                 slots = str(max(1, args.workers // 2))
                 self.start_worker(name, [*worker, "--concurrency", slots, "--no-batching"])
         elif setup == "batched":
-            command = [*worker, "--concurrency", str(args.clients)]
+            command = [*worker, "--concurrency", str(args.clients), "--batching"]
             self.start_worker("w1", command, MUSEFORGE_TORCH_THREADS=str(cores))
         self.base = self.start_web()
 

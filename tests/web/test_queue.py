@@ -59,7 +59,7 @@ def songs_of(cluster: Cluster, job_id: str) -> list:
 def test_jobs_run_on_two_workers_and_survive_a_redis_restart(cluster):
     c = cluster()
     base = c.start_web()
-    workers = [c.start_worker("a"), c.start_worker("b")]
+    workers = [c.start_worker("a", "--batching"), c.start_worker("b")]  # one decodes through its batcher
     listener = Listener(base)
     ids = [listener.submit(bars=4, seed=i).json()["id"] for i in range(6)]
     for job_id in ids:
