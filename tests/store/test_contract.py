@@ -109,6 +109,8 @@ def test_job_lifecycle_claims_each_job_once(repo):
     assert repo.get_song(song_id=songs[0].id).params == {"bars": 4}
     with pytest.raises(NotFound):  # a job that is not running cannot be finished twice
         repo.finish_job(job_id=job.id, songs=[_song("u", job.id)])
+    kept = repo.fail_job(job_id=job.id, error="a second run failed")  # a done job keeps its songs
+    assert kept.status == "done" and kept.error is None and kept.song_ids == [s.id for s in songs]
     assert len(repo.list_songs(owner="u")) == 2
     failed = repo.fail_job(job_id=jobs[1].id, error="bad primer")
     assert failed.status == "failed" and failed.error == "bad primer"

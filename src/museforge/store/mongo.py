@@ -283,10 +283,10 @@ class MongoRepository(Repository):
 
     def fail_job(self, *, job_id: str, error: str) -> Job:
         doc = self.db.jobs.find_one_and_update(
-            {"_id": job_id},
+            {"_id": job_id, "status": {"$ne": "done"}},
             {"$set": {"status": "failed", "error": error, "finished_at": now()}},
             return_document=self._pymongo.ReturnDocument.AFTER,
-        )
+        ) or self.db.jobs.find_one({"_id": job_id})
         if doc is None:
             raise NotFound(f"no job {job_id}")
         return Job(**_strip(doc))  # type: ignore[arg-type]

@@ -125,7 +125,9 @@ class Repository(ABC):
         """Store ``songs`` and mark the job done in one transaction: a reader sees both or neither."""
 
     @abstractmethod
-    def fail_job(self, *, job_id: str, error: str) -> Job: ...
+    def fail_job(self, *, job_id: str, error: str) -> Job:
+        """Mark the job failed with ``error``; a job already done stays done (a second run of a job delivered
+        twice must not undo the first run's songs). `NotFound` for no such job."""
 
     @abstractmethod
     def requeue_job(self, *, job_id: str) -> None:

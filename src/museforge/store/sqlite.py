@@ -484,7 +484,7 @@ class SqliteRepository(Repository):
     def fail_job(self, *, job_id: str, error: str) -> Job:
         with self._tx() as c:
             c.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status != 'done'",
                 (error, now(), job_id),
             )
             return self._finished(c, job_id)
