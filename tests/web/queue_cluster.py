@@ -4,6 +4,7 @@ worker` processes, each a real child process whose output goes to a log file the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -56,7 +57,9 @@ class Cluster:
 
     def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
         out = log.open("ab")
-        child = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
+        child = subprocess.Popen(  # a session of its own: closing kills its children too (a worker's beat)
+            args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
+        )
         out.close()
         self.children.append(child)
         return child
@@ -100,9 +103,9 @@ class Cluster:
 
     def close(self) -> None:
         for child in self.children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            with contextlib.suppress(ProcessLookupError):  # its process group is gone already
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
 
 
 class Worker:
