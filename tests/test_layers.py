@@ -45,19 +45,23 @@ LIBRARY_FLOORS: tuple[frozenset[str], ...] = (
 )
 APART = frozenset({frozenset({"generation", "training"})})
 
-# Third-party packages of the shells (web framework and pages, command line and terminal, DB driver, sessions).
+# Third-party packages of the shells (web framework and pages, command line and terminal, DB driver, sessions,
+# the distributed queue).
 SHELL_PACKAGES = frozenset(
     {
         "argon2",
         "bson",
+        "celery",
         "fastapi",
         "fastapi_offline",
         "itsdangerous",
         "jinja2",
+        "kombu",
         "markdown_it",
         "multipart",
         "pydantic_settings",
         "pymongo",
+        "redis",
         "rich",
         "starlette",
         "typer",

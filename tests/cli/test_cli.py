@@ -130,3 +130,18 @@ def test_data_build_errors_are_clear(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(app, ["data", "stats", str(tmp_path / "none")])
     assert result.exit_code == 2 and "no manifest.jsonl" in result.output
+
+
+def test_worker_needs_the_queue_url_and_known_queues(monkeypatch, tmp_path):
+    monkeypatch.delenv("MUSEFORGE_QUEUE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    out = runner.invoke(app, ["worker", "--var", str(tmp_path / "var"), "--device", "cpu"])
+    assert out.exit_code == 2 and "MUSEFORGE_QUEUE_URL is not set" in out.output
+    out = runner.invoke(app, ["worker", "--device", "tpu"])
+    assert out.exit_code == 2 and "use auto, cpu or cuda" in out.output
+    monkeypatch.setenv("MUSEFORGE_QUEUE_URL", "http://localhost")
+    out = runner.invoke(app, ["worker", "--device", "cpu"])
+    assert out.exit_code == 2 and "give a Redis URL" in out.output
+    monkeypatch.setenv("MUSEFORGE_QUEUE_URL", "redis://127.0.0.1:1/0")
+    out = runner.invoke(app, ["worker", "--device", "cpu", "--queues", "generate,songs"])
+    assert out.exit_code == 2 and "unknown queue(s) songs; queues: generate, lab" in out.output

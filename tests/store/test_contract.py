@@ -10,7 +10,7 @@ import pytest
 
 from museforge.store import Conflict, FileStore, NotFound, Song, UnsafePath, Upload, new_id, open_repository
 from museforge.store.records import Feedback
-from museforge.store.repository import interrupted_reason
+from museforge.store.repository import interrupted_reason, lost_worker_reason
 
 MONGO_URI = os.environ.get("MUSEFORGE_TEST_MONGO_URI")
 
@@ -109,6 +109,8 @@ def test_job_lifecycle_claims_each_job_once(repo):
     assert repo.get_song(song_id=songs[0].id).params == {"bars": 4}
     with pytest.raises(NotFound):  # a job that is not running cannot be finished twice
         repo.finish_job(job_id=job.id, songs=[_song("u", job.id)])
+    kept = repo.fail_job(job_id=job.id, error="a second run failed")  # a done job keeps its songs
+    assert kept.status == "done" and kept.error is None and kept.song_ids == [s.id for s in songs]
     assert len(repo.list_songs(owner="u")) == 2
     failed = repo.fail_job(job_id=jobs[1].id, error="bad primer")
     assert failed.status == "failed" and failed.error == "bad primer"
@@ -129,6 +131,25 @@ def test_recover_requeues_or_fails_running_jobs(repo):
     assert requeued == [a.id] and failed == [b.id]
     assert repo.get_job(job_id=a.id).status == "queued"
     assert repo.get_job(job_id=b.id).error == interrupted_reason(2)
+
+
+def test_claim_by_id_takes_over_a_dead_workers_job_until_attempts_run_out(repo):
+    job = repo.create_job(owner="u", model="m", operation="generate", params={})
+    other = repo.create_job(owner="u", model="m", operation="generate", params={})
+    first = repo.claim_job_id(job_id=job.id, max_attempts=2)
+    assert first.id == job.id and first.status == "running" and first.attempts == 1
+    assert repo.get_job(job_id=other.id).status == "queued"  # only the delivered job moves
+    again = repo.claim_job_id(job_id=job.id, max_attempts=2)  # delivered again: its worker died
+    assert again.attempts == 2 and again.status == "running"
+    assert repo.claim_job_id(job_id=job.id, max_attempts=2) is None  # a third delivery: given up
+    failed = repo.get_job(job_id=job.id)
+    assert failed.status == "failed" and failed.error == lost_worker_reason(2)
+    assert repo.claim_job_id(job_id=job.id, max_attempts=5) is None  # failed stays failed
+    repo.claim_job_id(job_id=other.id, max_attempts=2)
+    repo.finish_job(job_id=other.id, songs=[_song("u", other.id)])
+    assert repo.claim_job_id(job_id=other.id, max_attempts=2) is None  # done: a repeated delivery
+    assert repo.get_job(job_id=other.id).status == "done"
+    assert repo.claim_job_id(job_id="nope", max_attempts=2) is None
 
 
 def test_songs_share_tokens_and_files(repo):

@@ -71,7 +71,7 @@ def test_a_job_that_cannot_run_fails_with_its_reason(client):
     """A job queued for a model that is gone by the time it runs (a redeploy) fails visibly, never hangs."""
     services = client.app.state.services
     job = services.repo.create_job(owner="anon:x", model="retired-model", operation="generate", params={})
-    services.queue.notify()
+    services.queue.notify(job.id)
     deadline = time.monotonic() + 30
     while services.repo.get_job(job_id=job.id).status == "queued" and time.monotonic() < deadline:
         time.sleep(0.02)

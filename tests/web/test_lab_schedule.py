@@ -45,7 +45,7 @@ def test_the_server_runs_the_cycle_on_its_schedule(tmp_path, models_folder):
     assert "lab update --model remi-transformer" in log and '"decision": "skipped"' in log
     assert "lab prefer --model remi-transformer" in log
     repo = open_repository(settings.var_dir)
-    scheduler = LabScheduler(settings, ["remi-transformer"], repo)
+    scheduler = LabScheduler(settings, ["remi-transformer"], repo).cycle
     assert not scheduler._prefer_due("remi-transformer")  # nothing new since the run it started
     repo.record_feedback(feedback=Feedback("play_end", "user:x", song_id, "remi-transformer", 1, {}))
     assert scheduler._prefer_due("remi-transformer") and not scheduler._prefer_due("remi-transformer")

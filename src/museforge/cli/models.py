@@ -140,3 +140,70 @@ def serve(
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     console.print(f"[bold green]museforge[/] on http://{host}:{port}/ (data in {settings.var_dir.resolve()})")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("worker")
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Queues to take jobs from, comma-separated: generate (songs), lab (the lab).")
+    ] = "generate,lab",
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Jobs this worker runs at once.")] = 2,
+    device: Annotated[
+        str, typer.Option(help="auto (a GPU when there is one), cpu or cuda: where the models run.")
+    ] = "auto",
+    batching: Annotated[
+        bool | None,
+        typer.Option(
+            help="Decode the running jobs of one model together (the families that can batch); default: on a "
+            "GPU only (on a CPU it measured no faster, see the README)."
+        ),
+    ] = None,
+    beat: Annotated[
+        bool,
+        typer.Option(help="Also run the queue's scheduler (MUSEFORGE_LAB_SCHEDULE): in exactly one worker."),
+    ] = False,
+    var: Annotated[
+        Path | None, typer.Option(help="Folder of the database, uploads and results (default: var/).")
+    ] = None,
+) -> None:
+    """Run jobs from the distributed queue (MUSEFORGE_QUEUE_URL, a Redis URL) with the models loaded once.
+
+    Settings come from MUSEFORGE_* environment variables or a .env file, as for `serve`: every web process and
+    worker of a deployment must share the queue URL, the store (MUSEFORGE_MONGO_URI, or one var folder on one
+    machine) and the models.
+    """
+    from pydantic import ValidationError
+
+    from museforge.machine import use_threads
+    from museforge.web import Settings
+    from museforge.web.worker import run_worker
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise _fail(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    given = {"var_dir": var, "device": device}
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise _fail(str(exc)) from exc
+    if settings.queue_url is None:
+        raise _fail(
+            "MUSEFORGE_QUEUE_URL is not set: a worker needs the queue's Redis URL (redis://host:6379/0)"
+        )
+    if batching is None:
+        batching = device == "cuda"
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    # a batch decodes on one thread; one-at-a-time jobs share the idle CPUs
+    threads = use_threads(settings.torch_threads or None, share=1 if batching else concurrency)
+    console.print(
+        f"[bold green]museforge worker[/] on {', '.join(names)} ({concurrency} at once, {device}, "
+        f"{'batching, ' if batching else ''}"
+        f"{threads.threads} torch threads; data in {settings.var_dir.resolve()})"
+    )
+    try:
+        run_worker(settings, names, concurrency, batching, beat)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc

@@ -168,6 +168,8 @@ class Family(ABC):
     aliases: ClassVar[tuple[str, ...]] = ()  # other spellings people already use
     request: ClassVar[type[SongRequest]]
     half_precision: ClassVar[bool] = False  # whether float16 weights can sample it (`get_model`'s precision)
+    # whether its sampler decodes one-sample requests through `LoadedModel.batcher` when a worker sets one
+    batched_decoding: ClassVar[bool] = False
     conditioned_decoder: ClassVar[bool] = False  # whether its decoding step takes a condition vector
     style_word: ClassVar[str] = "style"  # what its styles are called (a MuseGAN's are genres)
     decoding_state: ClassVar[str] = ""  # what sampling carries from one step to the next, as the card says it

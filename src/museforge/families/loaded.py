@@ -16,6 +16,7 @@ import symusic
 import torch
 
 from museforge.data.formats import load_score
+from museforge.generation.batched import BatchedDecoder
 from museforge.generation.precision import (
     PrecisionDecision,
 )
@@ -48,6 +49,7 @@ class LoadedModel:
     half_up_to: int = 0
     precision_decision: PrecisionDecision | None = None  # what "auto" measured and chose, None otherwise
     version: int | None = None  # the registry version of a shipped model (None: a folder given by path)
+    batcher: BatchedDecoder | None = None  # decodes one-sample requests of many threads together (a worker's)
 
     def precision_params(self, batch: int) -> dict[str, Any]:
         """A song's record of the model version and precision that made it (under "auto", of the decision)."""

@@ -325,6 +325,55 @@ class IncrementalDecoder:
         cache.advance(1)
         return F.linear(self.norm(x), self.head, self.head_bias)  # [B, V]
 
+    def rows(self, ids: Tensor, caches: Sequence[KVCache]) -> Tensor:
+        """One new token for each of B independent sequences, each with its own batch-1 cache at its own
+        length: ``ids`` [B] -> logits [B, V], row ``j`` the same numbers as ``self(ids[j:j+1], caches[j])``.
+
+        What dynamic batching needs: sequences that started at different times and positions decode in one
+        pass, and each one's song does not depend on which others shared its pass. So every product runs as a
+        batch of one-row products (``bmm``, the arithmetic of the one-row step) instead of one B-row product,
+        whose blocking would round differently; attention runs per row over its own cache. The saving is the
+        per-op overhead that dominates a one-row step, paid once for all the rows.
+        """
+        x = F.embedding(ids, self.embedding)  # [B, D]
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        b, d = x.shape
+        tables = [self.rope.tables(c.length, 1, x.dtype) for c in caches]
+        cos = torch.stack([t[0] for t in tables]).view(b, 1, 1, 1, -1)  # [B, 1, 1, 1, Dh]
+        sin = torch.stack([t[1] for t in tables]).view(b, 1, 1, 1, -1)
+        for i, layer in enumerate(self.layers):
+            qkv = _rows_linear(layer.norm1(x), layer.qkv, layer.qkv_bias)  # [B, 3D]
+            qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
+            qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
+            heads = []
+            for j, cache in enumerate(caches):
+                k, v = cache.update(i, qk[j : j + 1, 1], qkv[j : j + 1, 2])  # [1, H, L_j + 1, Dh]
+                heads.append(F.scaled_dot_product_attention(qk[j : j + 1, 0].to(k.dtype), k, v))
+            attn = torch.cat(heads).view(b, d).to(x.dtype)  # [B, D]
+            x = _rows_residual(x, attn, layer.proj_t, layer.proj_bias)  # [B, D]
+            h = F.gelu(_rows_linear(layer.norm2(x), layer.up, layer.up_bias))  # [B, F]
+            x = _rows_residual(x, h, layer.down_t, layer.down_bias)  # [B, D]
+        for cache in caches:
+            cache.advance(1)
+        return _rows_linear(self.norm(x), self.head, self.head_bias)  # [B, V]
+
+
+def _rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` of each row of ``x`` [B, K] on its own (a batch of 1 x K products): [B, N]."""
+    b, k = x.shape
+    weight_t = weight.t().expand(b, k, weight.shape[0])  # [B, K, N], no copy
+    if bias is None:
+        return torch.bmm(x.unsqueeze(1), weight_t).squeeze(1)
+    return torch.baddbmm(bias.expand(b, 1, -1), x.unsqueeze(1), weight_t).squeeze(1)
+
+
+def _rows_residual(x: Tensor, h: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+    """`_residual` of each row on its own: ``x + linear(h)`` [B, D]."""
+    b = x.shape[0]
+    out = torch.baddbmm(x.unsqueeze(1), h.unsqueeze(1), weight_t.expand(b, *weight_t.shape)).squeeze(1)
+    return out if bias is None else out + bias
+
 
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
     """GPT-2 initialisation: N(0, 0.02) weights, zero biases, and residual output projections scaled by

@@ -37,6 +37,7 @@ from museforge.store.repository import (
     check_group,
     interrupted_reason,
     learn_meta,
+    lost_worker_reason,
     nearest_ranks,
     summarize,
 )
@@ -219,6 +220,33 @@ class MongoRepository(Repository):
         )
         return None if doc is None else Job(**_strip(doc))  # type: ignore[arg-type]
 
+    def claim_job_id(self, *, job_id: str, max_attempts: int) -> Job | None:
+        claim = {"$set": {"status": "running", "started_at": now(), "progress": 0.0}, "$inc": {"attempts": 1}}
+        after = self._pymongo.ReturnDocument.AFTER
+        doc = self.db.jobs.find_one_and_update(
+            {
+                "_id": job_id,
+                "$or": [{"status": "queued"}, {"status": "running", "attempts": {"$lt": max_attempts}}],
+            },
+            claim,
+            return_document=after,
+        )
+        if doc is not None:
+            return Job(**_strip(doc))  # type: ignore[arg-type]
+        spent = self.db.jobs.find_one({"_id": job_id, "status": "running"}, {"attempts": 1})
+        if spent is not None:  # delivered again with no attempts left
+            self.db.jobs.update_one(
+                {"_id": job_id, "status": "running", "attempts": spent["attempts"]},
+                {
+                    "$set": {
+                        "status": "failed",
+                        "finished_at": now(),
+                        "error": lost_worker_reason(spent["attempts"]),
+                    }
+                },
+            )
+        return None
+
     def set_progress(self, *, job_id: str, progress: float) -> None:
         self.db.jobs.update_one(
             {"_id": job_id, "status": "running"}, {"$set": {"progress": min(1.0, max(0.0, float(progress)))}}
@@ -255,10 +283,10 @@ class MongoRepository(Repository):
 
     def fail_job(self, *, job_id: str, error: str) -> Job:
         doc = self.db.jobs.find_one_and_update(
-            {"_id": job_id},
+            {"_id": job_id, "status": {"$ne": "done"}},
             {"$set": {"status": "failed", "error": error, "finished_at": now()}},
             return_document=self._pymongo.ReturnDocument.AFTER,
-        )
+        ) or self.db.jobs.find_one({"_id": job_id})
         if doc is None:
             raise NotFound(f"no job {job_id}")
         return Job(**_strip(doc))  # type: ignore[arg-type]

@@ -111,6 +111,13 @@ class Repository(ABC):
         get the same job."""
 
     @abstractmethod
+    def claim_job_id(self, *, job_id: str, max_attempts: int) -> Job | None:
+        """Atomically move job ``job_id`` to running (attempts + 1) and return it, for a queue that delivers
+        job ids (`museforge.worker`). A job found running was delivered again because the worker holding it
+        died: it is taken over while it has attempts left, else failed with `lost_worker_reason`. None for a
+        job that is done, failed or gone (a repeated delivery: nothing to do)."""
+
+    @abstractmethod
     def set_progress(self, *, job_id: str, progress: float) -> None: ...
 
     @abstractmethod
@@ -118,7 +125,9 @@ class Repository(ABC):
         """Store ``songs`` and mark the job done in one transaction: a reader sees both or neither."""
 
     @abstractmethod
-    def fail_job(self, *, job_id: str, error: str) -> Job: ...
+    def fail_job(self, *, job_id: str, error: str) -> Job:
+        """Mark the job failed with ``error``; a job already done stays done (a second run of a job delivered
+        twice must not undo the first run's songs). `NotFound` for no such job."""
 
     @abstractmethod
     def requeue_job(self, *, job_id: str) -> None:
@@ -233,6 +242,14 @@ def interrupted_reason(attempts: int) -> str:
     return (
         f"the server stopped while this job was running (attempt {attempts}); "
         "it was not retried again - please submit it anew"
+    )
+
+
+def lost_worker_reason(attempts: int) -> str:
+    """Why a job delivered again after its workers died was given up: the same words in every backend."""
+    return (
+        f"the worker running this job stopped without finishing it {attempts} times (killed, or out of "
+        "memory?); it was not retried again - please submit it anew"
     )
 
 

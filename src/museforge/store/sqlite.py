@@ -40,6 +40,7 @@ from museforge.store.repository import (
     check_group,
     interrupted_reason,
     learn_meta,
+    lost_worker_reason,
     nearest_ranks,
     summarize,
 )
@@ -430,6 +431,24 @@ class SqliteRepository(Repository):
             )
             return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
+    def claim_job_id(self, *, job_id: str, max_attempts: int) -> Job | None:
+        with self._tx() as c:
+            row = c.execute("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] not in ("queued", "running"):
+                return None
+            if row["status"] == "running" and row["attempts"] >= max_attempts:
+                c.execute(
+                    "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                    (now(), lost_worker_reason(row["attempts"]), job_id),
+                )
+                return None
+            c.execute(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, progress = 0"
+                " WHERE id = ?",
+                (now(), job_id),
+            )
+            return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
     def set_progress(self, *, job_id: str, progress: float) -> None:
         with self._tx() as c:
             c.execute(
@@ -465,7 +484,7 @@ class SqliteRepository(Repository):
     def fail_job(self, *, job_id: str, error: str) -> Job:
         with self._tx() as c:
             c.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status != 'done'",
                 (error, now(), job_id),
             )
             return self._finished(c, job_id)

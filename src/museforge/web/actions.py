@@ -21,6 +21,7 @@ from museforge.store import Job, Song, Upload, new_id
 from museforge.web.catalog import UnknownModel
 from museforge.web.deps import Services, Visitor, record
 from museforge.web.jobs import render_audio, source_score
+from museforge.web.queue import BrokerUnavailable
 from museforge.web.requests import family_options
 from museforge.web.uploads import read_upload, upload_limits
 
@@ -85,7 +86,15 @@ def submit_job(services: Services, visitor: Visitor, req: BaseModel) -> Job:
     job = services.repo.create_job(
         owner=visitor.owner, model=served.info.name, operation=op.name, params=params
     )
-    services.queue.notify()
+    try:
+        services.queue.notify(job.id)
+    except BrokerUnavailable as exc:
+        services.repo.fail_job(job_id=job.id, error="the job queue could not be reached; it was never run")
+        raise HTTPException(
+            503,
+            "the job queue is unreachable right now, so the song was not started; try again in a minute",
+            headers={"Retry-After": "30"},
+        ) from exc
     controls = {
         k: v for k, v in params.items() if v is not None and k not in ("source_upload", "source_song")
     }

@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the app; nothing is opened at import. The lifespan opens the store, loads the
 session secret and the models, recovers jobs a stopped server left running, and starts the job workers; it
-stops them (re-queueing a running job) on shutdown.
+stops them (re-queueing a running job) on shutdown. With ``MUSEFORGE_QUEUE_URL`` the jobs go to Celery workers
+(`museforge.web.queue`) instead, and the web process runs none itself.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from museforge.analytics.sink import EventSink
 from museforge.store import FileStore, ModelRecord, open_repository
 from museforge.web.catalog import ModelCatalog
 from museforge.web.deps import Services
-from museforge.web.jobs import JobExecutor, ThreadJobQueue
+from museforge.web.jobs import JobExecutor, JobQueue, ThreadJobQueue
 from museforge.web.lab_schedule import LabScheduler, lab_models
+from museforge.web.queue import CeleryJobQueue
 from museforge.web.routers import analytics, auth, jobs, models, pages, songs, uploads
 from museforge.web.security import COOKIE_NAME, CookieSigner, load_or_create_secret
 from museforge.web.settings import Settings
@@ -49,13 +51,19 @@ def open_services(settings: Settings) -> Services:
     files = FileStore(var)
     signer = CookieSigner(load_or_create_secret(var), settings.session_max_age_s)
     catalog = ModelCatalog(settings.models_dir, settings.device, settings.precision, var)
-    queue = ThreadJobQueue(repo, JobExecutor(repo, files, catalog), settings.workers)
+    queue: JobQueue
+    if settings.queue_url:
+        queue = CeleryJobQueue(settings)
+    else:
+        queue = ThreadJobQueue(repo, JobExecutor(repo, files, catalog), settings.workers)
     services = Services(settings, repo, files, signer, catalog, queue)
     services.events = EventSink(repo, keep_days=settings.analytics_keep_days)
     for served in catalog.models.values():
         info = served.describe(services.limits)
         repo.upsert_model(model=ModelRecord(served.info.name, served.family.name, info))
     repo.prune_sessions(created_before=time.time() - settings.session_max_age_s)
+    if settings.queue_url:  # running jobs may be running on workers now; the broker redelivers lost ones
+        return services
     requeued, failed = repo.recover_jobs(max_attempts=settings.max_attempts)
     if requeued or failed:
         log.warning(
@@ -74,7 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.queue.start()
     services.events.start()
     lab = None
-    if settings.lab_schedule:
+    if settings.lab_schedule and not settings.queue_url:  # with a queue, its beat scheduler runs the lab
         lab = LabScheduler(settings, lab_models(settings, services.catalog), services.repo)
         lab.start()
     try:

@@ -16,6 +16,7 @@ from typing import Any
 from museforge.families import DEFAULT_MODEL, Family, Limits, get_family
 from museforge.families.loaded import LoadedModel
 from museforge.families.serving import get_model
+from museforge.generation.batched import BatchedDecoder
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.versions import Registry
 from museforge.models.zoo import ModelInfo, ModelNotFoundError, model_info, models_dir
@@ -63,11 +64,13 @@ class ModelCatalog:
     """Loads every servable checkpoint of a models folder at start-up; skipped ones are logged with a reason."""
 
     def __init__(
-        self, root: Path | None, device: str, precision: str = "fp32", cache_dir: Path | None = None
-    ) -> None:
+        self, root: Path | None, device: str, precision: str = "fp32", cache_dir: Path | None = None,
+        batching: bool = False,
+    ) -> None:  # fmt: skip
         self.skipped: dict[str, str] = {}
         self.models: dict[str, ServedModel] = {}
         self.device, self.precision, self.cache_dir = device, precision, cache_dir
+        self.batching = batching  # decode concurrent jobs of a model together, for families that can
         self._switch = threading.Lock()
         try:
             folder = Path(root) if root is not None else models_dir()
@@ -94,8 +97,10 @@ class ModelCatalog:
         family = get_family(info.family)
         # fp16 is an option of some families only: the others are served in fp32 whatever is set
         wanted = self.precision if family.half_precision else "fp32"
-        loaded = get_model(path, self.device, wanted, self.cache_dir)
-        return ServedModel(info, family, replace(loaded, name=name, version=version))
+        loaded = replace(get_model(path, self.device, wanted, self.cache_dir), name=name, version=version)
+        if self.batching and family.batched_decoding:  # the model one-sample requests sample with alone
+            loaded.batcher = BatchedDecoder(loaded.sampler(1)[0])
+        return ServedModel(info, family, loaded)
 
     def _current(self, name: str) -> ServedModel:
         """The served model in its production version, loading a newly promoted (or rolled back) one; if that

@@ -3,7 +3,8 @@
 A job lives in the store (queued → running → done/failed, with progress), so the queue itself holds nothing:
 `JobQueue` only wakes workers and stops them. `ThreadJobQueue` runs jobs in threads of the server process
 (torch releases the GIL while it computes, so the event loop stays free); a distributed queue can replace it by
-implementing the same three methods and calling `JobExecutor.run` where its workers run. On start-up jobs left
+implementing the same methods and calling `JobExecutor.run` where its workers run (`museforge.web.queue`,
+with MUSEFORGE_QUEUE_URL). On start-up jobs left
 running by a stopped server are re-queued or, past ``max_attempts``, failed with a reason; on shutdown a running
 job is stopped at its next progress step and put back in the queue.
 """
@@ -26,7 +27,7 @@ from museforge.audio.render import DEFAULT_SAMPLE_RATE
 from museforge.data.formats import InputError
 from museforge.families import Family, RequestError, SongRequest, get_family
 from museforge.families.loaded import GeneratedSong, LoadedModel
-from museforge.store import FileStore, Job, Repository, Song, new_id
+from museforge.store import FileStore, Job, NotFound, Repository, Song, new_id
 from museforge.visual import pianoroll_svg
 from museforge.web.catalog import ModelCatalog, UnknownModel
 from museforge.web.fresh import Histories, fresh_songs
@@ -43,8 +44,9 @@ class JobQueue(Protocol):
 
     def start(self) -> None: ...
 
-    def notify(self) -> None:
-        """A job was queued: wake a worker."""
+    def notify(self, job_id: str) -> None:
+        """Job ``job_id`` was queued: hand it to a worker (`museforge.web.queue.BrokerUnavailable` when a
+        distributed queue cannot take it now)."""
 
     def version(self, job_id: str) -> int:
         """A number that grows whenever a worker of this process changes the job (progress, done, failed, put
@@ -77,6 +79,11 @@ class JobWatch:
 
 class Stopping(Exception):
     """The server is stopping: the running job goes back to the queue."""
+
+
+class AlreadyEnded(Exception):
+    """Another run of the job finished it first (a distributed queue delivered it twice): the store keeps that
+    run's songs, so the listener gets one set."""
 
 
 def _bars(n: int) -> str:
@@ -155,11 +162,13 @@ def source_score(repo: Repository, files: FileStore, params: dict) -> symusic.Sc
 class JobExecutor:
     """Runs one claimed job to done or failed: generation, files, songs."""
 
-    def __init__(self, repo: Repository, files: FileStore, catalog: ModelCatalog) -> None:
+    def __init__(
+        self, repo: Repository, files: FileStore, catalog: ModelCatalog, watch: JobWatch | None = None
+    ) -> None:
         self.repo, self.files, self.catalog = repo, files, catalog
         self.histories = Histories(repo, files)
         self.stopping = threading.Event()
-        self.watch = JobWatch()
+        self.watch = watch or JobWatch()
 
     def _fresh(self, job: Job, family: Family, loaded: LoadedModel, request: SongRequest,
                generated: list[GeneratedSong]) -> list[tuple[GeneratedSong, int]]:  # fmt: skip
@@ -239,7 +248,14 @@ class JobExecutor:
             show(GENERATION_SHARE)
             origin = source_label(self.repo, job.params)
             songs = [self._store(job, g, served.family.name, origin, tries) for g, tries in fresh]
-            self.repo.finish_job(job_id=job.id, songs=songs)
+            try:
+                self.repo.finish_job(job_id=job.id, songs=songs)
+            except NotFound as exc:
+                raise AlreadyEnded from exc
+        except AlreadyEnded:
+            log.warning(
+                "job %s ended elsewhere first (delivered twice): this run's songs are dropped", job.id
+            )
         except Stopping:
             log.info("job %s put back in the queue: the server is stopping", job.id)
             self.repo.requeue_job(job_id=job.id)
@@ -268,7 +284,7 @@ class ThreadJobQueue:
             thread.start()
             self._threads.append(thread)
 
-    def notify(self) -> None:
+    def notify(self, job_id: str) -> None:
         with self._wake:
             self._pending += 1
             self._wake.notify()

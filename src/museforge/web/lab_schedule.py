@@ -31,43 +31,30 @@ from museforge.web.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class LabScheduler:
-    """The thread that starts `museforge lab update` child processes on the schedule."""
+class LabCycle:
+    """One scheduled cycle of one model: `museforge lab update`, then `museforge lab prefer` when enough
+    feedback arrived, each in a child process. The in-process `LabScheduler` and the queue's scheduled task
+    (`museforge.web.worker`) both run it."""
 
-    def __init__(self, settings: Settings, models: list[str], repo: Repository) -> None:
-        assert settings.lab_schedule is not None
-        self.schedule = parse_schedule(settings.lab_schedule)
-        self.settings, self.models, self.repo = settings, models, repo
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="museforge-lab", daemon=True)
+    def __init__(self, settings: Settings, repo: Repository) -> None:
+        self.settings, self.repo = settings, repo
+        self.stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        child = self._child
-        if child is not None and child.poll() is None:
-            child.terminate()  # the next cycle resumes it
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        due = self.schedule.next_run(time.time())
-        while not self._stop.wait(max(0.0, due - time.time())):
-            for model in self.models:
-                if self._stop.is_set():
-                    return
-                self._run(model)
-            due = self.schedule.next_run(time.time())
-
-    def _run(self, model: str) -> None:
+    def run(self, model: str) -> None:
         command = ["update", "--model", model, "--max-steps", str(self.settings.lab_max_steps)]
         if self.settings.lab_corpus is not None:
             command += ["--corpus", str(self.settings.lab_corpus)]
         self._child_run(command)
-        if self.settings.lab_prefer_after and not self._stop.is_set() and self._prefer_due(model):
+        if self.settings.lab_prefer_after and not self.stopping.is_set() and self._prefer_due(model):
             self._child_run(["prefer", "--model", model, "--max-steps", str(self.settings.lab_max_steps)])
+
+    def stop(self) -> None:
+        """Terminate a running child (the next cycle resumes it)."""
+        self.stopping.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
 
     def _prefer_due(self, model: str) -> bool:
         """Whether enough feedback arrived since the last scheduled `lab prefer` of ``model`` (noted in
@@ -95,6 +82,34 @@ class LabScheduler:
             self._child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
             code = self._child.wait()
         log.info("lab %s ended with exit code %d (see %s)", " ".join(args), code, log_path)
+
+
+class LabScheduler:
+    """The thread that runs a `LabCycle` of each model on the schedule (the embedded queue's mode)."""
+
+    def __init__(self, settings: Settings, models: list[str], repo: Repository) -> None:
+        assert settings.lab_schedule is not None
+        self.schedule = parse_schedule(settings.lab_schedule)
+        self.models = models
+        self.cycle = LabCycle(settings, repo)
+        self._thread = threading.Thread(target=self._loop, name="museforge-lab", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.cycle.stop()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        stopping = self.cycle.stopping
+        due = self.schedule.next_run(time.time())
+        while not stopping.wait(max(0.0, due - time.time())):
+            for model in self.models:
+                if stopping.is_set():
+                    return
+                self.cycle.run(model)
+            due = self.schedule.next_run(time.time())
 
 
 def lab_models(settings: Settings, catalog: ModelCatalog) -> list[str]:

@@ -32,6 +32,17 @@ class Settings(BaseSettings):
         0, ge=0, description="Torch threads per job (0: the idle CPUs this process may use / workers)."
     )
     max_attempts: int = Field(2, ge=1, description="Runs of a job before a restart gives it up.")
+    queue_url: str | None = Field(
+        None,
+        description="Run jobs on Celery with this Redis broker (redis://host:6379/0) in `museforge worker` "
+        "processes instead of threads of the web process (unset: the embedded queue).",
+    )
+    queue_visibility_s: float = Field(
+        7200.0,
+        gt=0,
+        description="Seconds before Redis hands a job whose worker never acknowledged it (killed) to another "
+        "worker: longer than the longest job, or a live worker's job is run twice.",
+    )
     max_upload_mb: float = Field(2.0, gt=0)
     max_upload_notes: int = Field(50_000, ge=1)
     max_upload_tunes: int = Field(1000, ge=1, description="Tunes an uploaded ABC file may hold.")
@@ -76,6 +87,13 @@ class Settings(BaseSettings):
         description="After a scheduled update, run `lab prefer` once this many feedback signals arrived since "
         "its last run (0: never).",
     )
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"queue_url {value!r}: give a Redis URL, redis://host:6379/0")
+        return value or None
 
     @field_validator("lab_schedule")
     @classmethod

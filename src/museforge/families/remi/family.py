@@ -34,6 +34,7 @@ class RemiFamily(Family):
     request = RemiRequest
     tokenizer = "remi"
     half_precision = True
+    batched_decoding = True
     decoding_state = ", KV cache"
     fills_in = True
 

@@ -90,19 +90,15 @@ def _sample_bars(
             progress(min(1.0, max(0.0, written / (bars + 1))))
         return eos(seqs) | (counted > total_bars)
 
-    out = generate_transformer(
-        loaded.sampler(request.num_samples)[0],
-        prompt,
-        budget,
-        num_samples=request.num_samples,
-        generator=gen,
-        mask_fn=grammar,
-        stop_fn=stop,
-        pad_id=tok.pad_id,
-        temperature=request.temperature,
-        top_k=request.top_k,
-        top_p=request.top_p,
-    )
+    hooks: dict[str, Any] = {
+        "generator": gen, "mask_fn": grammar, "stop_fn": stop, "pad_id": tok.pad_id,
+        "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
+    }  # fmt: skip
+    if loaded.batcher is not None and request.num_samples == 1:  # decoded with other jobs' songs, same tokens
+        out = loaded.batcher.decode(prompt, budget, **hooks)
+    else:
+        model = loaded.sampler(request.num_samples)[0]
+        out = generate_transformer(model, prompt, budget, num_samples=request.num_samples, **hooks)
     rows = torch.arange(out.tokens.shape[0])
     ends = out.lengths - 1  # [B] the last token of each row
     closed = out.tokens[rows, ends] == tok.bar_id  # rows the model ended by starting another bar
