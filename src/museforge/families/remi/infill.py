@@ -171,11 +171,15 @@ def _sample_middles(
         return at_end(seqs)
 
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
-    out = generate_transformer(
-        loaded.sampler(request.num_samples)[0], prompt, budget, num_samples=request.num_samples, generator=gen,
-        mask_fn=grammar, stop_fn=stop, pad_id=tok.pad_id, temperature=request.temperature, top_k=request.top_k,
-        top_p=request.top_p,
-    )  # fmt: skip
+    hooks: dict[str, Any] = {
+        "generator": gen, "mask_fn": grammar, "stop_fn": stop, "pad_id": tok.pad_id,
+        "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
+    }  # fmt: skip
+    if loaded.batcher is not None and request.num_samples == 1:  # decoded with other jobs' songs, same tokens
+        out = loaded.batcher.decode(prompt, budget, **hooks)
+    else:
+        model = loaded.sampler(request.num_samples)[0]
+        out = generate_transformer(model, prompt, budget, num_samples=request.num_samples, **hooks)
     return [[t for t in seq[len(prompt) :] if t not in (end, tok.pad_id)] for seq in out.sequences()]
 
 
