@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 import symusic
 
-from bench_app import start_server
+from bench_app import Deployment
 from museforge.families.serving import clear_model_cache, generate_song, get_model
 from museforge.machine import cpu_model
 from museforge.models.versions import Registry
@@ -192,7 +192,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="museforge-bench-preference-") as tmp:
         var = Path(tmp) / "var"
         os.environ["MUSEFORGE_VAR_DIR"] = str(var)
-        server, base = start_server(var, args)
+        server = Deployment("inprocess", Path(tmp), args)  # `museforge serve` on var, the in-process queue
+        base = server.base
         try:
             rng = np.random.default_rng(args.seed)
             names = ["busy", "calm", "major", *(["contrary"] if args.contradict else [])]
@@ -200,8 +201,7 @@ def main() -> None:
             for round_no in range(1, args.rounds + 1):
                 print(json.dumps(run_round(panel, round_no, args, var), default=str), flush=True)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            server.stop()
 
 
 if __name__ == "__main__":
