@@ -25,8 +25,7 @@ from museforge.families.loaded import (
     originality_of,
 )
 from museforge.families.remi.request import RemiRequest
-from museforge.families.remi.sample import MAX_BAR_TOKENS
-from museforge.generation.decode import generate_transformer
+from museforge.families.remi.sample import MAX_BAR_TOKENS, decode_remi
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
 from museforge.generation.splice import keep_source_bars
 from museforge.metrics.originality import OriginalityIndex
@@ -171,15 +170,7 @@ def _sample_middles(
         return at_end(seqs)
 
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
-    hooks: dict[str, Any] = {
-        "generator": gen, "mask_fn": grammar, "stop_fn": stop, "pad_id": tok.pad_id,
-        "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
-    }  # fmt: skip
-    if loaded.batcher is not None and request.num_samples == 1:  # decoded with other jobs' songs, same tokens
-        out = loaded.batcher.decode(prompt, budget, **hooks)
-    else:
-        model = loaded.sampler(request.num_samples)[0]
-        out = generate_transformer(model, prompt, budget, num_samples=request.num_samples, **hooks)
+    out = decode_remi(loaded, request, prompt, budget, gen, grammar, stop)
     return [[t for t in seq[len(prompt) :] if t not in (end, tok.pad_id)] for seq in out.sequences()]
 
 

@@ -4,6 +4,7 @@ bars by the REMI grammar mask, and a per-bar plan of rhythm/polyphony classes is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,27 @@ def remi_prompt(
     return [*ids, tok.bar_id], len(starts)
 
 
+def decode_remi(
+    loaded: LoadedModel,
+    request: RemiRequest,
+    prompt: list[int],
+    budget: int,
+    gen: torch.Generator,
+    grammar: RemiGrammar,
+    stop: Callable[[Tensor], Tensor],
+) -> Generated:
+    """Sample ``request.num_samples`` rows after ``prompt`` under ``grammar``: in a worker's batch with other
+    jobs' songs when there is one (same tokens as alone), else on their own."""
+    hooks: dict[str, Any] = {
+        "generator": gen, "mask_fn": grammar, "stop_fn": stop, "pad_id": loaded.tokenizer.pad_id,
+        "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
+    }  # fmt: skip
+    if loaded.batcher is not None and request.num_samples == 1:
+        return loaded.batcher.decode(prompt, budget, **hooks)
+    model = loaded.sampler(request.num_samples)[0]
+    return generate_transformer(model, prompt, budget, num_samples=request.num_samples, **hooks)
+
+
 def _sample_bars(
     loaded: LoadedModel,
     gen: torch.Generator,
@@ -90,15 +112,7 @@ def _sample_bars(
             progress(min(1.0, max(0.0, written / (bars + 1))))
         return eos(seqs) | (counted > total_bars)
 
-    hooks: dict[str, Any] = {
-        "generator": gen, "mask_fn": grammar, "stop_fn": stop, "pad_id": tok.pad_id,
-        "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
-    }  # fmt: skip
-    if loaded.batcher is not None and request.num_samples == 1:  # decoded with other jobs' songs, same tokens
-        out = loaded.batcher.decode(prompt, budget, **hooks)
-    else:
-        model = loaded.sampler(request.num_samples)[0]
-        out = generate_transformer(model, prompt, budget, num_samples=request.num_samples, **hooks)
+    out = decode_remi(loaded, request, prompt, budget, gen, grammar, stop)
     rows = torch.arange(out.tokens.shape[0])
     ends = out.lengths - 1  # [B] the last token of each row
     closed = out.tokens[rows, ends] == tok.bar_id  # rows the model ended by starting another bar
