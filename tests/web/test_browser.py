@@ -43,6 +43,16 @@ def chromium_page(errors: list[str]) -> Iterator:
         browser.close()
 
 
+def upload_chorale(page, server: str, tmp_path: Path) -> None:
+    """Upload Bach's four-part bwv66.6 as MIDI through the upload page and wait for the upload's page."""
+    chorale = tmp_path / "bwv66.6.mid"
+    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(chorale))
+    page.goto(server + "/upload")
+    page.set_input_files('input[name="file"]', str(chorale))
+    page.click("form.card button.primary")
+    page.wait_for_url("**/uploads/*", timeout=30_000)
+
+
 @pytest.fixture
 def server(tmp_path, models_folder):
     with socket.socket() as s:
@@ -124,14 +134,9 @@ def test_generate_play_and_rate_in_chromium(server, tmp_path):
 def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
     """Upload the four-part chorale through the page: it plays and shows its piano roll like a song; the panel
     switches between continue and re-style and continues it with the chosen model."""
-    chorale = tmp_path / "bwv66.6.mid"
-    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(chorale))
     errors = []
     with chromium_page(errors) as page:
-        page.goto(server + "/upload")
-        page.set_input_files('input[name="file"]', str(chorale))
-        page.click("form.card button.primary")
-        page.wait_for_url("**/uploads/*", timeout=30_000)
+        upload_chorale(page, server, tmp_path)
         page.wait_for_function("document.querySelector('#player').readyState >= 3", timeout=60_000)
         assert page.evaluate("document.querySelector('#player').duration") > 10.0
         page.evaluate("document.querySelector('#player').play()")
@@ -157,15 +162,10 @@ def test_an_upload_plays_and_keeps_going_in_chromium(server, tmp_path):
 
 def test_bars_picked_on_the_piano_roll_are_filled_in_in_chromium(server, tmp_path):
     """Upload the chorale, choose "Fill in", click bar 3 and shift-click bar 4 on its piano roll: the field reads
-    3-4, the bars are shaded, and the song made keeps the chorale's four parts around the filled bars."""
-    chorale = tmp_path / "bwv66.6.mid"
-    load_score(music21.corpus.getWork("bach/bwv66.6")).dump_midi(str(chorale))
+    3-4, the bars are shaded, and the fill-in is made and shown as a song with its piano roll."""
     errors = []
     with chromium_page(errors) as page:
-        page.goto(server + "/upload")
-        page.set_input_files('input[name="file"]', str(chorale))
-        page.click("form.card button.primary")
-        page.wait_for_url("**/uploads/*", timeout=30_000)
+        upload_chorale(page, server, tmp_path)
         panel = page.locator("#keep-going")
         panel.locator('input[name="operation"][value="infill"]').check()
         assert page.input_value("#keep-model") == "remi-transformer"
