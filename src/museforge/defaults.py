@@ -13,3 +13,6 @@ N_ATTRIBUTE_CLASSES = 8
 # Magenta's Performance RNN note-density bins (notes per second): class k holds densities below bin k.
 DENSITY_BINS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 N_DENSITY_CLASSES = len(DENSITY_BINS) + 1  # 8
+
+# Seeds are 31-bit so every store and JSON reader keeps them exact.
+MAX_SEED = 2**31 - 1

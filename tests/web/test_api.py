@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 import symusic
 
@@ -125,6 +126,30 @@ def test_continue_an_upload_and_a_song(client):
     )
     longer = client.get(more["song_urls"][0]).json()
     assert longer["meta"]["duration_s"] > 2.0 and longer["params"]["source_song"] == song["id"]
+
+
+def test_key_tempo_and_instruments_reach_the_song(client):
+    h = api_token(client)
+    job = generate(client, h, bars=2, seed=4, key="g", tempo=84, instruments="Violin")
+    song = client.get(job["song_urls"][0]).json()
+    score = symusic.Score.from_midi(client.get(song["urls"]["midi"]).content)
+    assert song["params"]["in_key"].startswith("G ") and song["params"]["key"] == "G"
+    assert (
+        song["params"]["tempo"] == 84 and song["title"] == f"Song, 2 bars, {song['params']['in_key']}, seed 4"
+    )
+    assert score.tempos[0].qpm == pytest.approx(84.0, rel=1e-4)
+    assert {t.program for t in score.tracks if not t.is_drum} == {40}
+    for body, message in [
+        ({"key": "H major"}, "unknown key 'H major'"),
+        ({"instruments": ["Violin", "Kazoo"]}, "unknown instrument 'Kazoo'"),
+        ({"tempo": 5}, "tempo"),
+    ]:
+        r = client.post("/api/v1/jobs", json={"bars": 2, **body}, headers=h)
+        assert r.status_code == 422 and message in r.text, r.text
+    r = client.post(
+        "/api/v1/jobs", content='{"bars": 2, "tempo": NaN}', headers={**h, "content-type": "application/json"}
+    )
+    assert r.status_code == 422
 
 
 def test_openapi_lists_every_resource(client):

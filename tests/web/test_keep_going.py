@@ -65,10 +65,11 @@ def test_models_list_the_controls_of_each_operation(client):
     models = {m["name"]: m for m in client.get("/api/v1/models").json()["models"]}
     ops = {o["name"]: o["controls"] for o in models["musemorphose"]["operations"]}
     assert ops["restyle"] == ["style", "candidates", "rhythm_shift", "polyphony_shift", "guidance", "restyle_bars",
-                              "seed"]  # fmt: skip
+                              "seed", "key", "tempo", "instruments"]  # fmt: skip
     assert ops["continue"][:3] == ["style", "bars", "primer_bars"] and "rhythm_shift" not in ops["continue"]
     perf = {o["name"]: o["controls"] for o in models["performance-rnn"]["operations"]}
-    assert perf["continue"] == ["seconds", "density", "pitch_classes", "temperature", "top_p", "seed"]
+    assert perf["continue"] == ["seconds", "density", "pitch_classes", "temperature", "top_p", "seed", "key",
+                                "tempo", "instruments"]  # fmt: skip
 
 
 def test_the_panel_fills_in_bars_of_a_song_and_keeps_the_others(client):

@@ -87,12 +87,33 @@ def test_generate_form_to_song_page_and_history(client):
     assert cont["status"] == "done" and cont["params"]["source_song"] == song_id
 
 
+def test_the_form_asks_for_key_tempo_and_instruments(client):
+    """The home form offers every key and takes tempo and instruments as typed; a continuation from a song's
+    page takes them too (under "More settings")."""
+    html = client.get("/").text
+    assert '<select name="remi-transformer.key">' in html and '<option value="F# minor"' in html
+    assert 'name="performance-rnn.tempo"' in html and 'name="remi-transformer.instruments"' in html
+    form = {
+        "csrf_token": csrf(html), "model": "remi-transformer", "remi-transformer.bars": "2",
+        "remi-transformer.seed": "3", "remi-transformer.key": "Bb major", "remi-transformer.tempo": "72",
+        "remi-transformer.instruments": "Flute", "remi-transformer.style": "",
+    }  # fmt: skip
+    r = client.post("/generate", data=form, follow_redirects=False)
+    job = wait_job(client, r.headers["location"].rsplit("/", 1)[1])
+    assert job["status"] == "done", job
+    assert job["params"]["key"] == "Bb major" and job["params"]["tempo"] == 72
+    assert job["params"]["instruments"] == [73]
+    song = client.get(f"/songs/{job['song_ids'][0]}").text
+    panel = song[song.index('id="keep-going"') :]
+    assert 'name="remi-transformer.key"' in panel and 'name="remi-transformer.tempo"' in panel
+
+
 def test_bad_generate_form_shows_the_reason(client):
     token = csrf(client.get("/").text)
     r = client.post(
         "/generate", data={"csrf_token": token, "model": "remi-transformer", "remi-transformer.bars": "x"}
     )
-    assert r.status_code == 422 and "bars must be a number" in r.text and "<html" in r.text
+    assert r.status_code == 422 and "bars: Input should be a valid integer" in r.text and "<html" in r.text
     r = client.post(
         "/generate", data={"csrf_token": token, "model": "remi-transformer", "remi-transformer.bars": "999"}
     )

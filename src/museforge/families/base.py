@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
+
+from museforge.defaults import MAX_SEED
 
 if TYPE_CHECKING:
     import symusic
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
     from museforge.models.zoo import ModelInfo
     from museforge.training.recipes import Recipe, RunOptions, TrainingRun
 
-MAX_SEED = 2**31 - 1
 MAX_SAMPLES = 64  # one request's songs; a deployment caps it lower (`Limits.max_samples`)
+MIN_QPM, MAX_QPM = 20.0, 300.0
+MAX_INSTRUMENTS = 16  # a General MIDI file has 16 channels
 ProgressFn = Callable[[float], None]
 
 
@@ -110,6 +113,28 @@ def form(label: str, kind: str, **kwargs: Any) -> Form:
     return Form(label, kind, **kwargs)
 
 
+def _key_name(value: Any) -> Any:
+    """'am', 'F#', 'bb major' -> 'A minor', 'F#', 'Bb major'; blank -> None."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    from museforge.generation.output import parse_key
+
+    return str(parse_key(value))
+
+
+def _instrument_list(value: Any) -> Any:
+    """'Violin, 42' or ['Violin', 42] -> [40, 42]; blank -> None."""
+    from museforge.generation.output import gm_program
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return items
+    names = [v for v in items if str(v).strip()]
+    return [gm_program(v) for v in names] or None
+
+
 class SongRequest(BaseModel):
     """The options every family takes. NaN and infinity (which Python's JSON parser accepts) are refused as not
     finite, so a bound is never compared with them; an option a family does not know is refused by name."""
@@ -127,6 +152,35 @@ class SongRequest(BaseModel):
         form("Seed", "seed", step=1),
     ] = None
     num_samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description="Songs to make at once.")] = 1
+    key: Annotated[
+        str | None,
+        BeforeValidator(_key_name),
+        Field(
+            description="The key of the result, e.g. 'A minor', 'Eb major', or a tonic alone ('D': major or "
+            "minor); a piece you bring is transposed into it first. Empty: as the model plays.",
+        ),
+        form("Key", "select", choices="keys"),
+    ] = None
+    tempo: Annotated[
+        float | None,
+        Field(
+            ge=MIN_QPM,
+            le=MAX_QPM,
+            description="Tempo of the result in quarter notes per minute (later tempo changes keep their "
+            "proportion). Empty: as the model or your piece plays.",
+        ),
+        form("Tempo (quarter notes a minute)", "number", step=1),
+    ] = None
+    instruments: Annotated[
+        Annotated[list[Annotated[int, Field(ge=0, le=127)]], Field(min_length=1, max_length=MAX_INSTRUMENTS)]
+        | None,
+        BeforeValidator(_instrument_list),
+        Field(
+            description="General MIDI instruments of the result's tracks in order, by number or name, e.g. "
+            "'Violin, Viola, Cello' or '40,41,42' (drum tracks are skipped; tracks past the list keep theirs).",
+        ),
+        form("Instruments", "text"),
+    ] = None
 
     operations: ClassVar[tuple[Operation, ...]] = (GENERATE,)
 
@@ -278,6 +332,10 @@ class Family(ABC):
             return [("", "Any style"), *self.choices("styles", info)]
         if source == "tracks":
             return [(t, t.capitalize()) for t in info.tracks]
+        if source == "keys":
+            from museforge.generation.output import key_choices
+
+            return [("", "As the model plays"), *key_choices()]
         raise ValueError(f"no choices called {source!r}")
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
@@ -346,7 +404,6 @@ class Family(ABC):
                 out.append(meta.control or name)
         return out
 
-    @abstractmethod
     def sample(
         self,
         loaded: LoadedModel,
@@ -356,7 +413,25 @@ class Family(ABC):
         originality: OriginalityIndex | str | Path | None = None,
     ) -> list[GeneratedSong]:
         """Songs for a resolved request (see `resolve`); ``source`` is the piece a continue, re-style or
-        accompany starts from."""
+        accompany starts from. The family draws them; the output controls every family shares (key, tempo,
+        instruments) shape them (`museforge.families.output`)."""
+        from museforge.families.output import shaped_songs
+
+        def draw(asked: SongRequest, piece: symusic.Score | None) -> list[GeneratedSong]:
+            return self.draw(loaded, asked, piece, progress, originality)
+
+        return shaped_songs(request, source, draw)
+
+    @abstractmethod
+    def draw(
+        self,
+        loaded: LoadedModel,
+        request: SongRequest,
+        source: symusic.Score | None = None,
+        progress: ProgressFn | None = None,
+        originality: OriginalityIndex | str | Path | None = None,
+    ) -> list[GeneratedSong]:
+        """The family's own sampling of `sample`: songs as the model writes them, before the output controls."""
 
     # Training: each family's ``train.py`` holds its presets and recipe, imported only to train (it needs torch).
 

@@ -99,7 +99,8 @@ def song_title(params: dict, family: str, source: str | None = None) -> str:
     length = _bars(bars) if bars else f"{params.get('seconds', 0):g} s"
     operation = params.get("operation")
     if operation not in ("continue", "restyle", "accompany", "infill"):
-        return f"{what}, {length}, seed {params.get('seed')}"
+        key = f", {params['in_key']}" if params.get("in_key") else ""
+        return f"{what}, {length}{key}, seed {params.get('seed')}"
     try:
         label = get_family(family).label
     except ValueError:  # a song of a family this app no longer serves

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from museforge.families import FAMILIES
-from museforge.families.base import form_of
 
 WEB_FIELDS = ("model", "source_upload", "source_tune", "source_song")
 
@@ -51,16 +50,6 @@ JobRequest: type[BaseModel] = create_model(
     source_song=(str | None, Field(None, description="A song of yours to continue, re-style or accompany.")),
     **_family_fields(),
 )
-
-
-def text_fields(kind: str) -> frozenset[str]:
-    """The request fields any family shows as a form control of ``kind`` (e.g. "bar_range": '5-8')."""
-    return frozenset(
-        name
-        for family in FAMILIES
-        for name, info in family.request.model_fields.items()
-        if (meta := form_of(info)) is not None and meta.kind == kind
-    )
 
 
 def family_options(req: BaseModel) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class MuseGANFamily(Family):
 
         return MuseGAN
 
-    def sample(
+    def draw(
         self,
         loaded: LoadedModel,
         request: SongRequest,

@@ -147,7 +147,7 @@ class MuseMorphoseFamily(Family):
 
         return MuseMorphose
 
-    def sample(
+    def draw(
         self,
         loaded: LoadedModel,
         request: SongRequest,

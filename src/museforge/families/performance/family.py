@@ -59,7 +59,7 @@ class PerformanceFamily(Family):
 
         return PerformanceRNN
 
-    def sample(
+    def draw(
         self,
         loaded: LoadedModel,
         request: SongRequest,

@@ -88,7 +88,7 @@ class RemiFamily(Family):
 
         return TransformerLM
 
-    def sample(
+    def draw(
         self,
         loaded: LoadedModel,
         request: SongRequest,

@@ -32,7 +32,7 @@ from museforge.web.actions import (
 )
 from museforge.web.cards import card_html
 from museforge.web.deps import FormWriterDep, Services, ServicesDep, Visitor, VisitorDep, record
-from museforge.web.requests import JobRequest, text_fields
+from museforge.web.requests import JobRequest
 from museforge.web.routers import uploads as upload_api
 from museforge.web.routers.auth import end_session, log_in, sign_up
 from museforge.web.security import CSRF_FIELD
@@ -42,10 +42,9 @@ from museforge.web.uploads import read_upload, upload_limits
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 templates.env.filters["datetime"] = lambda t: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
-NUMBER_FIELDS = {"bars": int, "seconds": float, "temperature": float, "top_p": float, "top_k": int, "seed": int,
-                 "density": int, "primer_bars": int, "rhythm_shift": int, "polyphony_shift": int,
-                 "candidates": int, "guidance": float}  # fmt: skip
-BAR_RANGES = text_fields("bar_range")
+# Fields a form sends as one value per entry (a bar plan's bars, the ticked pitch classes); every other field is
+# one value, handed as typed to `JobRequest`, which parses it ("16", "0.9", "5-8", "Violin, Cello").
+LIST_FIELDS = frozenset({"rhythm", "polyphony", "pitch_classes"})
 PANEL_ORDER = {
     "continue": 0,
     "infill": 1,
@@ -93,14 +92,7 @@ def form_request(form: FormData, services: Services) -> JobRequest:
         if not key.startswith(prefix) or isinstance(value, UploadFile):
             continue
         name = key[len(prefix) :]
-        if name in NUMBER_FIELDS and value.strip():
-            try:
-                fields[name] = NUMBER_FIELDS[name](value)
-            except ValueError as exc:
-                raise HTTPException(422, f"{name} must be a number, got {value!r}") from exc
-        elif name in ("style", "binarize") and value:
-            fields[name] = value
-        elif name in BAR_RANGES and value.strip():  # re-style, fill in: "5-8"
+        if name in JobRequest.model_fields and name not in LIST_FIELDS and value.strip():
             fields[name] = value.strip()
         elif name.startswith("track.") and value.strip():  # accompany: model track <- the piece's track
             try:
@@ -110,7 +102,7 @@ def form_request(form: FormData, services: Services) -> JobRequest:
     for plan in ("rhythm", "polyphony"):
         values = form.getlist(prefix + plan)
         if values:
-            fields[plan] = [None if str(v) in ("", "-1") else int(v) for v in values]
+            fields[plan] = [None if str(v) in ("", "-1") else str(v) for v in values]
     pitch = [str(p) for p in form.getlist(prefix + "pitch_classes")]
     if pitch:
         fields["pitch_classes"] = pitch
