@@ -65,7 +65,7 @@ def test_models_list_the_controls_of_each_operation(client):
     models = {m["name"]: m for m in client.get("/api/v1/models").json()["models"]}
     ops = {o["name"]: o["controls"] for o in models["musemorphose"]["operations"]}
     assert ops["restyle"] == ["style", "candidates", "rhythm_shift", "polyphony_shift", "guidance", "restyle_bars",
-                              "seed", "key", "tempo", "instruments"]  # fmt: skip
+                              "parts", "seed", "key", "tempo", "instruments"]  # fmt: skip
     assert ops["continue"][:3] == ["style", "bars", "primer_bars"] and "rhythm_shift" not in ops["continue"]
     perf = {o["name"]: o["controls"] for o in models["performance-rnn"]["operations"]}
     assert perf["continue"] == ["seconds", "density", "pitch_classes", "temperature", "top_p", "seed", "key",

@@ -109,11 +109,18 @@ def test_restyle_an_uploaded_chorale_keeps_its_bars(client, tmp_path):
     params = song["params"]
     assert params["operation"] == "restyle" and params["source_upload"] == up["id"]
     assert (params["rhythm_shift"], params["polyphony_shift"], params["seed"]) == (2, -1, 4)
-    enc = REMI.encode(source)
-    measured_r, measured_p = bar_classes_from_tokens(enc.ids, enc.bar_starts, REMI)
-    assert params["attributes"] == [
-        [min(7, int(r) + 2), max(0, int(p) - 1)] for r, p in zip(measured_r, measured_p, strict=True)
-    ]
+    assert params["parts"] == "each"  # four parts, each re-played on its own and kept as its own track
+    assert [p["part"] for p in params["part_attributes"]] == [t.name for t in source.tracks]
+    assert [(t.name, t.program) for t in score.tracks] == [(t.name, t.program) for t in source.tracks]
+    for track, asked in zip(source.tracks, params["part_attributes"], strict=True):
+        alone = symusic.Score(source.tpq)
+        alone.time_signatures = source.time_signatures.copy()
+        alone.tracks.append(track.copy())
+        enc = REMI.encode(alone)
+        measured_r, measured_p = bar_classes_from_tokens(enc.ids, enc.bar_starts, REMI)
+        assert asked["attributes"] == [
+            [min(7, int(r) + 2), max(0, int(p) - 1)] for r, p in zip(measured_r, measured_p, strict=True)
+        ]
     assert song["title"] == "bwv66.6 re-styled (MuseMorphose)" and score.note_num() > 0
     assert song["originality"] is not None
     assert params["guidance"] == 1.0  # the default: the asked change amplified against the piece's own

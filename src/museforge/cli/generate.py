@@ -428,6 +428,12 @@ def transfer(
     keep_others: Annotated[
         bool, typer.Option(help="Keep the bars outside --bars exactly as they are.")
     ] = True,
+    parts: Annotated[
+        str | None,
+        typer.Option(
+            help=f"A piece of several parts: each (re-play every part on its own) or together. {FROM_REQUEST}"
+        ),
+    ] = None,
     model: RestyleModel = None,
     style: SampleStyle = None,
     temperature: Annotated[float | None, typer.Option(help=f"Sampling temperature. {FROM_REQUEST}")] = None,
@@ -464,6 +470,7 @@ def transfer(
             "polyphony": _shift_or_classes(polyphony, "polyphony"),
         }
         given = {"style": style, "temperature": temperature, "top_p": top_p, "candidates": candidates}
+        given |= {} if parts is None else {"parts": parts}
         for name, value in shifts.items():
             given[f"{name}_shift" if isinstance(value, int) else name] = value
         loaded = get_model(_model_for("restyle", model), select_device(device), precision)
@@ -475,6 +482,7 @@ def transfer(
             polyphony=shifts["polyphony"],
             bars=chosen_bars,
             keep_other_bars=keep_others,
+            parts=request.parts,
             style=request.style,
             seed=request.seed,
             temperature=request.temperature,
@@ -485,11 +493,15 @@ def transfer(
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
     path = song.save_midi(out)
-    rhythm_classes, polyphony_classes = (list(c) for c in zip(*song.params["attributes"], strict=True))
+    asked = song.params.get("part_attributes") or [{"part": "", "attributes": song.params["attributes"]}]
+    classes = "; ".join(
+        f"{p['part'] + ': ' if p['part'] else ''}rhythm {[r for r, _ in p['attributes']]}, "
+        f"polyphony {[q for _, q in p['attributes']]}"
+        for p in asked
+    )
     console.print(
-        f"[bold green]wrote[/] {path} ({song.params['source_bars']} bars; rhythm {rhythm_classes}, "
-        f"polyphony {polyphony_classes}; seed {song.params['seed']}; {song.params['precision']}; {chosen}) in "
-        f"{time.perf_counter() - start:.1f} s"
+        f"[bold green]wrote[/] {path} ({song.params['source_bars']} bars; {classes}; seed {song.params['seed']}; "
+        f"{song.params['precision']}; {chosen}) in {time.perf_counter() - start:.1f} s"
     )
     if loaded.precision_decision is not None:
         console.print(f"[dim]precision {loaded.precision_decision}[/]")

@@ -5,8 +5,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import music21
 import numpy as np
 import pytest
+import symusic
 import torch
 from typer.testing import CliRunner
 
@@ -453,3 +455,53 @@ def test_ship_then_resample_a_musemorphose_card(trained, tmp_path):
     assert json.loads((shipped / "evaluation" / "transfer.json").read_text())["assisted"] == []
     card = (shipped / "MODEL_CARD.md").read_text()
     assert "| one sample per bar |" in card and "best of" not in card
+
+
+@pytest.fixture(scope="module")
+def chorale_excerpt(tmp_path_factory) -> symusic.Score:
+    """The first bars of Bach's four-part bwv66.6, its parts as four tracks."""
+    path = tmp_path_factory.mktemp("bwv") / "bwv66.6.musicxml"
+    music21.corpus.parse("bach/bwv66.6").measures(0, 4).write("musicxml", fp=path)
+    return load_score(path)
+
+
+def notes_by_track(score, keep=lambda n: True):
+    return [sorted((n.time, n.duration, n.pitch) for n in t.notes if keep(n)) for t in score.tracks]
+
+
+def test_restyle_keeps_each_part_of_a_chorale_as_its_own_track(trained, chorale_excerpt):
+    """Each part is re-played from its own latents and comes back as its own track (name, program); outside the
+    re-styled bars every part is the source's note for note."""
+    _, _, ckpt, _, _ = trained
+    source = chorale_excerpt
+    song = restyle_song(get_model(ckpt), source, rhythm=+2, bars=[1, 2], seed=3)[0]
+    assert song.params["parts"] == "each" and song.params["restyled_bars"] == [1, 2]
+    assert [(t.name, t.program) for t in song.score.tracks] == [(t.name, t.program) for t in source.tracks]
+    lines = bar_bounds(source)
+    outside = lambda n: not lines[1] <= n.time < lines[3]  # noqa: E731
+    assert notes_by_track(song.score, outside) == notes_by_track(source, outside)
+    assert song.new_tokens > 0
+    together = restyle_song(get_model(ckpt), source, rhythm=+2, bars=[1, 2], seed=3, parts="together")[0]
+    assert together.params["parts"] == "together"
+    assert [t.name for t in together.score.tracks][-1] == "best re-styled"  # one merged track of the model's
+
+
+def test_parts_of_different_lengths_are_replayed_in_groups(trained, chorale_excerpt):
+    """A part that stops early has fewer bars: it is re-played with the parts of its length, and the bars it
+    does not reach are not asked of it."""
+    _, _, ckpt, _, _ = trained
+    source = chorale_excerpt.copy()
+    lines = bar_bounds(source)
+    alto = source.tracks[1]
+    kept = [n for n in alto.notes if n.time + n.duration <= lines[2]]
+    alto.notes = symusic.core.NoteTickList(kept)
+    song = restyle_song(get_model(ckpt), source, rhythm=+1, bars=[3], seed=2)[0]
+    assert [(t.name, t.program) for t in song.score.tracks] == [(t.name, t.program) for t in source.tracks]
+    assert notes_by_track(song.score)[1] == notes_by_track(source)[1]  # bar 4 is past the alto's end
+    before = lambda n: n.time < lines[3]  # noqa: E731
+    assert notes_by_track(song.score, before) == notes_by_track(source, before)
+
+
+def test_bad_parts_are_refused(trained, chorale_excerpt):
+    with pytest.raises(ValueError, match="parts must be one of"):
+        restyle_song(get_model(trained[2]), chorale_excerpt, parts="some")

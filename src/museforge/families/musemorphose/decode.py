@@ -616,28 +616,61 @@ def transfer(
     bar are weighed against the asked classes (both as in `sample_bars`). ``guidance`` amplifies the change of
     classes against the piece's own (`Guidance`; 0 samples from the model alone).
     """
-    encoded = encode_piece(model, tok, piece)
-    m = encoded.n_bars
+    return transfer_parts(
+        model, tok, [read_score(piece)], rhythm=rhythm, polyphony=polyphony, bars=bars,
+        keep_other_bars=keep_other_bars, style=style, seed=seed, temperature=temperature, top_p=top_p,
+        candidates=candidates, guidance=guidance, progress=progress,
+    )[0]  # fmt: skip
+
+
+def transfer_parts(
+    model: MuseMorphose,
+    tok: RemiTokenizer,
+    parts: Sequence[symusic.Score],
+    *,
+    rhythm: int | Sequence[int | None] | None = None,
+    polyphony: int | Sequence[int | None] | None = None,
+    bars: Sequence[int] | None = None,
+    keep_other_bars: bool = True,
+    style: str | None = None,
+    seed: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    candidates: int = 1,
+    guidance: float = DEFAULT_GUIDANCE,
+    progress: ProgressFn | None = None,
+) -> list[Morphed]:
+    """`transfer` of several pieces of the same number of bars (the parts of one piece) at once: each is decoded
+    from its own latents and classes, one decoder row per part, so four parts cost about one."""
+    encoded = [encode_piece(model, tok, part) for part in parts]
+    m = encoded[0].n_bars
+    if any(e.n_bars != m for e in encoded):
+        raise ValueError(f"parts must have the same number of bars, got {[e.n_bars for e in encoded]}")
     selected = list(range(m)) if bars is None else sorted(set(int(b) for b in bars))
     bad = [b for b in selected if not 0 <= b < m]
     if bad:
         raise ValueError(f"bars {bad} are outside the piece's bars 0..{m - 1}")
     n_cls = model.config.n_attr_classes
-    new_r = shifted_classes(encoded.rhythm, rhythm, selected, n_cls)
-    new_p = shifted_classes(encoded.polyphony, polyphony, selected, n_cls)
+    classes = [
+        (
+            shifted_classes(e.rhythm, rhythm, selected, n_cls),
+            shifted_classes(e.polyphony, polyphony, selected, n_cls),
+        )
+        for e in encoded
+    ]
     gen = make_generator(seed, next(model.parameters()).device)
-    tokens = transfer_rows(
-        model, tok, encoded, [(new_r, new_p)], selected, keep_other_bars=keep_other_bars, style=style,
+    rows = transfer_rows(
+        model, tok, encoded, classes, selected, keep_other_bars=keep_other_bars, style=style,
         generator=gen, temperature=temperature, top_p=top_p, progress=progress, candidates=candidates,
         guidance=guidance,
-    )[0]  # fmt: skip
-    return _finish(tok, tokens, new_r, new_p, style)
+    )  # fmt: skip
+    return [_finish(tok, tokens, r, p, style) for tokens, (r, p) in zip(rows, classes, strict=True)]
 
 
 def transfer_rows(
     model: MuseMorphose,
     tok: RemiTokenizer,
-    encoded: EncodedPiece,
+    encoded: EncodedPiece | Sequence[EncodedPiece],
     classes: Sequence[tuple[np.ndarray, np.ndarray]],
     selected: Sequence[int],
     *,
@@ -650,26 +683,29 @@ def transfer_rows(
     progress: ProgressFn | None = None,
     guidance: float = 0.0,
 ) -> list[list[int]]:
-    """Bar tokens of one transfer of ``encoded`` per ``(rhythm, polyphony)`` class row (each [M]), decoded as
-    one batch per window, so several variants of a piece (e.g. an evaluation's shifts) cost about one;
-    ``progress`` as in `transfer`. ``guidance`` > 0 amplifies the change from the piece's own classes
-    (`Guidance` with the piece's classes as the reference)."""
+    """Bar tokens of one transfer per ``(rhythm, polyphony)`` class row (each [M]) of ``encoded`` (one piece for
+    every row, or one per row, all of M bars), decoded as one batch per window, so several variants of a piece
+    (e.g. an evaluation's shifts) or several parts cost about one; ``progress`` as in `transfer`. ``guidance``
+    > 0 amplifies the change from each row's own classes (`Guidance` with them as the reference)."""
     if not 0 <= guidance <= MAX_GUIDANCE:
         raise ValueError(f"guidance must be in 0..{MAX_GUIDANCE}, got {guidance}")
+    pieces = [encoded] * len(classes) if isinstance(encoded, EncodedPiece) else list(encoded)
     chosen = set(int(b) for b in selected)
     device = next(model.parameters()).device
-    m, n = encoded.n_bars, model.config.n_bars
-    own_r, own_p = np.asarray(encoded.rhythm), np.asarray(encoded.polyphony)
+    m, n = pieces[0].n_bars, model.config.n_bars
     outs: list[list[int]] = [[] for _ in classes]
     for w in range(0, m, n):
         window = range(w, min(w + n, m))
-        heads = [_transfer_heads(tok, encoded, r, p, window, chosen, keep_other_bars) for r, p in classes]
-        z = encoded.mu[w : window.stop][None].expand(len(classes), -1, -1).to(device)
+        heads = [
+            _transfer_heads(tok, e, r, p, window, chosen, keep_other_bars)
+            for e, (r, p) in zip(pieces, classes, strict=True)
+        ]
+        z = torch.stack([e.mu[w : window.stop] for e in pieces]).to(device)  # [B, N, Z]
         guide = Guidance(
             guidance,
-            torch.as_tensor(own_r[w : window.stop], device=device)[None].expand(len(classes), -1),
-            torch.as_tensor(own_p[w : window.stop], device=device)[None].expand(len(classes), -1),
-            [_transfer_heads(tok, encoded, own_r, own_p, window, chosen, keep_other_bars)] * len(classes),
+            torch.as_tensor(np.stack([e.rhythm[w : window.stop] for e in pieces]), device=device),
+            torch.as_tensor(np.stack([e.polyphony[w : window.stop] for e in pieces]), device=device),
+            [_transfer_heads(tok, e, e.rhythm, e.polyphony, window, chosen, keep_other_bars) for e in pieces],
         )
         rows = sample_bars(
             model, tok, z,

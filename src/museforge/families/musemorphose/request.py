@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -28,6 +28,8 @@ RESTYLE = Operation(
     True,
     "Keep a piece's melody and harmony and play its bars busier or calmer, fuller or thinner.",
 )
+PARTS = ("each", "together")
+PART_CHOICES = (("each", "Each part on its own"), ("together", "All parts as one track"))
 RESTYLE_FIELDS = ("rhythm_shift", "polyphony_shift", "restyle_bars", "guidance")
 BAR_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)  # "5" or "5-8"
 SHIFT_HELP = "Re-style: classes added to each re-styled bar's {} (-7 to +7; 0 keeps it)."
@@ -108,6 +110,15 @@ class MuseMorphoseRequest(SongRequest):
         ),
         form("Bars to re-style", "bar_range", operations=("restyle",), shown=""),
     ] = None
+
+    parts: Annotated[
+        Literal["each", "together"],
+        Field(
+            description="Re-style a piece of several parts: 'each' re-plays every part on its own, so it keeps "
+            "its instrument, register and line; 'together' merges them into one track first.",
+        ),
+        form("Parts", "select", choices=PART_CHOICES, operations=("restyle",)),
+    ] = "each"
 
     operations: ClassVar[tuple[Operation, ...]] = (GENERATE, CONTINUE, RESTYLE)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,17 @@ from museforge.families.loaded import (
     originality_of,
     read_piece,
 )
-from museforge.families.musemorphose.decode import continue_piece, decoded_rows, scaled_progress, transfer
+from museforge.families.musemorphose.decode import (
+    Morphed,
+    continue_piece,
+    decoded_rows,
+    scaled_progress,
+    transfer,
+    transfer_parts,
+)
 from museforge.families.musemorphose.decode import generate as prior_generate
 from museforge.families.musemorphose.model import MuseMorphose
-from museforge.families.musemorphose.request import MuseMorphoseRequest, restyled_bars
+from museforge.families.musemorphose.request import PARTS, MuseMorphoseRequest, restyled_bars
 from museforge.generation.splice import keep_source_bars
 from museforge.metrics.originality import OriginalityIndex
 from museforge.tokenizers.remi import RemiTokenizer
@@ -111,6 +119,82 @@ def sample_musemorphose(
     return songs
 
 
+def solo(source: symusic.Score, track: symusic.Track) -> symusic.Score:
+    """``track`` alone, with ``source``'s tempo map, time and key signatures (so its bars are the piece's)."""
+    out = symusic.Score(source.tpq)
+    out.tempos = source.tempos.copy()
+    out.time_signatures = source.time_signatures.copy()
+    out.key_signatures = source.key_signatures.copy()
+    out.tracks.append(track.copy())
+    return out
+
+
+def one_track(score: symusic.Score, like: symusic.Track) -> symusic.Track:
+    """Every note of ``score`` as one track with ``like``'s name, program and drum flag."""
+    out = symusic.Track(like.name, like.program, like.is_drum)
+    for track in score.tracks:
+        out.notes.extend(track.notes)
+    out.notes.sort()
+    return out
+
+
+@dataclass
+class Replayed:
+    """One transfer of a piece: the result with the piece's own notes in the kept bars, and what was re-played."""
+
+    score: symusic.Score
+    morphed: Morphed
+    chosen: list[int]  # the re-played bars, 0-based
+    new: list[int]  # their tokens
+    part: str  # the track it re-played
+
+
+def replayed(
+    tok: RemiTokenizer, piece: symusic.Score, morphed: Morphed, bars: Sequence[int] | None, keep_other_bars: bool,
+    label: str,
+) -> Replayed:  # fmt: skip
+    """A transfer of ``piece``'s ``bars`` (default all) put back among its kept bars."""
+    n_bars = len(morphed.rhythm)
+    chosen = list(range(n_bars)) if bars is None or not keep_other_bars else sorted(set(bars))
+    bar_at = [j for j, t in enumerate(morphed.tokens) if t == tok.bar_id] + [len(morphed.tokens)]
+    new = [t for b in chosen for t in morphed.tokens[bar_at[b] : bar_at[b + 1]]]
+    score = keep_source_bars(piece, morphed.score, set(range(n_bars)) - set(chosen), label)
+    return Replayed(score, morphed, chosen, new, label)
+
+
+def replay_parts(
+    net: MuseMorphose, tok: RemiTokenizer, piece: symusic.Score, bars: Sequence[int] | None, keep_other_bars: bool,
+    progress: ProgressFn | None, **options: Any,
+) -> tuple[symusic.Score, list[Replayed]]:  # fmt: skip
+    """Each pitched part of ``piece`` re-played from its own latents (parts of as many bars in one batch, a
+    decoder row each) and put back as its own track (name, program); drum tracks and parts that hold none of
+    the asked bars stay as they are."""
+    alone = {i: solo(piece, t) for i, t in enumerate(piece.tracks) if not t.is_drum and len(t.notes)}
+    groups: dict[int, list[int]] = {}
+    for i, part in alone.items():
+        groups.setdefault(len(tok.encode(part).bar_starts), []).append(i)
+    tracks = {i: t.copy() for i, t in enumerate(piece.tracks)}
+    done: list[Replayed] = []
+    for k, (n_bars, members) in enumerate(groups.items()):
+        own = None if bars is None else [b for b in bars if b < n_bars]
+        if own == []:
+            continue
+        step = scaled_progress(progress, k / len(groups), 1 / len(groups))
+        morphed = transfer_parts(
+            net, tok, [alone[i] for i in members], bars=own, keep_other_bars=keep_other_bars, progress=step,
+            **options,
+        )  # fmt: skip
+        for i, result in zip(members, morphed, strict=True):
+            track = piece.tracks[i]
+            done.append(replayed(tok, alone[i], result, own, keep_other_bars, track.name))
+            tracks[i] = one_track(done[-1].score, track)
+    out = symusic.Score(piece.tpq)
+    out.tempos, out.time_signatures = piece.tempos.copy(), piece.time_signatures.copy()
+    out.key_signatures = piece.key_signatures.copy()
+    out.tracks.extend(tracks.values())
+    return out, done
+
+
 def restyle_song(
     loaded: LoadedModel,
     piece: str | Path | symusic.Score,
@@ -119,6 +203,7 @@ def restyle_song(
     polyphony: int | Sequence[int | None] | None = None,
     bars: Sequence[int] | None = None,
     keep_other_bars: bool = True,
+    parts: str = "each",
     style: str | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
@@ -132,46 +217,75 @@ def restyle_song(
     """Re-style ``piece``: sample i re-plays the chosen ``bars`` (0-based, default all) from their own latents with
     ``rhythm``/``polyphony`` shifted (an int) or set (one class per chosen bar, ``None`` keeping a bar's own), each
     bar the nearest to its asked classes of ``candidates`` tries, the change of classes amplified by ``guidance``,
-    seeded ``seed + i`` (see `museforge.families.musemorphose.decode.transfer`; no seed: a new one, recorded). The
-    originality check judges only the re-played bars when the others are kept: those are the user's own music.
+    seeded ``seed + i`` (see `museforge.families.musemorphose.decode.transfer`; no seed: a new one, recorded).
+
+    A piece of several parts is re-played part by part with ``parts="each"`` (each keeps its track, instrument
+    and register, as its latents hold that line alone), or merged into one track first with ``"together"``.
+    The originality check judges only the re-played bars when the others are kept: those are the user's own music.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if parts not in PARTS:
+        raise ValueError(f"parts must be one of {PARTS}, got {parts!r}")
     seed = secrets.randbelow(MAX_SEED) if seed is None else seed
     rows = decoded_rows(candidates, guidance)
     (net, _), tok = loaded.sampler(rows), loaded.tokenizer
     if not isinstance(net, MuseMorphose) or not isinstance(tok, RemiTokenizer):
         raise ValueError(f"model {loaded.name} ({loaded.family}) cannot re-style: use a MuseMorphose")
     source = read_piece(piece, "piece")
+    pitched = sum(1 for t in source.tracks if not t.is_drum and len(t.notes))
+    each = parts == "each" and pitched > 1
     index, index_source = originality_of(loaded, originality_index)
+    options = {"rhythm": rhythm, "polyphony": polyphony, "style": style, "temperature": temperature,
+               "top_p": top_p, "candidates": candidates, "guidance": guidance}  # fmt: skip
     songs = []
     for i in range(num_samples):
         start = time.perf_counter()
-        morphed = transfer(
-            net, tok, source, rhythm=rhythm, polyphony=polyphony, bars=bars, keep_other_bars=keep_other_bars,
-            style=style, seed=seed + i, temperature=temperature, top_p=top_p, candidates=candidates,
-            guidance=guidance,
-            progress=None if progress is None else scaled_progress(progress, i / num_samples, 1 / num_samples),
-        )  # fmt: skip
+        step = None if progress is None else scaled_progress(progress, i / num_samples, 1 / num_samples)
+        if each:
+            score, done = replay_parts(
+                net, tok, source, bars, keep_other_bars, step, seed=seed + i, **options
+            )
+        else:
+            morphed = transfer(net, tok, source, bars=bars, keep_other_bars=keep_other_bars, seed=seed + i,
+                               progress=step, **options)  # fmt: skip
+            one = replayed(tok, source, morphed, bars, keep_other_bars, f"{loaded.name} re-styled")
+            score, done = one.score, [one]
         elapsed = time.perf_counter() - start
-        n_bars = len(morphed.rhythm)
-        chosen = range(n_bars) if bars is None or not keep_other_bars else sorted(set(bars))
-        bar_at = [j for j, t in enumerate(morphed.tokens) if t == tok.bar_id] + [len(morphed.tokens)]
-        new = [t for b in chosen for t in morphed.tokens[bar_at[b] : bar_at[b + 1]]]
-        check = judge_originality(tok.decode(new), index, index_source)
+        check = judge_originality(replayed_music(tok, done), index, index_source)
         params = {
             "model": loaded.name, "family": loaded.family, "style": style, "seed": seed, "sample": i,
-            "candidates": candidates, "guidance": guidance, **loaded.precision_params(rows), "source_bars": n_bars,
-            "restyled_bars": [int(b) for b in chosen],
-            "attributes": [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)],
+            "candidates": candidates, "guidance": guidance, **loaded.precision_params(rows),
+            "source_bars": max(len(r.morphed.rhythm) for r in done), "parts": "each" if each else "together",
+            "restyled_bars": sorted({int(b) for r in done for b in r.chosen}), **asked_classes(done, each),
         }  # fmt: skip
-        score = keep_source_bars(
-            source, morphed.score, set(range(n_bars)) - set(chosen), f"{loaded.name} re-styled"
+        tokens = [t for r in done for t in r.morphed.tokens]
+        songs.append(
+            GeneratedSong(score, tokens, loaded.name, params, elapsed, sum(len(r.new) for r in done), check)
         )
-        songs.append(GeneratedSong(score, morphed.tokens, loaded.name, params, elapsed, len(new), check))
     if progress is not None:
         progress(1.0)
     return songs
+
+
+def asked_classes(done: Sequence[Replayed], each: bool) -> dict[str, Any]:
+    """The classes each bar was asked for: ``attributes`` [[rhythm, polyphony], ...] of the piece, or, re-played
+    part by part, ``part_attributes`` [{"part": track name, "attributes": ...}, ...]."""
+
+    def pairs(morphed: Morphed) -> list[list[int]]:
+        return [[int(r), int(p)] for r, p in zip(morphed.rhythm, morphed.polyphony, strict=True)]
+
+    if not each:
+        return {"attributes": pairs(done[0].morphed)}
+    return {"part_attributes": [{"part": r.part, "attributes": pairs(r.morphed)} for r in done]}
+
+
+def replayed_music(tok: RemiTokenizer, done: Sequence[Replayed]) -> symusic.Score:
+    """The re-played bars of every part, decoded into one score (what the originality check judges)."""
+    out = tok.decode(done[0].new)
+    for replayed in done[1:]:
+        out.tracks.extend(tok.decode(replayed.new).tracks)
+    return out
 
 
 def restyle_request(
@@ -193,7 +307,7 @@ def restyle_request(
             else [*classes, *[None] * (len(selected) - len(classes))]
         )
     return restyle_song(
-        loaded, source, **changes, bars=selected, style=request.style, seed=request.drawn_seed(),
+        loaded, source, **changes, bars=selected, parts=request.parts, style=request.style, seed=request.drawn_seed(),
         temperature=request.temperature, top_p=request.top_p, num_samples=request.num_samples,
         candidates=request.candidates, guidance=request.guidance if request.guidance is not None else DEFAULT_GUIDANCE,
         progress=progress, originality_index=originality,
