@@ -481,6 +481,14 @@ def test_restyle_keeps_each_part_of_a_chorale_as_its_own_track(trained, chorale_
     outside = lambda n: not lines[1] <= n.time < lines[3]  # noqa: E731
     assert notes_by_track(song.score, outside) == notes_by_track(source, outside)
     assert song.new_tokens > 0
+    inside = lambda n: lines[1] <= n.time < lines[3]  # noqa: E731
+    for mine, theirs, asked in zip(
+        song.score.tracks, source.tracks, song.params["part_attributes"], strict=True
+    ):
+        played = [n.pitch for n in mine.notes if inside(n)]
+        if played:  # moved by whole octaves into the part's register: a bass stays a bass
+            assert abs(np.median(played) - np.median([n.pitch for n in theirs.notes])) <= 6
+            assert asked["part"] == theirs.name and isinstance(asked["octaves"], int)
     together = restyle_song(get_model(ckpt), source, rhythm=+2, bars=[1, 2], seed=3, parts="together")[0]
     assert together.params["parts"] == "together"
     assert [t.name for t in together.score.tracks][-1] == "best re-styled"  # one merged track of the model's

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import symusic
 
 from museforge.defaults import DEFAULT_GUIDANCE
@@ -35,6 +36,7 @@ from museforge.families.musemorphose.decode import (
 from museforge.families.musemorphose.decode import generate as prior_generate
 from museforge.families.musemorphose.model import MuseMorphose
 from museforge.families.musemorphose.request import PARTS, MuseMorphoseRequest, restyled_bars
+from museforge.generation.output import transpose
 from museforge.generation.splice import keep_source_bars
 from museforge.metrics.originality import OriginalityIndex
 from museforge.tokenizers.remi import RemiTokenizer
@@ -147,19 +149,34 @@ class Replayed:
     chosen: list[int]  # the re-played bars, 0-based
     new: list[int]  # their tokens
     part: str  # the track it re-played
+    octaves: int = 0  # how far its re-played bars were moved into the part's register
 
 
 def replayed(
     tok: RemiTokenizer, piece: symusic.Score, morphed: Morphed, bars: Sequence[int] | None, keep_other_bars: bool,
-    label: str,
+    label: str, register: symusic.Track | None = None,
 ) -> Replayed:  # fmt: skip
-    """A transfer of ``piece``'s ``bars`` (default all) put back among its kept bars."""
+    """A transfer of ``piece``'s ``bars`` (default all) put back among its kept bars; with ``register`` (a part
+    re-played alone), its re-played bars moved by whole octaves into that track's register (`register_shift`)."""
     n_bars = len(morphed.rhythm)
     chosen = list(range(n_bars)) if bars is None or not keep_other_bars else sorted(set(bars))
     bar_at = [j for j, t in enumerate(morphed.tokens) if t == tok.bar_id] + [len(morphed.tokens)]
     new = [t for b in chosen for t in morphed.tokens[bar_at[b] : bar_at[b + 1]]]
-    score = keep_source_bars(piece, morphed.score, set(range(n_bars)) - set(chosen), label)
-    return Replayed(score, morphed, chosen, new, label)
+    octaves = 0 if register is None else register_shift(register, tok.decode(new))
+    made = transpose(morphed.score, 12 * octaves) if octaves else morphed.score
+    score = keep_source_bars(piece, made, set(range(n_bars)) - set(chosen), label)
+    return Replayed(score, morphed, chosen, new, label, octaves)
+
+
+def register_shift(track: symusic.Track, made: symusic.Score) -> int:
+    """Whole octaves that put ``made``'s notes in ``track``'s register (their median pitches nearest): a bar's
+    latent holds its line and rhythm more surely than its octave, so a bass re-played alone can come back two
+    octaves up; moving the whole line by octaves keeps every interval the model wrote."""
+    pitches = [n.pitch for t in made.tracks for n in t.notes]
+    if not pitches or not len(track.notes):
+        return 0
+    own = float(np.median(track.notes.numpy()["pitch"]))
+    return round((own - float(np.median(pitches))) / 12)
 
 
 def replay_parts(
@@ -186,7 +203,7 @@ def replay_parts(
         )  # fmt: skip
         for i, result in zip(members, morphed, strict=True):
             track = piece.tracks[i]
-            done.append(replayed(tok, alone[i], result, own, keep_other_bars, track.name))
+            done.append(replayed(tok, alone[i], result, own, keep_other_bars, track.name, register=track))
             tracks[i] = one_track(done[-1].score, track)
     out = symusic.Score(piece.tpq)
     out.tempos, out.time_signatures = piece.tempos.copy(), piece.time_signatures.copy()
@@ -277,7 +294,11 @@ def asked_classes(done: Sequence[Replayed], each: bool) -> dict[str, Any]:
 
     if not each:
         return {"attributes": pairs(done[0].morphed)}
-    return {"part_attributes": [{"part": r.part, "attributes": pairs(r.morphed)} for r in done]}
+    return {
+        "part_attributes": [
+            {"part": r.part, "attributes": pairs(r.morphed), "octaves": r.octaves} for r in done
+        ]
+    }
 
 
 def replayed_music(tok: RemiTokenizer, done: Sequence[Replayed]) -> symusic.Score:
