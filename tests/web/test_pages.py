@@ -104,6 +104,7 @@ def test_the_form_asks_for_key_tempo_and_instruments(client):
     assert job["params"]["key"] == "Bb major" and job["params"]["tempo"] == 72
     assert job["params"]["instruments"] == [73]
     song = client.get(f"/songs/{job['song_ids'][0]}").text
+    assert re.search(r'id="song-key">· in (Bb major|G minor)', song) and "72 quarter notes a minute" in song
     panel = song[song.index('id="keep-going"') :]
     assert 'name="remi-transformer.key"' in panel and 'name="remi-transformer.tempo"' in panel
 

@@ -31,7 +31,7 @@ from museforge.families.musemorphose.decode import (
 )
 from museforge.families.musemorphose.evaluate import SHIFTS, evaluate_transfer, reconstruction_nll
 from museforge.families.musemorphose.model import MuseMorphose
-from museforge.families.musemorphose.sample import restyle_song
+from museforge.families.musemorphose.sample import one_track, restyle_song
 from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.families.serving import clear_model_cache, generate_song, get_model, half_precision_kl
 from museforge.families.training import prepare_training
@@ -513,3 +513,29 @@ def test_parts_of_different_lengths_are_replayed_in_groups(trained, chorale_exce
 def test_bad_parts_are_refused(trained, chorale_excerpt):
     with pytest.raises(ValueError, match="parts must be one of"):
         restyle_song(get_model(trained[2]), chorale_excerpt, parts="some")
+
+
+def test_one_track_ends_a_note_where_its_pitch_is_struck_again():
+    """Merged into one track, a note still sounding when its pitch returns ends there (one MIDI channel cannot
+    hold both); other notes keep their lengths, and the track keeps the name and program it is given."""
+    kept, made = symusic.Score(480), symusic.Score(480)
+    kept.tracks.append(symusic.Track("a", 0, False))
+    kept.tracks[0].notes.extend([symusic.Note(0, 960, 69, 80), symusic.Note(0, 960, 72, 80)])
+    made.tracks.append(symusic.Track("b", 0, False))
+    made.tracks[0].notes.append(symusic.Note(480, 480, 69, 70))
+    kept.tracks.extend(made.tracks)
+    track = one_track(kept, symusic.Track("Alto", 40, False))
+    assert (track.name, track.program) == ("Alto", 40)
+    assert sorted((n.time, n.duration, n.pitch) for n in track.notes) == [
+        (0, 480, 69),
+        (0, 960, 72),
+        (480, 480, 69),
+    ]
+    back = symusic.Score(480)
+    back.tracks.append(track)
+    read = symusic.Score.from_midi(back.dumps_midi()).resample(480)
+    assert sorted((n.time, n.duration, n.pitch) for n in read.tracks[0].notes) == [
+        (0, 480, 69),
+        (0, 960, 72),
+        (480, 480, 69),
+    ]

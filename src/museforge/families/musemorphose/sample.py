@@ -132,11 +132,21 @@ def solo(source: symusic.Score, track: symusic.Track) -> symusic.Score:
 
 
 def one_track(score: symusic.Score, like: symusic.Track) -> symusic.Track:
-    """Every note of ``score`` as one track with ``like``'s name, program and drum flag."""
+    """Every note of ``score`` as one track with ``like``'s name, program and drum flag. A note still sounding
+    when its pitch is struck again ends there: one MIDI channel cannot hold both, and readers would pair the
+    note-offs wrongly (a kept note tied into a re-played bar would otherwise swallow the new note)."""
+    notes = sorted(
+        ([n.time, n.duration, n.pitch, n.velocity] for t in score.tracks for n in t.notes),
+        key=lambda n: n[:1] + n[2:3],
+    )
+    sounding: dict[int, list[int]] = {}
+    for note in notes:  # [time, duration, pitch, velocity]
+        held = sounding.get(note[2])
+        if held is not None and held[0] + held[1] > note[0]:
+            held[1] = max(1, note[0] - held[0])
+        sounding[note[2]] = note
     out = symusic.Track(like.name, like.program, like.is_drum)
-    for track in score.tracks:
-        out.notes.extend(track.notes)
-    out.notes.sort()
+    out.notes.extend(symusic.Note(*n) for n in notes)
     return out
 
 
