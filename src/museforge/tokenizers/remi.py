@@ -312,6 +312,13 @@ class RemiTokenizer(TokenTokenizer):
 
     # ---- encoding ---------------------------------------------------------------------------------------------
 
+    def voice_tracks(self, score: symusic.Score) -> dict[int, int]:
+        """{voice program: index in ``score.tracks``} of the pitched tracks (empty without ``use_programs``)."""
+        if not self.config.use_programs:
+            return {}
+        pitched = [i for i, t in enumerate(score.tracks) if not t.is_drum]
+        return dict(zip(voice_programs([score.tracks[i].program for i in pitched]), pitched, strict=True))
+
     def voice_map(self, score: symusic.Score) -> dict[int, int]:
         """{voice program: the track's real program} of the pitched tracks (empty without ``use_programs``)."""
         if not self.config.use_programs:
