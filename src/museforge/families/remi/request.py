@@ -55,7 +55,13 @@ class RemiRequest(SongRequest):
             "in the infill bars or the whole piece; every other part stays note for note. Needs a model trained "
             "on multi-track REMI.",
         ),
-        form("Part to fill in", "int", step=1, operations=("infill",), shown=""),
+        form(
+            "Part to fill in (track number; empty: the bars)",
+            "shift",
+            step=1,
+            operations=("infill",),
+            shown="",
+        ),
     ] = None
     temperature: Temperature = 1.0
     top_p: TopP = 0.95
