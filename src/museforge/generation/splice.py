@@ -84,9 +84,10 @@ def keep_source_bars(
             )
         if own is None:
             added.append(copy)
+        else:
+            copy.notes.sort()  # the source's notes, then the voice's
     for copy in [*copies, *added]:
         if len(copy.notes):
-            copy.notes.sort()
             out.tracks.append(copy)
     return out
 
