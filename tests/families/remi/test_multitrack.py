@@ -104,7 +104,7 @@ def test_the_cli_writes_a_part_again(model, chorale, tmp_path):
     ("options", "message"),
     [
         ({"track": 5, "infill": "2"}, "not a pitched part"),
-        ({"track": 2, "infill": "2", "operation": "continue"}, "are for the 'infill' operation"),
+        ({"track": 2, "operation": "continue"}, "track is for the 'infill' operation"),
         ({"track": 0, "infill": "2"}, "track"),
         ({"track": 2}, "context"),  # the whole piece, past the tiny model's context
     ],

@@ -51,9 +51,8 @@ class RemiFamily(Family):
             if "bars" in request.model_fields_set or request.primer_bars is not None:
                 raise RequestError("infill keeps the piece's length: leave out bars and primer_bars")
         elif request.infill is not None or request.track is not None:
-            raise RequestError(
-                f"infill and track are for the {INFILL.name!r} operation, not {request.operation!r}"
-            )
+            name = "infill" if request.infill is not None else "track"
+            raise RequestError(f"{name} is for the {INFILL.name!r} operation, not {request.operation!r}")
         return super().resolve(request, info, limits)
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
