@@ -21,6 +21,7 @@ import torch
 from museforge.audio import render_to_file
 from museforge.data.formats import load_score
 from museforge.data.manifest import load_manifest
+from museforge.families import RequestError
 from museforge.families.remi.infill import track_prompt
 from museforge.families.serving import generate_song, get_model
 from museforge.models.scoring import WindowScorer
@@ -88,7 +89,7 @@ def main() -> None:
         try:
             own.append(part_nll(loaded, enc, voice, 2, enc))
             other.append(part_nll(loaded, enc, voice, 2, chorales[(i + 1) % len(chorales)]))
-        except Exception as exc:  # a bar pair past the context: skipped, counted
+        except RequestError as exc:  # two bars past the context: skipped, counted
             result.setdefault("seam_skipped", []).append(str(exc)[:80])
     result["seam/own_context_nll"] = float(np.mean(own))
     result["seam/other_context_nll"] = float(np.mean(other))
