@@ -3,11 +3,12 @@ sequence holds exactly the piece's tokens, and training windows keep their lengt
 
 import numpy as np
 import pytest
+import symusic
 import torch
 
-from museforge.data.dataset import MAX_FILL_SPAN, FillInTheMiddle
-from museforge.tokenizers.infill import arrange, fill_ids
-from museforge.tokenizers.remi import FILL_TOKENS, RemiTokenizer
+from museforge.data.dataset import MAX_FILL_SPAN, FillInTheMiddle, FillTrack
+from museforge.tokenizers.infill import arrange, arrange_track, fill_ids
+from museforge.tokenizers.remi import FILL_TOKENS, RemiConfig, RemiTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,41 @@ def test_the_rate_is_the_share_of_windows_rearranged(filling, scores):
     assert 0.2 < np.mean(changed) < 0.4
     with pytest.raises(ValueError, match="rate"):
         FillInTheMiddle(filling, rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def voices() -> RemiTokenizer:
+    return RemiTokenizer(RemiConfig(use_programs=True, infill=True))
+
+
+def notes(track: symusic.Track) -> list[tuple[int, int, int]]:
+    return sorted((n.time, n.duration, n.pitch) for n in track.notes)
+
+
+@pytest.mark.parametrize("name", ["chorale", "quartet", "palestrina"])
+def test_a_voice_moved_behind_the_rest_holds_exactly_its_notes(voices, scores, name):
+    """The prompt decodes to every other voice, note for note, and the middle to the voice left out."""
+    enc = voices.encode(scores[name], style="chorale")
+    whole = {t.program: notes(t) for t in voices.decode(enc.ids).tracks}
+    start, end = fill_ids(voices)[1:]
+    for program in sorted(whole):
+        prompt, middle = arrange_track(enc.ids.tolist(), program, voices)
+        assert prompt[-1] == start and middle[-1] == end
+        assert sum(t == voices.bar_id for t in middle) == len(enc.bar_starts)
+        rest = {t.program: notes(t) for t in voices.decode(prompt).tracks}
+        assert rest == {p: n for p, n in whole.items() if p != program}
+        assert {t.program: notes(t) for t in voices.decode(middle).tracks} == {program: whole[program]}
+
+
+def test_track_fill_windows_keep_their_length_and_single_voices_stay(voices, scores):
+    torch.manual_seed(0)
+    fill = FillTrack(voices, rate=1.0)
+    start = fill_ids(voices)[1]
+    chorale = voices.encode(scores["chorale"], style="chorale").ids[:400].astype(np.int64)
+    out = fill(chorale)
+    assert len(out) == len(chorale) and start in out
+    assert np.array_equal(fill(out), out)  # already rearranged
+    folk = voices.encode(scores["folk1"], style="folk").ids.astype(np.int64)
+    assert np.array_equal(fill(folk), folk)
+    with pytest.raises(ValueError, match="use_programs"):
+        FillTrack(RemiTokenizer().with_fill_tokens())

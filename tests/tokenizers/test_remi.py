@@ -15,6 +15,7 @@ import symusic
 from museforge.score import bar_starts
 from museforge.tokenizers import RemiConfig, RemiTokenizer, build_tokenizer, load_tokenizer
 from museforge.tokenizers.attributes import AttributeBoundaries, bar_attributes
+from museforge.tokenizers.remi import voice_programs
 
 GRID = 48  # notes compared in 1/48 quarter notes: a multiple of every REMI grid used here
 
@@ -100,17 +101,43 @@ def test_round_trip_keeps_quantized_notes(remi: RemiTokenizer, scores, piece: st
     assert sum(expected.values()) > 0
 
 
-@pytest.mark.parametrize("name", ["multitrack_drums", "quartet", "chorale"])
-def test_programs_keep_tracks_apart(scores, name: str) -> None:
+@pytest.mark.parametrize("name", ["multitrack_drums", "quartet", "chorale", "palestrina"])
+def test_programs_keep_every_track_apart(scores, name: str) -> None:
+    """Tracks sharing a program (SATB on one, a quartet's two violins) stay apart as voice programs, each with
+    its own notes, and decode with their real programs again."""
     tok = RemiTokenizer(RemiConfig(use_programs=True))
     score = scores[name]
-    decoded = tok.decode(tok.encode(score).ids)
-    by_program = {(t.program, t.is_drum): len(t.notes) for t in decoded.tracks}
-    original: Counter = Counter()
-    for t in score.tracks:
-        original[(t.program, t.is_drum)] += sum(1 for n in t.notes if 21 <= n.pitch < 109)
-    assert by_program == dict(original)
+    enc = tok.encode(score)
+    pitched = [t for t in score.tracks if not t.is_drum and t.notes]
+    voices = voice_programs([t.program for t in pitched])
+    assert len(set(voices)) == len(voices)
+    by_voice = {t.program: t for t in tok.decode(enc.ids).tracks if not t.is_drum}
+    for track, voice in zip(pitched, voices, strict=True):
+        assert len(by_voice[voice].notes) == sum(1 for n in track.notes if 21 <= n.pitch < 109)
+    restored = tok.decode(enc)
+    assert sorted(t.program for t in restored.tracks if not t.is_drum) == sorted(t.program for t in pitched)
     assert tok.vocab_size > RemiTokenizer().vocab_size
+
+
+def test_a_chorale_round_trips_as_its_four_parts(scores) -> None:
+    tok = RemiTokenizer(RemiConfig(use_programs=True))
+    score = scores["chorale"]  # bwv66.6: Soprano, Alto, Tenor, Bass, all on program 0
+    decoded = tok.decode(tok.encode(score, style="chorale"))
+    assert len(decoded.tracks) == len(score.tracks) == 4
+    assert [t.program for t in decoded.tracks] == [t.program for t in score.tracks]
+
+    def quarters(track: symusic.Track, tpq: int) -> list[tuple[float, float, int]]:
+        return sorted((n.time / tpq, n.duration / tpq, n.pitch) for n in track.notes)
+
+    for source, out in zip(score.tracks, decoded.tracks, strict=True):
+        assert quarters(out, decoded.tpq) == quarters(source, score.tpq)
+
+
+def test_voice_programs_stay_in_the_instrument_family() -> None:
+    assert voice_programs([0, 0, 0, 0]) == [0, 1, 2, 3]
+    assert voice_programs([40, 40, 41, 42]) == [40, 43, 41, 42]
+    assert voice_programs([53] * 8) == [53, 48, 49, 50, 51, 52, 54, 55]
+    assert voice_programs([5, 73]) == [5, 73]
 
 
 def test_bar_starts_point_at_bars_followed_by_attributes(remi: RemiTokenizer, scores, piece: str) -> None:

@@ -36,7 +36,7 @@ from museforge.data.manifest import SPLITS, PieceRecord, load_manifest
 from museforge.io import atomic_write_json
 from museforge.tokenizers import RemiEncoding, Tokenizer, build_tokenizer, load_tokenizer
 from museforge.tokenizers.augment import transpose
-from museforge.tokenizers.infill import arrange, fill_ids
+from museforge.tokenizers.infill import arrange, arrange_track, fill_ids
 
 if TYPE_CHECKING:
     from museforge.tokenizers.remi import RemiTokenizer
@@ -333,6 +333,35 @@ class FillInTheMiddle:
         overflow = len(prompt) + len(middle) - len(ids)
         del prompt[len(prompt) - 1 - overflow : len(prompt) - 1]  # the suffix's tail, keeping FillStart
         return np.asarray(prompt + middle, dtype=ids.dtype)
+
+
+class FillTrack:
+    """Window augmentation: with probability ``rate`` one voice of a multi-voice window (programs tokens, at
+    least two voices after its first Bar) is moved behind the rest (`museforge.tokenizers.infill.arrange_track`),
+    the tail cut so the window keeps its length. A window another fill already rearranged stays as it is; draws
+    from torch's global RNG, as `FillInTheMiddle` does."""
+
+    def __init__(self, tok: RemiTokenizer, rate: float = 0.5) -> None:
+        if not 0 < rate <= 1:
+            raise ValueError(f"the track-fill rate must be in (0, 1], got {rate}")
+        if not tok.config.use_programs:
+            raise ValueError("track fill needs a tokenizer with use_programs (one Program token per note)")
+        self.tok, self.rate = tok, rate
+        self.start = fill_ids(tok)[1]
+        self.programs = {i: p for p, i in tok.program_ids.items() if p >= 0}
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if torch.rand(()).item() >= self.rate or self.start in ids:
+            return ids
+        bars = np.flatnonzero(ids == self.tok.bar_id)
+        if not len(bars):
+            return ids
+        voices = sorted({self.programs[int(t)] for t in ids[bars[0] :] if int(t) in self.programs})
+        if len(voices) < 2:
+            return ids
+        program = voices[int(torch.randint(len(voices), ()).item())]
+        prompt, middle = arrange_track(ids.tolist(), program, self.tok)
+        return np.asarray((prompt + middle)[: len(ids)], dtype=ids.dtype)
 
 
 class TokenWindowDataset(Dataset):

@@ -28,6 +28,7 @@ from museforge.tokenizers.attributes import N_ATTRIBUTE_CLASSES
 from museforge.tokenizers.base import TokenTokenizer
 from museforge.tokenizers.performance import PerformanceTokenizer
 from museforge.tokenizers.pianoroll import PianoRollTokenizer
+from museforge.tokenizers.remi import RemiTokenizer
 
 HALF_ALWAYS = 1 << 30  # `LoadedModel.half_up_to` where float16 samples every batch
 AttributePlan = Sequence[tuple[int | None, int | None] | None] | Mapping[int, tuple[int | None, int | None]]
@@ -176,7 +177,8 @@ def with_primer(
             t - tok.time_shift_offset + 1 for t in prompt if tok.time_shift_offset <= t < tok.velocity_offset
         ]
         return keep_source_seconds(primer, made, sum(shifts) / tok.config.steps_per_second, label)
-    return keep_source_bars(primer, made, range(primer_bars), label)
+    voices = tok.voice_tracks(primer) if isinstance(tok, RemiTokenizer) else None
+    return keep_source_bars(primer, made, range(primer_bars), label, voices)
 
 
 def originality_of(

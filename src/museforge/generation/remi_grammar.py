@@ -14,7 +14,7 @@ It works on base REMI ids: with BPE one id stands for several tokens and this gr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +60,7 @@ class RemiGrammar:
     bars it writes (``None``: the model chooses).
     ``end_token`` is the type of token that ends a sample: EOS, or FillEnd after the bars a fill-in writes
     (`museforge.tokenizers.infill`), whose prompt holds every other bar of the piece (counted in ``max_bars``).
+    ``programs`` (Program token ids) are the only Program tokens allowed, as a track fill-in writes one voice.
     One instance follows one generation; a prefix that is not one token longer than the last one seen restarts
     the bookkeeping (the budget keeps counting from the first prefix seen).
     """
@@ -75,6 +76,7 @@ class RemiGrammar:
         max_new_tokens: int | None = None,
         end_token: str = "EOS",
         bar_time_signatures: Sequence[int | None] | None = None,
+        programs: Collection[int] | None = None,
     ) -> None:
         if tokenizer.is_trained:
             raise ValueError(
@@ -116,6 +118,10 @@ class RemiGrammar:
         )  # [V]
         self.drum_program = torch.tensor(
             [kind == "Program" and val == "-1" for kind, val in zip(self.types, self.values, strict=True)]
+        )
+        # Program tokens allowed (None: all): a track fill-in writes the one voice it fills.
+        self.program_mask = torch.tensor(
+            [kind != "Program" or programs is None or i in programs for i, kind in enumerate(self.types)]
         )
         self.default_bar_positions = 4 * self.positions_per_beat  # 4/4 until a TimeSig says otherwise
         self._rows: list[_RowState] = []
@@ -301,6 +307,7 @@ class RemiGrammar:
             out |= self.masks[kind]
         later = (self.position_value > state.position) & (self.position_value < state.bar_positions)
         out &= ~self.masks["Position"] | later
+        out &= self.program_mask
         if meter is not None:
             out &= ~self.masks["TimeSig"]
             out[meter] = bool("TimeSig" in kinds)

@@ -9,7 +9,7 @@ result keeps the source, and the model's notes, as one track of their own, where
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import symusic
@@ -31,11 +31,16 @@ def _grid(score: symusic.Score) -> np.ndarray:
 
 
 def keep_source_bars(
-    source: symusic.Score, made: symusic.Score, kept: Collection[int], label: str
+    source: symusic.Score,
+    made: symusic.Score,
+    kept: Collection[int],
+    label: str,
+    voices: Mapping[int, int] | None = None,
 ) -> symusic.Score:
     """``made`` (a model's decoded output, its bar ``b`` standing for the source's bar ``b``) with the bars in
     ``kept`` (0-based) taken from ``source``'s own tracks and the others from ``made``, as a track named
-    ``label``. Bars past the source's end follow ``made``'s bar lengths. The source's tempo map and key
+    ``label``; a multi-track model's voice (``voices``: {made's program: source track index}) goes on in its
+    source track instead. Bars past the source's end follow ``made``'s bar lengths. The source's tempo map and key
     signatures hold throughout; its time signatures up to its end, then ``made``'s."""
     src_lines = _grid(source)
     made_lines = _grid(made)
@@ -56,15 +61,19 @@ def keep_source_bars(
         at = out_lines[b] + round((ts.time - made_lines[b]) * ratio)
         if at >= source_end:
             out.time_signatures.append(symusic.TimeSignature(at, ts.numerator, ts.denominator))
+    copies = []
     for track in source.tracks:
         copy = _copy_track(track)
         for note in track.notes:
             if int(np.searchsorted(src_lines, note.time, side="right")) - 1 in kept:
                 copy.notes.append(note.copy())
-        if len(copy.notes):
-            out.tracks.append(copy)
+        copies.append(copy)
+    voices = voices or {}
+    added = []
     for i, track in enumerate(made.tracks):
-        copy = _copy_track(track, label if len(made.tracks) == 1 else f"{label} {i + 1}")
+        own = None if track.is_drum else voices.get(track.program)
+        name = label if len(made.tracks) == 1 else f"{label} {i + 1}"
+        copy = copies[own] if own is not None else _copy_track(track, name)
         for note in track.notes:
             b = int(np.searchsorted(made_lines, note.time, side="right")) - 1
             if b in kept:
@@ -73,6 +82,11 @@ def keep_source_bars(
             copy.notes.append(
                 symusic.Note(start, max(1, round(note.duration * ratio)), note.pitch, note.velocity)
             )
+        if own is None:
+            added.append(copy)
+        else:
+            copy.notes.sort()  # the source's notes, then the voice's
+    for copy in [*copies, *added]:
         if len(copy.notes):
             out.tracks.append(copy)
     return out
@@ -111,3 +125,33 @@ def keep_source_seconds(
 
 
 __all__ = ["keep_source_bars", "keep_source_seconds"]
+
+
+def replace_track_bars(
+    source: symusic.Score, index: int, made: symusic.Score, first: int, last: int
+) -> symusic.Score:
+    """``source`` with track ``index``'s notes in bars ``first..last`` (0-based, inclusive) replaced by every
+    note of ``made`` (a model's decoded voice, its bar 0 standing for the source's bar ``first``), placed at the
+    same offset in the source's bar; every other note, track, tempo and meter is the source's own, untouched."""
+    lines = [int(t) for t in _grid(source)]
+    lines.append(lines[-1] + round(source.tpq * 4))  # a line past the end, for notes in the last bar
+    made_lines = _grid(made)
+    ratio = source.tpq / made.tpq
+    out = source.copy()
+    track = out.tracks[index]
+    kept = [
+        n for n in track.notes if not first <= int(np.searchsorted(lines, n.time, side="right")) - 1 <= last
+    ]
+    track.notes.clear()
+    track.notes.extend(kept)
+    for voice in made.tracks:
+        for note in voice.notes:
+            b = first + int(np.searchsorted(made_lines, note.time, side="right")) - 1
+            if b > last or b + 1 >= len(lines):
+                continue
+            start = lines[b] + round((note.time - made_lines[b - first]) * ratio)
+            track.notes.append(
+                symusic.Note(start, max(1, round(note.duration * ratio)), note.pitch, note.velocity)
+            )
+    track.notes.sort()
+    return out

@@ -43,3 +43,45 @@ def arrange(
     holes = [tok.bar_id, hole] * (last - first + 1)
     prompt = [*ids[:cut_from], *holes, *ids[cut_to:], start]
     return prompt, [*ids[cut_from:cut_to], end]
+
+
+def arrange_track(ids: Sequence[int], program: int, tok: RemiTokenizer) -> tuple[list[int], list[int]]:
+    """(prompt, middle) of a multi-track sequence with every note of voice ``program`` (a voice program, see
+    `museforge.tokenizers.remi`) left to write again, as MMM / MIDI-GPT's track infilling (Ens & Pasquier 2020)
+    arranged fill-in-the-middle style::
+
+        the piece without that voice's notes  FillStart  Bar TimeSig (Position Program Pitch Velocity Duration)… …
+        FillEnd
+
+    The middle is that voice alone in REMI, bar by bar (every bar of the piece from its first Bar, each with the
+    piece's TimeSig, so the voice lines up with the context), so the REMI grammar writes it and only it. Notes
+    before the first Bar (a window cut mid-bar) stay in the prompt. A prompt and its middle joined are one
+    training sequence."""
+    _, start, end = fill_ids(tok)
+    voice = tok.program_ids.get(program)
+    if voice is None:
+        raise ValueError(f"program {program} has no Program token in this vocabulary")
+    ids = list(ids)
+    bars = [i for i, t in enumerate(ids) if t == tok.bar_id]
+    if not bars:
+        raise ValueError("the sequence holds no bar to fill a voice in")
+    context, middle = ids[: bars[0]], []
+    position: int | None = None  # the context's Position, written into the middle before its first note there
+    written = True
+    i = bars[0]
+    while i < len(ids):
+        t = ids[i]
+        if t == voice:
+            if not written and position is not None:
+                middle.append(position)
+                written = True
+            middle.extend(ids[i : i + 4])  # Program Pitch Velocity Duration
+            i += 4
+            continue
+        context.append(t)
+        if t == tok.bar_id or (t in tok.time_signature_ids and middle and middle[-1] == tok.bar_id):
+            middle.append(t)
+        elif t in tok.position_ids:
+            position, written = t, False
+        i += 1
+    return [*context, start], [*middle, end]

@@ -19,6 +19,19 @@ filled bars, written after the rest of the piece (`museforge.tokenizers.infill`)
 
 Without ``use_programs`` all pitched tracks are merged into one stream (one piano-like track on decode) and
 drums are dropped; with it miditok writes a Program token before each note and drums are kept (program -1).
+
+Multi-track voices. miditok's one-stream mode tells tracks apart only by program and merges tracks that share
+one; in the corpus a chorale is four tracks all on program 0, a Renaissance motet up to eight on program 53 and a
+string quartet 40, 40, 41, 42. So each pitched track gets its own *voice program* before tokenizing
+(`voice_programs`): the first track on a program keeps it, a later track on the same program takes the first free
+program of the same General MIDI family of eight (chorale S A T B -> 0 1 2 3, quartet -> 40 43 41 42, motet voices
+-> 53 48 49 ...), in score order. We chose this over a separate Track/Voice token because it costs no token and no
+vocabulary change (a Program token per note already names its voice, as in MMM / MIDI-GPT's per-track instrument
+tokens, Ens & Pasquier 2020), the grammar already knows it, and a sampled piece still sounds like its instruments
+(a family neighbour) when nothing maps it back. A program token per *note* (not per track segment) keeps REMI's
+bar-by-bar time order, so a continuation or a bar fill-in sees all voices of the bar before it, and a chorale bar
+reads as its chords. ``encode`` returns the map from voice program to the track's real program, and ``decode``
+takes it (``programs``) to give a continued or refilled piece its own instruments back.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ import json
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -153,12 +166,30 @@ class RemiConfig(TokenizerConfig):
         )
 
 
+def voice_programs(programs: Sequence[int]) -> list[int]:
+    """A distinct program for each track (see the module docstring): a track keeps its program unless an earlier
+    track has it, then takes the first free one of its General MIDI family of eight (else the first free one)."""
+    taken: set[int] = set()
+    out: list[int] = []
+    for program in programs:
+        if program in taken:
+            family = range(program - program % 8, program - program % 8 + 8)
+            program = next(
+                (p for p in (*family, *range(128)) if p not in taken and p not in programs), program
+            )
+        taken.add(program)
+        out.append(program)
+    return out
+
+
 @dataclass
 class RemiEncoding:
-    """Token ids of one piece and the index in ``ids`` of each Bar token (for bar-aligned segments)."""
+    """Token ids of one piece, the index in ``ids`` of each Bar token (for bar-aligned segments) and, with
+    ``use_programs``, each voice program's real program (for `RemiTokenizer.decode`)."""
 
     ids: np.ndarray  # int32
     bar_starts: np.ndarray  # int64
+    programs: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -194,6 +225,13 @@ class RemiTokenizer(TokenTokenizer):
         low, high = self.config.pitch_range
         # Pitch_<low>..Pitch_<high-1> have consecutive ids, which makes transposing in token space a shift.
         self.pitch_ids: np.ndarray = np.array([vocab[f"Pitch_{p}"] for p in range(low, high)], dtype=np.int64)
+        # Token kinds that track infilling (`museforge.tokenizers.infill.arrange_track`) reads the stream by.
+        names = {i: n.split("_", 1) for n, i in vocab.items()}
+        self.program_ids: dict[int, int] = {int(v): i for i, (k, v) in names.items() if k == "Program"}
+        self.position_ids: frozenset[int] = frozenset(i for i, (k, _) in names.items() if k == "Position")
+        self.time_signature_ids: frozenset[int] = frozenset(
+            i for i, (k, _) in names.items() if k == "TimeSig"
+        )
         assert np.all(np.diff(self.pitch_ids) == 1), "miditok's Pitch tokens are expected to be consecutive"
 
     # ---- vocabulary -------------------------------------------------------------------------------------------
@@ -274,10 +312,29 @@ class RemiTokenizer(TokenTokenizer):
 
     # ---- encoding ---------------------------------------------------------------------------------------------
 
+    def voice_tracks(self, score: symusic.Score) -> dict[int, int]:
+        """{voice program: index in ``score.tracks``} of the pitched tracks (empty without ``use_programs``)."""
+        if not self.config.use_programs:
+            return {}
+        pitched = [i for i, t in enumerate(score.tracks) if not t.is_drum]
+        return dict(zip(voice_programs([score.tracks[i].program for i in pitched]), pitched, strict=True))
+
+    def voice_map(self, score: symusic.Score) -> dict[int, int]:
+        """{voice program: the track's real program} of the pitched tracks (empty without ``use_programs``)."""
+        if not self.config.use_programs:
+            return {}
+        real = [t.program for t in score.tracks if not t.is_drum]
+        return dict(zip(voice_programs(real), real, strict=True))
+
     def _prepare(self, score: symusic.Score) -> symusic.Score:
-        """The score miditok sees: pitched tracks merged and drums dropped unless ``use_programs``."""
+        """The score miditok sees: pitched tracks merged and drums dropped unless ``use_programs``, else each
+        pitched track on its own voice program."""
         if self.config.use_programs:
-            return score.copy()
+            out = score.copy()
+            pitched = [t for t in out.tracks if not t.is_drum]
+            for track, program in zip(pitched, self.voice_map(score), strict=True):
+                track.program = program
+            return out
         merged = symusic.Track(name="merged", program=0, is_drum=False)
         for track in score.tracks:
             if not track.is_drum:
@@ -355,7 +412,9 @@ class RemiTokenizer(TokenTokenizer):
             if rhythm is not None and poly is not None:
                 ids.extend(self.attribute_tokens(rhythm[b], poly[b]))
             ids.extend(content)
-        return RemiEncoding(np.asarray(ids, dtype=np.int32), np.asarray(starts, dtype=np.int64))
+        return RemiEncoding(
+            np.asarray(ids, dtype=np.int32), np.asarray(starts, dtype=np.int64), self.voice_map(score)
+        )
 
     # ---- decoding ---------------------------------------------------------------------------------------------
 
@@ -366,9 +425,13 @@ class RemiTokenizer(TokenTokenizer):
         keep = ~self.is_control(arr) & ~np.isin(arr, dropped)
         return [int(i) for i in arr[keep]]
 
-    def decode(self, ids: np.ndarray | Sequence[int] | RemiEncoding) -> symusic.Score:
-        """A score from token ids; control and PAD/BOS/EOS tokens are ignored, BPE tokens expanded."""
+    def decode(
+        self, ids: np.ndarray | Sequence[int] | RemiEncoding, programs: dict[int, int] | None = None
+    ) -> symusic.Score:
+        """A score from token ids; control and PAD/BOS/EOS tokens are ignored, BPE tokens expanded. ``programs``
+        (an encoding's own by default) gives each voice program's track its real program back."""
         if isinstance(ids, RemiEncoding):
+            programs = ids.programs if programs is None else programs
             ids = ids.ids
         kept = self.strip_controls(ids)
         if any(not 0 <= i < self.vocab_size for i in kept):
@@ -376,7 +439,11 @@ class RemiTokenizer(TokenTokenizer):
         if not kept:
             return symusic.Score(self._tok.time_division)
         seq = TokSequence(ids=kept, are_ids_encoded=self.is_trained)
-        return self._tok.decode(seq if self._tok.one_token_stream else [seq])
+        score = self._tok.decode(seq if self._tok.one_token_stream else [seq])
+        for track in score.tracks:
+            if programs and not track.is_drum and track.program in programs:
+                track.program = programs[track.program]
+        return score
 
     # ---- BPE --------------------------------------------------------------------------------------------------
 

@@ -46,18 +46,20 @@ class RemiFamily(Family):
     def resolve(self, request: SongRequest, info: ModelInfo, limits: Limits | None = None) -> SongRequest:
         assert isinstance(request, RemiRequest)
         if request.operation == INFILL.name:
-            request.infill_span()
+            if request.infill is not None or request.track is None:
+                request.infill_span()
             if "bars" in request.model_fields_set or request.primer_bars is not None:
                 raise RequestError("infill keeps the piece's length: leave out bars and primer_bars")
-        elif request.infill is not None:
-            raise RequestError(f"infill is for the {INFILL.name!r} operation, not {request.operation!r}")
+        elif request.infill is not None or request.track is not None:
+            name = "infill" if request.infill is not None else "track"
+            raise RequestError(f"{name} is for the {INFILL.name!r} operation, not {request.operation!r}")
         return super().resolve(request, info, limits)
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
         super().check(request, info)
         assert isinstance(request, RemiRequest)
         bars = request.bars
-        if request.operation == INFILL.name:
+        if request.operation == INFILL.name and request.infill is not None:
             first, last = request.infill_span()
             bars = last - first + 1
         for label, classes in (("rhythm", request.rhythm), ("polyphony", request.polyphony)):
@@ -72,7 +74,12 @@ class RemiFamily(Family):
             from museforge.families.remi.infill import check_infill
 
             assert isinstance(request, RemiRequest)
-            check_infill(loaded, request, source)
+            if request.track is not None:
+                from museforge.families.remi.infill import check_track
+
+                check_track(loaded, request, source)
+            else:
+                check_infill(loaded, request, source)
 
     def scorer(self, model: nn.Module, tokenizer: Any) -> TokenScorer:
         from museforge.models.scoring import WindowScorer
@@ -98,9 +105,10 @@ class RemiFamily(Family):
     ) -> list[GeneratedSong]:
         assert isinstance(request, RemiRequest)
         if request.operation == INFILL.name:
-            from museforge.families.remi.infill import infill_remi
+            from museforge.families.remi.infill import fill_track_remi, infill_remi
 
-            return infill_remi(loaded, request, source, progress, originality)
+            fill = infill_remi if request.track is None else fill_track_remi
+            return fill(loaded, request, source, progress, originality)
         from museforge.families.remi.sample import sample_remi
 
         return sample_remi(loaded, request, source, progress, originality)

@@ -1,4 +1,5 @@
-"""Filling in bars of a piece with a REMI Transformer trained to fill in the middle (`museforge.tokenizers.infill`).
+"""Filling in bars of a piece, or one part of it, with a REMI Transformer trained to fill in the middle
+(`museforge.tokenizers.infill`).
 
 The prompt is the piece with the bars to fill replaced by placeholders, then ``FillStart``; the model writes those
 bars and ``FillEnd``, under the REMI grammar (so exactly that many bars, each well formed). The piece's other bars
@@ -27,9 +28,9 @@ from museforge.families.loaded import (
 from museforge.families.remi.request import RemiRequest
 from museforge.families.remi.sample import MAX_BAR_TOKENS, decode_remi
 from museforge.generation.remi_grammar import RemiGrammar, stop_at_eos
-from museforge.generation.splice import keep_source_bars
+from museforge.generation.splice import keep_source_bars, replace_track_bars
 from museforge.metrics.originality import OriginalityIndex
-from museforge.tokenizers.infill import arrange
+from museforge.tokenizers.infill import arrange, arrange_track
 from museforge.tokenizers.remi import RemiEncoding, RemiTokenizer
 
 
@@ -207,3 +208,95 @@ def middle_nll(model: torch.nn.Module, tok: RemiTokenizer, enc: RemiEncoding, fi
     ids = torch.tensor([(prompt + middle)[: model.config.max_seq_len]])  # [1, T]
     logits = model(ids)[0][0, len(prompt) - 1 : -1].float()  # [M, V]: each predicts the next middle token
     return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :]).item())
+
+
+def check_track(loaded: LoadedModel, request: RemiRequest, source: symusic.Score) -> tuple[RemiEncoding, int]:
+    """The source's REMI encoding and the voice program of ``request.track``, once the model writes voices
+    (multi-track REMI with the fill tokens), the track is a pitched one of the piece and the bars are inside it."""
+    tok = loaded.tokenizer
+    assert isinstance(tok, RemiTokenizer) and request.track is not None
+    if not tok.fill_ids or not tok.config.use_programs:
+        raise RequestError(
+            f"model {loaded.name} cannot write one part again: it needs multi-track REMI (use_programs) and "
+            "fill-in training (--infill)"
+        )
+    index = request.track - 1
+    n = len(source.tracks)
+    if index >= n or source.tracks[index].is_drum or not len(source.tracks[index].notes):
+        raise RequestError(f"track {request.track} is not a pitched part with notes of this {n}-track piece")
+    enc = tok.encode(source, style=request.style)
+    if request.infill is not None and request.infill_span()[1] >= len(enc.bar_starts):
+        raise RequestError(f"infill asks for bar {request.infill_span()[1] + 1}, but the piece is shorter")
+    pitched = [i for i, t in enumerate(source.tracks) if not t.is_drum]
+    voice = list(enc.programs)[pitched.index(index)]
+    return enc, voice
+
+
+def track_prompt(
+    tok: RemiTokenizer, enc: RemiEncoding, voice: int, first: int, last: int, window: int
+) -> tuple[list[int], int]:
+    """The prompt (style, bars ``first..last`` without voice ``voice``, ``FillStart``) and the tokens left for the
+    voice, as the model was trained (`museforge.tokenizers.infill.arrange_track`): a `RequestError` when the
+    bars and room for the voice (1.5 times what it held, at least 16 tokens a bar) do not fit the ``window``."""
+    ids, starts = enc.ids.tolist(), [*enc.bar_starts.tolist(), len(enc.ids)]
+    head = [t for t in ids[: starts[0]] if tok.is_control([t])[0]]
+    prompt, middle = arrange_track(head + ids[starts[first] : starts[last + 1]], voice, tok)
+    reserve = max(len(middle) * 3 // 2, 16 * (last - first + 1))
+    if len(prompt) + reserve > window:
+        raise RequestError(
+            f"bars {first + 1}-{last + 1} with every part take {len(prompt)} tokens and the part needs about "
+            f"{reserve} more, past the model's {window}-token context: fill fewer bars (infill='{first + 1}-…')"
+        )
+    return prompt, window - len(prompt)
+
+
+def fill_track_remi(
+    loaded: LoadedModel,
+    request: RemiRequest,
+    source: symusic.Score | None,
+    progress: ProgressFn | None,
+    originality: OriginalityIndex | str | Path | None,
+) -> list[GeneratedSong]:
+    """``request.num_samples`` versions of ``source`` with track ``request.track`` written again in the
+    ``infill`` bars (the whole piece without them), knowing every other part; all else is the source's."""
+    if source is None:
+        raise RequestError("filling in a part needs a piece")
+    enc, voice = check_track(loaded, request, source)
+    tok = loaded.tokenizer
+    assert isinstance(tok, RemiTokenizer) and request.track is not None
+    first, last = request.infill_span() if request.infill is not None else (0, len(enc.bar_starts) - 1)
+    model = loaded.sampler(request.num_samples)[0]
+    prompt, budget = track_prompt(tok, enc, voice, first, last, model.config.max_seq_len)
+    around = sum(t == tok.bar_id for t in prompt)
+    meters = bar_meters(tok, enc, first, last)
+    grammar = RemiGrammar(
+        tok,
+        max_bars=around + len(meters),
+        max_bar_tokens=MAX_BAR_TOKENS,
+        max_new_tokens=budget,
+        end_token="FillEnd",
+        bar_time_signatures=[None] * around + meters,
+        programs={tok.program_ids[voice]},
+    )
+    end = tok.fill_ids["FillEnd"]
+    seed = request.drawn_seed()
+    start = time.perf_counter()
+    gen = torch.Generator(device=loaded.device).manual_seed(seed)
+    out = decode_remi(loaded, request, prompt, budget, gen, grammar, stop_at_eos(end))
+    elapsed = time.perf_counter() - start
+    index, index_source = originality_of(loaded, originality)
+    params = {**_params(loaded, request, seed, [], last - first + 1), "track": request.track}
+    songs = []
+    for i, seq in enumerate(out.sequences()):
+        middle = [t for t in seq[len(prompt) :] if t not in (end, tok.pad_id)]
+        made = tok.decode(middle)
+        score = replace_track_bars(source, request.track - 1, made, first, last)
+        check = judge_originality(made, index, index_source)
+        songs.append(
+            GeneratedSong(
+                score, [*prompt, *middle], loaded.name, {**params, "sample": i}, elapsed, len(middle), check
+            )
+        )
+    if progress is not None:
+        progress(1.0)
+    return songs

@@ -30,7 +30,7 @@ SPAN = re.compile(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9}))?\s*", re.ASCII)  # "5" or "
 
 class RemiRequest(SongRequest):
     """A REMI Transformer song: ``bars`` of new music in a style, each bar's rhythm and polyphony free or asked;
-    or a piece's ``infill`` bars written again between the bars around them."""
+    or a piece's ``infill`` bars written again between the bars around them, or only its ``track`` there."""
 
     style: Style = None
     bars: Bars = 16
@@ -45,6 +45,23 @@ class RemiRequest(SongRequest):
             "filled bar.",
         ),
         form("Bars to fill in", "bar_range", operations=("infill",), shown=""),
+    ] = None
+    track: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=128,
+            description="Fill in one part: the track to write again, counted from 1 (e.g. 2, a chorale's alto), "
+            "in the infill bars or the whole piece; every other part stays note for note. Needs a model trained "
+            "on multi-track REMI.",
+        ),
+        form(
+            "Part to fill in (track number; empty: the bars)",
+            "shift",
+            step=1,
+            operations=("infill",),
+            shown="",
+        ),
     ] = None
     temperature: Temperature = 1.0
     top_p: TopP = 0.95

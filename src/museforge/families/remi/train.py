@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from museforge.data.dataset import FillInTheMiddle, chained
+from museforge.data.dataset import FillInTheMiddle, FillTrack, chained
 from museforge.families.remi.model import TransformerConfig, TransformerLM
 from museforge.training.recipes import (
     UNTIL_PLATEAU,
@@ -38,7 +38,10 @@ def prepare(
     train, valid = token_windows(data_dir, tokenizer_name, tokenizer, spec.seq_len, options.max_shift)
     if options.infill > 0:  # the fill tokens sit past the cache's ids, so the cache serves both kinds of run
         tokenizer = tokenizer.with_fill_tokens()
-        train.augment = chained(train.augment, FillInTheMiddle(tokenizer, options.infill))
+        fills = [FillInTheMiddle(tokenizer, options.infill)]
+        if tokenizer.config.use_programs:  # half the filled windows fill a voice instead of bars
+            fills = [FillInTheMiddle(tokenizer, options.infill / 2), FillTrack(tokenizer, options.infill / 2)]
+        train.augment = chained(train.augment, *fills)
     overrides = dict(options.model_overrides)
     size = overrides.pop("preset", spec.model["preset"])
     # RoPE does not extrapolate: positions past the training window score 3-7x worse (measured on the
