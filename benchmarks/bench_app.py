@@ -88,7 +88,8 @@ class Deployment:
                 self.start_worker(name, [*worker, "--concurrency", slots, "--no-batching"])
         elif setup == "batched":
             command = [*worker, "--concurrency", str(args.clients), "--batching"]
-            self.start_worker("w1", command, MUSEFORGE_TORCH_THREADS=str(cores))
+            threads = str(args.batch_threads or cores)
+            self.start_worker("w1", command, MUSEFORGE_TORCH_THREADS=threads)
         self.base = self.start_web()
 
     def spawn(self, name: str, command: list[str], ready, **env: str) -> subprocess.Popen:
@@ -249,6 +250,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--per-client", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2, help="jobs run at once one at a time (not batched)")
+    ap.add_argument("--batch-threads", type=int, default=0, help="torch threads of the batch (0: all cores)")
     ap.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
     ap.add_argument("--timeout", type=float, default=900.0, help="bound on each load phase, seconds")
     args = ap.parse_args()
