@@ -123,9 +123,9 @@ class BatchedDecoder:
         loop = _Loop(ids, max_new_tokens, generator, temperature, top_k, top_p, mask_fn, stop_fn, pad_id)
         row = _Row(loop, max_new_tokens)
         with self._wake:
-            self._waiting.append(row)
             if self._closed:
                 raise RuntimeError("the batched decoder is closed")
+            self._waiting.append(row)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="museforge-batch", daemon=True)
                 self._thread.start()
