@@ -238,6 +238,7 @@ class BatchedDecoder:
         top_p: float | None,
         masks: Tensor | None,
     ) -> list[int | None]:
+        """The tokens of rows ``members``, sampled in one pass (the whole batch without copying, when it is)."""
         assert self._logits is not None
         everyone = len(members) == len(self._rows)
         index = None if everyone else torch.tensor(members, device=self._logits.device)

@@ -382,6 +382,7 @@ class StackedCache:
 
     @property
     def n(self) -> int:
+        """Rows in use."""
         return len(self.lengths)
 
     def put(self, cache: KVCache) -> int:
@@ -423,6 +424,7 @@ class StackedCache:
         return self._pos
 
     def longest(self) -> int:
+        """The longest row's length: how far a step's attention reads (shorter rows are masked)."""
         return max(self.lengths)
 
     def advance(self) -> None:
