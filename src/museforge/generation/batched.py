@@ -11,12 +11,18 @@ the same temperature/top-k/top-p, each row drawing from its own generator (`samp
 What "the same song as alone" means here. The sampling is exact: the same logits and generator give the same
 token, whatever the other rows. The logits are not bit for bit: a BLAS chooses its kernel and summation
 order by the product's shape, so the n-row products (and attention over a padded cache) round a row's last
-bits differently than the one-row products of a sequence decoded alone (measured on this project's CPU: a
-1-row ``F.linear`` differs from the same row in a 2..64-row one in every row, by ~1e-6). A sampled token can
-only change where those last bits decide the draw (two tokens' races within ~1e-6 of each other: about one
-step in a million), and from there that song goes its own way; everywhere else a batched song is token for
-token the song its seed gives alone. The loop runs in a thread of its own; the hooks (a stop rule that
-reports progress, say) run there too, and what they raise ends their row only, in its caller.
+bits differently than the one-row products of a sequence decoded alone. Measured on this project's CPU (AMD
+EPYC, torch's CPU BLAS): a 1-row ``F.linear`` (a matrix-vector kernel) differs from the same row in any
+2..64-row product in every row, by ~1e-6; 2- and 3-row products differ from 5-and-more-row ones; from 5
+rows on, on one thread, a row's numbers did not depend on the row count or its place (with 2 threads a
+5-row product's edge rows did), which no BLAS promises; masked attention over the padded cache differs from
+attention over the row's own cache in 15 of 20 rows, by ~1e-7. So no batch size can give every row the
+numbers of the one-row path on every machine, short of decoding alone. A sampled token can only change
+where those last bits decide the draw (two tokens' races within about a millionth of each other: rare; in
+`benchmarks/bench_batched_decode.py` all 20 fp32 songs, 8,636 tokens, came out identical), and from there
+that song goes its own way; everywhere else a batched song is token for token the song its seed gives alone.
+The loop runs in a thread of its own; the hooks (a stop rule that reports progress, say) run there too, and
+what they raise ends their row only, in its caller.
 """
 
 from __future__ import annotations
