@@ -255,6 +255,13 @@ class RemiTokenizer(TokenTokenizer):
         """The wrapped miditok tokenizer (for its vocabulary helpers; encode through this class)."""
         return self._tok
 
+    def token_names(self) -> list[str] | None:
+        """miditok's names by id, then the fill tokens; None with BPE (merged tokens have no stable name)."""
+        if self.is_trained:
+            return None
+        by_id = sorted(self._tok.vocab.items(), key=lambda item: item[1])
+        return [name for name, _ in by_id] + list(self.fill_ids)
+
     def with_fill_tokens(self) -> RemiTokenizer:
         """This tokenizer with the fill tokens appended (every other id unchanged): for fine-tuning to fill in."""
         return type(self)(replace(self.config, infill=True), _miditok=self._tok)
