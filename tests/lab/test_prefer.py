@@ -115,6 +115,8 @@ def test_prefer_is_skipped_without_enough_feedback(lab):
 def test_the_command_prints_one_json_line_and_names_a_bad_method(lab):
     result = CliRunner().invoke(app, ["lab", "prefer", "--model", MODEL, "--method", "ppo"])
     assert result.exit_code == 2 and "--method must be one of dpo, kto, got 'ppo'" in result.output
+    result = CliRunner().invoke(app, ["lab", "prefer", "--model", MODEL, "--beta", "0"])
+    assert result.exit_code == 2 and "--beta" in result.output
     result = CliRunner().invoke(app, ["lab", "prefer", "--model", MODEL, "--max-steps", "2"])
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout.strip().splitlines()[-1])
