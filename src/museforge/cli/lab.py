@@ -102,6 +102,15 @@ def lab_prefer(
             "smaller lets each song move further from the reference before its push saturates.",
         ),
     ] = None,
+    transposed_copies: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=12,
+            help="Transposed copies of each training example (within ±6 semitones): the taste is learnt rather "
+            "than the liked tunes' pitches (0: none).",
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
     threads: Threads = None,
 ) -> None:
@@ -118,7 +127,14 @@ def lab_prefer(
     lab = _lab(model, None, need_corpus=False)
     repo = _store(lab.var)
     try:
-        options = PreferOptions(method=method, max_steps=max_steps, lr=lr, beta=beta, seed=seed)
+        options = PreferOptions(
+            method=method,
+            max_steps=max_steps,
+            lr=lr,
+            beta=beta,
+            transposed_copies=transposed_copies,
+            seed=seed,
+        )
         result = prefer(lab, repo, options, log=lambda line: console.print(f"[dim]{line}[/]"))
     except (LabBusy, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
