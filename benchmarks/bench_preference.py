@@ -142,7 +142,9 @@ def run_round(panel: list[Listener], round_no: int, args: argparse.Namespace, va
         listener.rate(song_id, stars)
     started = time.perf_counter()
     command = [sys.executable, "-m", "museforge", "lab", "prefer", "--model", "remi-transformer",
-               "--method", args.method, "--max-steps", str(args.max_steps), "--lr", str(args.lr)]  # fmt: skip
+               "--method", args.method, "--max-steps", str(args.max_steps), "--lr", str(args.lr),
+               *(["--beta", str(args.beta)] if args.beta else []),
+               "--transposed-copies", str(args.transposed_copies)]  # fmt: skip
     done = subprocess.run(command, env={**os.environ, "MUSEFORGE_VAR_DIR": str(var)}, capture_output=True,
                           text=True, check=True)  # fmt: skip
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -181,6 +183,10 @@ def main() -> None:
     parser.add_argument("--method", default="kto", choices=("kto", "dpo"))
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-5, help="Peak learning rate of `lab prefer`.")
+    parser.add_argument(
+        "--beta", type=float, default=None, help="`lab prefer --beta` (default: the method's)."
+    )
+    parser.add_argument("--transposed-copies", type=int, default=0, help="`lab prefer --transposed-copies`.")
     parser.add_argument("--eval-samples", type=int, default=24)
     parser.add_argument("--noise", type=float, default=0.5, help="Stars' noise (standard deviation).")
     parser.add_argument("--contradict", action="store_true", help="Add a listener who wants the opposite.")

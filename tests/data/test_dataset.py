@@ -19,9 +19,10 @@ from museforge.data.dataset import (
     TokenCache,
     TokenizeOptions,
     TokenWindowDataset,
+    style_parts,
     tokenize_dataset,
 )
-from museforge.data.manifest import load_manifest
+from museforge.data.manifest import PieceRecord, load_manifest
 
 pytestmark = pytest.mark.xdist_group("dataset")
 
@@ -149,3 +150,17 @@ def test_cli_tokenize_and_stats(dataset):
     assert stats["tokens"]["performance"]["train"] > 0
     bad = runner.invoke(app, ["data", "tokenize", "--data", str(dataset), "--tokenizer", "nope"])
     assert bad.exit_code == 2 and "unknown tokenizer 'nope'" in bad.output
+
+
+def test_each_styles_usual_number_of_parts_is_counted_from_its_training_pieces():
+    def piece(style: str, tracks: int, split: str = "train") -> PieceRecord:
+        return PieceRecord(
+            id=f"{style}{tracks}{split}", source="x", style=style, programs=[0] * tracks, split=split
+        )
+
+    records = [
+        *(piece("Chorale", 4) for _ in range(3)), piece("chorale", 5), piece("chorale", 2, "test"),
+        piece("chorale", 2, "test"), piece("folk", 1), piece("folk", 2),  # a tie: the fewer parts
+        piece("medieval", 3, "valid"),  # no training piece: the other splits count
+    ]  # fmt: skip
+    assert style_parts(records) == [("chorale", 4), ("folk", 1), ("medieval", 3)]

@@ -2,6 +2,7 @@
 music21 corpus."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,13 +12,14 @@ from typer.testing import CliRunner
 from museforge.cli import app
 from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
-from museforge.data.dataset import TokenCache, TokenWindowDataset
+from museforge.data.dataset import TokenCache, TokenizeOptions, TokenWindowDataset, tokenize_dataset
 from museforge.families import get_family, load_checkpoint
 from museforge.families.performance.model import controls_for_events
 from museforge.families.performance.train import PerformanceControlWindows
 from museforge.families.training import prepare_training, resume_run, start_run
 from museforge.lab.model_card import train_command
 from museforge.tokenizers import TOKENIZERS
+from museforge.tokenizers.registry import load_tokenizer_state
 from museforge.training.trainer import cpu_has_bf16
 
 pytestmark = pytest.mark.xdist_group("recipes")
@@ -193,6 +195,39 @@ def test_a_run_can_start_from_another_runs_weights(dataset, tmp_path):
             model_overrides={"d_model": 64},
             train_overrides={"max_steps": 1},
         )
+
+
+def test_a_single_stream_model_moves_to_multi_track_tokens_keeping_the_tokens_it_knows(dataset, tmp_path):
+    """Fine-tuning onto REMI with Program tokens (which miditok puts between the old tokens, shifting their ids):
+    the embedding/output row of every token both vocabularies name is carried over by name, the new tokens
+    start as the mean row, and every other weight is the checkpoint's."""
+    single = tmp_path / "single"
+    start_run("transformer", dataset, "tiny", single, train_overrides={"max_steps": 1})
+    multi_data = tmp_path / "multi-data"
+    shutil.copytree(dataset, multi_data, ignore=shutil.ignore_patterns("cache"))
+    tokenize_dataset(multi_data, "remi", TokenizeOptions(config={"use_programs": True}, workers=1))
+    multi = tmp_path / "multi"
+    start_run(
+        "transformer", multi_data, "tiny", multi, init_from=single / "last",
+        train_overrides={"max_steps": 1, "lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0},
+    )  # fmt: skip
+    old, new = load_checkpoint(single / "last"), load_checkpoint(multi / "last")
+    old_names = load_tokenizer_state(old.tokenizer).token_names()
+    new_names = load_tokenizer_state(new.tokenizer).token_names()
+    assert len(new_names) > len(old_names) and new_names[: len(old_names)] != old_names  # ids moved
+    shared = [name for name in new_names if name in old_names]
+    assert len(shared) == len(old_names)
+    rows_old = torch.tensor([old_names.index(n) for n in shared])
+    rows_new = torch.tensor([new_names.index(n) for n in shared])
+    fresh = torch.tensor([j for j, n in enumerate(new_names) if n not in old_names])
+    assert all(new_names[j].startswith("Program_") for j in fresh.tolist())
+    before, after = old.model.state_dict(), new.model.state_dict()
+    for name, weight in before.items():
+        if weight.shape[0] != len(old_names):
+            torch.testing.assert_close(after[name], weight, msg=name)
+            continue
+        torch.testing.assert_close(after[name][rows_new], weight[rows_old], msg=name)
+        torch.testing.assert_close(after[name][fresh], weight.mean(0).expand(len(fresh), *weight.shape[1:]))
 
 
 def test_a_run_from_a_checkpoint_keeps_its_size_and_options_without_repeating_them(dataset, tmp_path):

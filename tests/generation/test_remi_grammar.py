@@ -215,3 +215,36 @@ def test_songs_end_where_the_model_ends_them(chorale_model, tmp_path):
     notes = np.array(per_bar)  # [songs, bars]
     assert (notes > 0).all()
     assert notes[:, -1].mean() <= 1.5 * notes[:, :-1].mean(), notes
+
+
+@pytest.mark.parametrize("max_voices", [1, 3])
+def test_a_random_multi_track_model_writes_no_more_voices_than_allowed(max_voices):
+    """An untrained model picks Program tokens at random (dozens of voices in 8 bars without a cap); with
+    ``max_voices`` every sample uses at most that many, and a prompt's voices count among them."""
+    tok = build_tokenizer("remi", {"use_programs": True})
+    torch.manual_seed(max_voices)
+    model = TransformerLM(
+        TransformerConfig.preset("tiny", vocab_size=tok.vocab_size, d_model=32, d_ff=64)
+    ).eval()
+
+    def voices(ids: list[int]) -> set[str]:
+        return {tok.token_name(i) for i in ids if tok.token_name(i).startswith("Program_")}
+
+    def sample(prompt: list[int], cap: int | None) -> list[list[int]]:
+        grammar = RemiGrammar(tok, max_bars=8, max_new_tokens=300, max_voices=cap)
+        out = generate_transformer(
+            model, prompt, 300, num_samples=4, seed=0, mask_fn=grammar, stop_fn=stop_at_eos(tok.eos_id)
+        )
+        return out.sequences()
+
+    start = [tok.style_token("chorale")]
+    assert max(len(voices(ids)) for ids in sample(start, None)) > 3
+    for ids in sample(start, max_voices):
+        assert 1 <= len(voices(ids)) <= max_voices
+    chorale = tok.encode(load_score(music21.corpus.getWork("bach/bwv66.6")), style="chorale").ids.tolist()
+    primer = chorale[: int(np.flatnonzero(np.array(chorale) == tok.bar_id)[2])]  # two bars of four parts
+    assert len(voices(primer)) == 4
+    for ids in sample(primer, max_voices):
+        assert voices(ids) == voices(primer)  # the cap is reached already: only the primer's parts go on
+    with pytest.raises(ValueError, match="max_voices"):
+        RemiGrammar(TOK, max_voices=2)  # no Program tokens to count

@@ -4,6 +4,7 @@ from the store, a candidate is tuned and gated with reasons, and the feedback ru
 import json
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -12,10 +13,18 @@ from museforge.cli import app
 from museforge.families.serving import clear_model_cache, generate_song, get_model
 from museforge.lab.cycle import Lab
 from museforge.lab.feedback import Judged, held_out, pairs, request_key, utilities
-from museforge.lab.prefer import PREFER_LOG, PreferOptions, prefer, preference_reasons
+from museforge.lab.prefer import (
+    PREFER_LOG,
+    Example,
+    PreferOptions,
+    prefer,
+    preference_reasons,
+    transposed_examples,
+)
 from museforge.models.zoo import MODELS_DIR_ENV, locate_model, registry
 from museforge.store import FileStore, Song, open_repository
 from museforge.store.records import Feedback
+from museforge.training.preference import PreferenceItem, ScoredSequence, reference_log_probs
 
 pytestmark = pytest.mark.xdist_group("lab_cycle")
 GATE_PREFER = GATE.__class__(**{**GATE.to_dict(), "nll_tolerance": 0.05})
@@ -73,6 +82,42 @@ def test_prefer_tunes_and_gates_a_candidate_from_the_stores_feedback(lab, method
     assert logged[-1]["decision"] == result["decision"]
 
 
+def test_transposed_copies_move_every_pitch_alike_and_are_scored_by_the_reference(lab):
+    """Each training example gains copies whose pitches all moved by one shift within ±6 (nothing else moved),
+    each with the reference's own log-probability of the copy; held-out examples get none."""
+    repo = open_repository(lab.var)
+    _made(lab, repo, FileStore(lab.var), range(8))
+    options = PreferOptions(max_steps=2, batch_size=4, min_examples=4, heldout_share=0.3, transposed_copies=2,
+                            gate=GATE_PREFER)  # fmt: skip
+    result = prefer(lab, repo, options, log=lambda _: None)
+    assert 0 < result["examples"]["transposed"] <= 2 * result["examples"]["train"]
+    loaded = get_model(lab.model)
+    examples = [Example(PreferenceItem(ScoredSequence(s.tokens, s.start), 0.0, desirable=True), (str(i),))
+                for i, s in enumerate(_stored(lab, repo, loaded.checkpoint.model.config.max_seq_len))]  # fmt: skip
+    repo.close()
+    copies = transposed_examples(examples, loaded.tokenizer, loaded.checkpoint.model, 3)
+    assert copies and all(
+        sum(c.songs == e.songs for c in copies) <= 3 for e in examples
+    )  # out of range: skipped
+    pitch = set(loaded.tokenizer.pitch_ids.tolist())
+    by_song = {e.songs: e.item.chosen.tokens for e in examples}
+    for copy in copies:
+        original, moved = np.array(by_song[copy.songs]), np.array(copy.item.chosen.tokens)
+        changed = np.isin(original, list(pitch))
+        shift = set((moved - original)[changed].tolist())
+        assert len(shift) == 1 and 0 < abs(shift.pop()) <= 6
+        assert (moved[~changed] == original[~changed]).all()
+        (own,) = reference_log_probs(loaded.checkpoint.model, [copy.item.chosen])
+        assert copy.item.ref_chosen == pytest.approx(own, rel=1e-5)
+
+
+def _stored(lab, repo, context):
+    """The token sequences the store's songs keep, cut to the model's context."""
+    for song in repo.list_songs(owner="user:panel"):
+        kept = json.loads((lab.var / song.files["tokens"]).read_text())
+        yield ScoredSequence(kept["tokens"][:context], kept["start"])
+
+
 @pytest.fixture
 def performance_lab(performance_world, tmp_path, monkeypatch):
     corpus, models = performance_world
@@ -115,6 +160,8 @@ def test_prefer_is_skipped_without_enough_feedback(lab):
 def test_the_command_prints_one_json_line_and_names_a_bad_method(lab):
     result = CliRunner().invoke(app, ["lab", "prefer", "--model", MODEL, "--method", "ppo"])
     assert result.exit_code == 2 and "--method must be one of dpo, kto, got 'ppo'" in result.output
+    result = CliRunner().invoke(app, ["lab", "prefer", "--model", MODEL, "--beta", "0"])
+    assert result.exit_code == 2 and "--beta" in result.output
     result = CliRunner().invoke(app, ["lab", "prefer", "--model", MODEL, "--max-steps", "2"])
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout.strip().splitlines()[-1])

@@ -133,23 +133,80 @@ def test_recover_requeues_or_fails_running_jobs(repo):
     assert repo.get_job(job_id=b.id).error == interrupted_reason(2)
 
 
+def claim(repo, job_id, holder="w1", max_attempts=2, alive_since=None):
+    """Claim as a queue worker would, a job counting as alive when it beat at or after ``alive_since``."""
+    stale_before = time.time() - 60 if alive_since is None else alive_since
+    return repo.claim_job_id(
+        job_id=job_id, max_attempts=max_attempts, holder=holder, stale_before=stale_before
+    )
+
+
 def test_claim_by_id_takes_over_a_dead_workers_job_until_attempts_run_out(repo):
     job = repo.create_job(owner="u", model="m", operation="generate", params={})
     other = repo.create_job(owner="u", model="m", operation="generate", params={})
-    first = repo.claim_job_id(job_id=job.id, max_attempts=2)
+    first = claim(repo, job.id)
     assert first.id == job.id and first.status == "running" and first.attempts == 1
+    assert first.holder == "w1" and first.heartbeat_at >= first.started_at
     assert repo.get_job(job_id=other.id).status == "queued"  # only the delivered job moves
-    again = repo.claim_job_id(job_id=job.id, max_attempts=2)  # delivered again: its worker died
-    assert again.attempts == 2 and again.status == "running"
-    assert repo.claim_job_id(job_id=job.id, max_attempts=2) is None  # a third delivery: given up
+    assert claim(repo, job.id, holder="w2") is None  # delivered twice while w1 is alive: not run twice
+    assert repo.get_job(job_id=job.id).holder == "w1"
+    dead = time.time() + 1  # every heartbeat so far is older: w1 died
+    again = claim(repo, job.id, holder="w2", alive_since=dead)
+    assert again.attempts == 2 and again.status == "running" and again.holder == "w2"
+    assert claim(repo, job.id, holder="w3", alive_since=time.time() + 1) is None  # w2 died too: given up
     failed = repo.get_job(job_id=job.id)
     assert failed.status == "failed" and failed.error == lost_worker_reason(2)
-    assert repo.claim_job_id(job_id=job.id, max_attempts=5) is None  # failed stays failed
-    repo.claim_job_id(job_id=other.id, max_attempts=2)
+    assert claim(repo, job.id, max_attempts=5, alive_since=time.time() + 1) is None  # failed stays failed
+    claim(repo, other.id)
     repo.finish_job(job_id=other.id, songs=[_song("u", other.id)])
-    assert repo.claim_job_id(job_id=other.id, max_attempts=2) is None  # done: a repeated delivery
+    assert claim(repo, other.id, alive_since=time.time() + 1) is None  # done: a repeated delivery
     assert repo.get_job(job_id=other.id).status == "done"
-    assert repo.claim_job_id(job_id="nope", max_attempts=2) is None
+    assert claim(repo, "nope") is None
+
+
+def test_heartbeats_keep_a_workers_jobs_and_the_silent_ones_are_reaped(repo):
+    alive, silent, embedded = (
+        repo.create_job(owner="u", model="m", operation="generate", params={}) for _ in range(3)
+    )
+    claim(repo, alive.id, holder="w1")
+    claim(repo, silent.id, holder="w2")
+    repo.claim_job()  # the embedded queue's job: no holder, no heartbeat, never reaped
+    time.sleep(0.01)
+    cut = time.time()
+    time.sleep(0.01)
+    repo.beat_jobs(job_ids=[alive.id, silent.id], holder="w1")  # w1 cannot keep w2's job alive
+    assert repo.get_job(job_id=alive.id).heartbeat_at > cut
+    assert repo.get_job(job_id=silent.id).heartbeat_at < cut
+    assert repo.reap_jobs(stale_before=cut, max_attempts=2) == ([silent.id], [])
+    back = repo.get_job(job_id=silent.id)
+    assert (back.status, back.holder, back.heartbeat_at, back.attempts) == ("queued", None, None, 1)
+    assert repo.get_job(job_id=alive.id).status == "running"
+    assert repo.get_job(job_id=embedded.id).status == "running"
+    retaken = claim(repo, silent.id, holder="w3")
+    assert retaken.attempts == 2 and retaken.holder == "w3"
+    assert repo.reap_jobs(stale_before=time.time() + 1, max_attempts=2) == ([alive.id], [silent.id])
+    assert repo.get_job(job_id=silent.id).error == lost_worker_reason(2)
+    assert repo.get_job(job_id=embedded.id).status == "running"
+    assert repo.reap_jobs(stale_before=time.time() + 1, max_attempts=2) == ([], [])  # once only
+
+
+def test_two_reapers_at_once_requeue_a_job_once(repo):
+    jobs = [repo.create_job(owner="u", model="m", operation="generate", params={}) for _ in range(20)]
+    for job in jobs:
+        claim(repo, job.id, holder="dead")
+    results, start = [], threading.Barrier(4)
+
+    def reap():
+        start.wait()
+        results.append(repo.reap_jobs(stale_before=time.time() + 1, max_attempts=2))
+
+    threads = [threading.Thread(target=reap) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    requeued = [job_id for r, _ in results for job_id in r]
+    assert sorted(requeued) == sorted(j.id for j in jobs)  # each exactly once
 
 
 def test_songs_share_tokens_and_files(repo):

@@ -1,12 +1,13 @@
 """The distributed queue end to end on loopback: a real Redis server, `museforge serve` and `museforge worker`
 child processes on the tiny test models. Jobs finish on both workers; a worker killed with ``kill -9``
-mid-job hands its job to another and the listener gets one set of songs; a job that keeps killing workers is
-failed with a reason; Redis killed and restarted keeps every accepted job; a web process whose broker is down
-answers 503 at once; the lab's schedule runs through Celery beat on the lab queue."""
+mid-job hands its job to another within seconds (its heartbeat stops; the broker's visibility timeout is made
+too long to help) and the listener gets one set of songs; a job delivered twice while its worker lives runs
+once; a job that keeps killing workers is failed with a reason; Redis killed and restarted keeps every
+accepted job; a web process whose broker is down answers 503 at once; the lab's schedule runs through Celery
+beat on the lab queue."""
 
 import pickle
 import shutil
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,20 +18,13 @@ from museforge.lab.heldout import HELDOUT, copy_pieces, pick_heldout
 from museforge.lab.schedule import parse_schedule
 from museforge.store import open_repository
 from museforge.store.repository import lost_worker_reason
-from museforge.web.queue import LabSchedule
+from museforge.web.queue import LabSchedule, celery_app, publish_job
+from museforge.web.settings import Settings
 from web.queue_cluster import Cluster, Listener, wait_for
 
 pytestmark = pytest.mark.xdist_group("queue")  # child processes: one of these tests at a time
 LONG = {"bars": 64, "num_samples": 4}  # a job that runs long enough on the tiny model to be killed mid-way
-VISIBILITY_S = 2  # a killed worker's job goes back to the queue this long after its delivery
-
-
-def restart_after_visibility(c: Cluster, name: str):
-    """A worker started once the killed worker's message is past its visibility timeout, as its supervisor
-    would restart it: a starting worker puts such messages back in the queue (running ones check again only
-    every 100 s), so the test need not wait that long."""
-    time.sleep(VISIBILITY_S + 1)
-    return c.start_worker(name)
+HEARTBEAT = {"queue_heartbeat_s": "0.5", "queue_visibility_s": "3600"}  # only heartbeats can hand a job on
 
 
 @pytest.fixture
@@ -83,31 +77,49 @@ def test_jobs_run_on_two_workers_and_survive_a_redis_restart(cluster):
 
 
 def test_a_worker_killed_mid_job_hands_it_to_another_and_one_set_of_songs_is_kept(cluster):
-    c = cluster(queue_visibility_s=str(VISIBILITY_S))
+    c = cluster(**HEARTBEAT)
     listener = Listener(c.start_web())
     workers = [c.start_worker("a"), c.start_worker("b")]
     job_id = listener.submit(seed=7, **LONG).json()["id"]
     holder = wait_for(lambda: next((w for w in workers if job_id in w.started()), None), "job started")
     holder.kill()
-    workers.append(restart_after_visibility(c, "a-again"))
     done = listener.finished(job_id)
     assert done["status"] == "done", done
-    assert any(job_id in w.started() for w in workers if w is not holder)
+    (other,) = [w for w in workers if w is not holder]
+    assert job_id in other.started() and "lost its worker: queued again" in other.log.read_text()
     assert len(done["song_urls"]) == LONG["num_samples"]
     assert len(songs_of(c, job_id)) == LONG["num_samples"]  # the killed run stored none
 
 
+def test_a_job_delivered_again_while_its_worker_lives_runs_once(cluster):
+    c = cluster(**HEARTBEAT)
+    listener = Listener(c.start_web())
+    workers = [c.start_worker("a"), c.start_worker("b")]
+    job_id = listener.submit(seed=9, **LONG).json()["id"]
+    holder = wait_for(lambda: next((w for w in workers if job_id in w.started()), None), "job started")
+    (idle,) = [w for w in workers if w is not holder]
+    app = celery_app(Settings(queue_url=c.url))
+    publish_job(app, job_id)  # what Redis does when a message outlives its visibility timeout
+    app.close()
+    wait_for(lambda: f"job {job_id}: not run here" in idle.log.read_text(), "the second delivery taken")
+    assert f"job {job_id}: not run here (alive in another worker)" in idle.log.read_text()
+    assert listener.finished(job_id)["status"] == "done"
+    assert job_id not in idle.started()
+    assert len(songs_of(c, job_id)) == LONG["num_samples"]
+
+
 def test_a_job_that_keeps_killing_its_workers_is_failed_with_the_reason(cluster):
-    c = cluster(queue_visibility_s=str(VISIBILITY_S), max_attempts="2")
+    c = cluster(max_attempts="2", **HEARTBEAT)
     listener = Listener(c.start_web())
     job_id = listener.submit(seed=8, **LONG).json()["id"]
     worker = c.start_worker("a")
     for name in ("b", "c"):  # each run of the job takes its worker down; the third finds no attempt left
         wait_for(lambda w=worker: job_id in w.started(), "job started")
         worker.kill()
-        worker = restart_after_visibility(c, name)
+        worker = c.start_worker(name)
     failed = listener.finished(job_id)
     assert failed["status"] == "failed" and failed["error"] == lost_worker_reason(2)
+    assert "no attempts left: failed" in worker.log.read_text()
     assert songs_of(c, job_id) == []
 
 

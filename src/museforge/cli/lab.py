@@ -94,6 +94,23 @@ def lab_prefer(
     ] = "kto",
     max_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps of the candidate.")] = 100,
     lr: Annotated[float, typer.Option(help="Peak learning rate (> 0).")] = 1e-5,
+    beta: Annotated[
+        float | None,
+        typer.Option(
+            min=1e-6,
+            help="How much a nat of reward over the reference counts (default: the method's, DPO 0.1, KTO 1.0); "
+            "smaller lets each song move further from the reference before its push saturates.",
+        ),
+    ] = None,
+    transposed_copies: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=12,
+            help="Transposed copies of each training example (within ±6 semitones): the taste is learnt rather "
+            "than the liked tunes' pitches (0: none).",
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
     threads: Threads = None,
 ) -> None:
@@ -110,8 +127,15 @@ def lab_prefer(
     lab = _lab(model, None, need_corpus=False)
     repo = _store(lab.var)
     try:
-        result = prefer(lab, repo, PreferOptions(method=method, max_steps=max_steps, lr=lr, seed=seed),
-                        log=lambda line: console.print(f"[dim]{line}[/]"))  # fmt: skip
+        options = PreferOptions(
+            method=method,
+            max_steps=max_steps,
+            lr=lr,
+            beta=beta,
+            transposed_copies=transposed_copies,
+            seed=seed,
+        )
+        result = prefer(lab, repo, options, log=lambda line: console.print(f"[dim]{line}[/]"))
     except (LabBusy, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
     finally:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from museforge.io import atomic_write_json
 from museforge.tokenizers import RemiEncoding, Tokenizer, build_tokenizer, load_tokenizer
 from museforge.tokenizers.augment import transpose
 from museforge.tokenizers.infill import arrange, arrange_track, fill_ids
+from museforge.tokenizers.remi import normalize_style
 
 if TYPE_CHECKING:
     from museforge.tokenizers.remi import RemiTokenizer
@@ -108,11 +110,25 @@ def _token_dtype(tokenizer: Tokenizer) -> np.dtype:
 
 
 def _default_config(name: str, records: list[PieceRecord], config: dict[str, Any] | None) -> dict[str, Any]:
-    """REMI needs a style token for every style in the data (LPD genres included)."""
+    """REMI needs a style token for every style in the data (LPD genres included); multi-track REMI also
+    learns each style's usual number of parts."""
     config = dict(config or {})
     if name == "remi" and "styles" not in config:
         config["styles"] = list(dict.fromkeys([*STYLES, *sorted({r.style for r in records})]))
+    if name == "remi" and config.get("use_programs") and "style_parts" not in config:
+        config["style_parts"] = style_parts(records)
     return config
+
+
+def style_parts(records: list[PieceRecord]) -> list[tuple[str, int]]:
+    """(style, the most common number of tracks of its training pieces, a drum track counting as one), by
+    style; the smaller count wins a tie. Pieces of every split count where a style has no training piece."""
+    train = [r for r in records if r.split == "train"]
+    counts: dict[str, Counter[int]] = defaultdict(Counter)
+    for r in train + [r for r in records if r.style not in {t.style for t in train}]:
+        if r.style:
+            counts[normalize_style(r.style)][len(r.programs)] += 1
+    return [(style, min(c, key=lambda n: (-c[n], n))) for style, c in sorted(counts.items())]
 
 
 def tokenize_dataset(

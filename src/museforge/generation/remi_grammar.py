@@ -37,6 +37,7 @@ class _RowState:
     drum: bool = False  # the last Program was drums
     bar_tokens: int = 0  # tokens since the last Bar (a cap on them guarantees that every bar ends)
     sounding: bool = False  # the current bar holds a note (a Position with only a Tempo does not count)
+    voices: frozenset[int] = frozenset()  # the Program tokens used so far
 
 
 class RemiGrammar:
@@ -61,6 +62,8 @@ class RemiGrammar:
     ``end_token`` is the type of token that ends a sample: EOS, or FillEnd after the bars a fill-in writes
     (`museforge.tokenizers.infill`), whose prompt holds every other bar of the piece (counted in ``max_bars``).
     ``programs`` (Program token ids) are the only Program tokens allowed, as a track fill-in writes one voice.
+    ``max_voices`` caps the distinct Program tokens of a sequence (its prompt's included): once that many were
+    used only they remain, so a multi-track model writes the parts asked for and no more.
     One instance follows one generation; a prefix that is not one token longer than the last one seen restarts
     the bookkeeping (the budget keeps counting from the first prefix seen).
     """
@@ -77,6 +80,7 @@ class RemiGrammar:
         end_token: str = "EOS",
         bar_time_signatures: Sequence[int | None] | None = None,
         programs: Collection[int] | None = None,
+        max_voices: int | None = None,
     ) -> None:
         if tokenizer.is_trained:
             raise ValueError(
@@ -88,6 +92,11 @@ class RemiGrammar:
             raise ValueError(f"max_bar_tokens must be >= 1 or None, got {max_bar_tokens}")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or None, got {max_new_tokens}")
+        if max_voices is not None and (max_voices < 1 or not tokenizer.config.use_programs):
+            raise ValueError(
+                f"max_voices needs a tokenizer with Program tokens and must be >= 1, got {max_voices}"
+            )
+        self.max_voices = max_voices
         self.tok = tokenizer
         self.max_bars = max_bars
         self.max_bar_tokens = max_bar_tokens
@@ -147,6 +156,8 @@ class RemiGrammar:
             state.position = int(self.values[token])
         elif kind == "Program":
             state.drum = self.values[token] == "-1"
+            if token not in state.voices:
+                state.voices = state.voices | {token}
         elif kind in ("Pitch", "PitchDrum"):
             state.sounding = True
         state.last = kind
@@ -289,6 +300,7 @@ class RemiGrammar:
         if self.max_new_tokens is not None and self._start is not None:
             kinds = self._within_budget(kinds, state, self.max_new_tokens - (self._seen - self._start))
         meter = self.bar_time_signatures[bar] if 0 <= bar < len(self.bar_time_signatures) else None
+        voices = self._voices_left(state)
         key = (
             state.last,
             state.position,
@@ -298,6 +310,7 @@ class RemiGrammar:
             tuple(kinds),
             forced,
             meter,
+            voices,
         )
         cached = self._cache.get(key)
         if cached is not None:
@@ -308,6 +321,9 @@ class RemiGrammar:
         later = (self.position_value > state.position) & (self.position_value < state.bar_positions)
         out &= ~self.masks["Position"] | later
         out &= self.program_mask
+        if voices is not None:
+            out &= ~self.masks["Program"]
+            out[list(voices)] = "Program" in kinds
         if meter is not None:
             out &= ~self.masks["TimeSig"]
             out[meter] = bool("TimeSig" in kinds)
@@ -320,6 +336,12 @@ class RemiGrammar:
                 out = self.masks["Rhythm"].clone()
         self._cache[key] = out
         return out
+
+    def _voices_left(self, state: _RowState) -> frozenset[int] | None:
+        """The only Program tokens a row may still use (None: any the program mask allows)."""
+        if self.max_voices is None or len(state.voices) < self.max_voices:
+            return None
+        return state.voices
 
     def __call__(self, prefix: Tensor) -> Tensor:
         self._sync(prefix)

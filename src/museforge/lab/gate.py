@@ -6,7 +6,9 @@ Rules (tolerances are `GateSettings`; the README says why these defaults):
 - held-out NLL of every style production already knew may not rise by more than ``nll_tolerance`` nats/token;
 - NLL on the held-out part of the new music must fall by more than ``min_new_gain``;
 - every sample must decode to music with notes;
-- the share of near-copies among the samples may not exceed production's;
+- the share of near-copies among the samples may not rise above production's by more than chance (a one-sided
+  two-proportion test at 95 %, `rose_beyond_chance`: on 8 samples, one near-copy where production had none is
+  chance);
 - MGEval overlap of the samples with the held-out music may not fall below production's minus
   ``overlap_tolerance``.
 """
@@ -30,6 +32,8 @@ from museforge.metrics.diversity import distinct_ngram_share, mean_pitch_class_e
 from museforge.metrics.evaluate import analyze_scores
 from museforge.metrics.originality import OriginalityIndex
 from museforge.models.zoo import ModelNotFoundError
+
+NEAR_COPY_Z = 1.645  # one-sided 95 %: a near-copy rate must rise by more than chance to reject a candidate
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,20 @@ def _overlap(scores: list[symusic.Score], reference: list[Path]) -> float:
     return summarize(compare_sets(generated.features, held.features)[0])["overlap"]
 
 
+def rose_beyond_chance(
+    before: float, n_before: int, after: float, n_after: int, z: float = NEAR_COPY_Z
+) -> bool:
+    """Whether a rate measured on ``n_after`` samples rose above one measured on ``n_before`` by more than
+    chance: the one-sided two-proportion z-test, ``(after - before) / sqrt(p (1 - p) (1/n_before + 1/n_after))
+    > z`` with ``p`` the pooled rate. A model that writes a near-copy one time in eight shows none in 8 samples
+    a third of the time, so "any rise" rejected sound candidates on one unlucky sample."""
+    if not (n_before and n_after) or math.isnan(before) or math.isnan(after):
+        return False
+    pooled = (before * n_before + after * n_after) / (n_before + n_after)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_before + 1 / n_after))
+    return after > before if spread == 0 else (after - before) / spread > z
+
+
 def decide(
     production: dict[str, Any], candidate: dict[str, Any], settings: GateSettings, new_music: bool = True
 ) -> list[str]:
@@ -147,9 +165,11 @@ def decide(
         reasons += _new_music(production["new_nll"], candidate["new_nll"], settings)
     if candidate["decoded"] < 1.0:
         reasons.append(f"only {candidate['decoded']:.0%} of the samples decoded to music")
-    if candidate["near_copy_rate"] > production["near_copy_rate"]:
+    before, after = (round(m["decoded"] * settings.n_samples) for m in (production, candidate))
+    if rose_beyond_chance(production["near_copy_rate"], before, candidate["near_copy_rate"], after):
         reasons.append(
             f"near-copy rate rose from {production['near_copy_rate']:.0%} to {candidate['near_copy_rate']:.0%}"
+            f" (more than chance over {before} and {after} samples)"
         )
     if not candidate["overlap"] >= production["overlap"] - settings.overlap_tolerance:
         reasons.append(

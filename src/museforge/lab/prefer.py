@@ -22,13 +22,15 @@ shipped REMI model's held-out NLL), against the update cycle's 0.02.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from museforge.families import Family, get_family, load_checkpoint
@@ -40,6 +42,8 @@ from museforge.metrics.originality import OriginalityIndex
 from museforge.models.versions import Version
 from museforge.models.zoo import CARD_FILE, ORIGINALITY_FILE
 from museforge.store.repository import Repository
+from museforge.tokenizers.base import Tokenizer
+from museforge.tokenizers.registry import load_tokenizer_state
 from museforge.training import TrainConfig, Trainer
 from museforge.training.preference import (
     PreferenceCollator,
@@ -52,6 +56,7 @@ from museforge.training.preference import (
 )
 
 PREFER_LOG = "prefer.jsonl"
+SHIFTS = [s for s in range(-6, 7) if s]  # semitones a transposed copy may move (training's ±6)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class PreferOptions:
     min_examples: int = 8  # fewer judged songs (KTO) or pairs (DPO) than this: skipped
     heldout_share: float = 0.2
     diversity_tolerance: float = 0.1  # relative fall of distinct 4-grams / pitch-class entropy allowed
+    transposed_copies: int = 0  # per training example, transposed (see `transposed_examples`); 0: none
     seed: int = 0
     device: str = "cpu"
     gate: GateSettings = field(default_factory=lambda: GateSettings(nll_tolerance=0.05))
@@ -93,10 +99,16 @@ def prefer(
         examples = _examples(lab, repo, production, family, reference.model, options)
         train = [e for e in examples if not held_out(*e.songs, share=options.heldout_share)]
         test = [e for e in examples if held_out(*e.songs, share=options.heldout_share)]
+        copies = (
+            transposed_examples(train, load_tokenizer_state(reference.tokenizer), reference.model,
+                                options.transposed_copies)
+            if options.transposed_copies else []
+        )  # fmt: skip
         counts = {
             "examples": len(examples),
             "train": len(train),
             "heldout": len(test),
+            "transposed": len(copies),
             "method": options.method,
         }
         log(f"{len(examples)} {options.method} examples from feedback on version {production.number}")
@@ -105,7 +117,9 @@ def prefer(
                   f"{options.min_examples} needed"  # fmt: skip
             return _result(lab, "skipped", [why], {}, counts)
         run = lab.work / "prefer-runs" / time.strftime("%Y%m%d-%H%M%S")
-        best = _fine_tune(parent_dir, [e.item for e in train], [e.item for e in test], run, options, log)
+        best = _fine_tune(
+            parent_dir, [e.item for e in train + copies], [e.item for e in test], run, options, log
+        )
         candidate = lab.registry.add(
             lab.model, best, production.number, run=str(run), data={"feedback": counts}
         )
@@ -158,6 +172,46 @@ def _examples(
         Example(PreferenceItem(seqs[j.song_id], refs[j.song_id], desirable=j.utility > 0), (j.song_id,))
         for j in sorted(judged, key=lambda j: (j.song_id, j.listener))
     ]
+
+
+def transposed_examples(
+    examples: list[Example], tokenizer: Tokenizer, model: torch.nn.Module, copies: int
+) -> list[Example]:
+    """``copies`` transposed copies of each example, with the reference's log-probabilities of their songs.
+
+    What listeners judge here (a busy rhythm, stepwise melody, a wide range, a major key) does not change
+    under transposition, while the exact pitches of a few hundred liked songs are what a model overfits:
+    copies in other keys teach the taste rather than the tunes (fewer near-copies, less collapse). The shifts
+    are drawn from ±6 semitones by a hash of the songs, so the same feedback gives the same set. Songs with
+    per-position conditioning are left alone (it may hold pitch, as a Performance RNN's pitch-class control
+    does), as are tokenizers that cannot transpose tokens."""
+    moved = [(e, seqs) for e in examples for seqs in _shifted(e, tokenizer, copies)]
+    refs = iter(reference_log_probs(model, [s for _, seqs in moved for s in seqs]))
+    out = []
+    for example, seqs in moved:
+        item = example.item
+        chosen, ref_chosen = seqs[0], next(refs)
+        rejected, ref_rejected = (seqs[1], next(refs)) if len(seqs) > 1 else (None, 0.0)
+        out.append(Example(replace(item, chosen=chosen, ref_chosen=ref_chosen, rejected=rejected,
+                                   ref_rejected=ref_rejected), example.songs))  # fmt: skip
+    return out
+
+
+def _shifted(example: Example, tokenizer: Tokenizer, copies: int) -> list[list[ScoredSequence]]:
+    """The example's songs moved by up to ``copies`` shifts drawn by a hash of their ids; a shift that takes
+    a note out of range is skipped."""
+    item = example.item
+    seqs = [item.chosen, *([item.rejected] if item.rejected is not None else [])]
+    if any(s.inputs for s in seqs) or not hasattr(tokenizer, "transpose_ids"):
+        return []
+    digest = hashlib.sha256("|".join(example.songs).encode()).digest()
+    shifts = np.random.default_rng(int.from_bytes(digest[:8], "big")).permutation(SHIFTS)[:copies]
+    out = []
+    for shift in shifts.tolist():
+        moved = [tokenizer.transpose_ids(np.asarray(s.tokens), shift) for s in seqs]
+        if all(m is not None for m in moved):
+            out.append([ScoredSequence(m.tolist(), s.start) for m, s in zip(moved, seqs, strict=True)])
+    return out
 
 
 def _sequence(var: Path, song: Any, family: Family, model: torch.nn.Module) -> ScoredSequence | None:

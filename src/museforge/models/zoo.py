@@ -48,6 +48,7 @@ class ModelInfo:
     size_mb: float
     description: str
     tracks: list[str] = field(default_factory=list)  # a piano-roll model's tracks, in roll order
+    multi_track: bool = False  # a token model that keeps parts apart (REMI with Program tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -202,6 +203,7 @@ def model_info(path: str | Path, name: str | None = None) -> ModelInfo:
         size_mb=size / 2**20,
         description=_description(path),
         tracks=tracks,
+        multi_track=bool(tokenizer.get("config", {}).get("use_programs", False)),
     )
 
 

@@ -220,32 +220,71 @@ class MongoRepository(Repository):
         )
         return None if doc is None else Job(**_strip(doc))  # type: ignore[arg-type]
 
-    def claim_job_id(self, *, job_id: str, max_attempts: int) -> Job | None:
-        claim = {"$set": {"status": "running", "started_at": now(), "progress": 0.0}, "$inc": {"attempts": 1}}
-        after = self._pymongo.ReturnDocument.AFTER
-        doc = self.db.jobs.find_one_and_update(
-            {
-                "_id": job_id,
-                "$or": [{"status": "queued"}, {"status": "running", "attempts": {"$lt": max_attempts}}],
+    def claim_job_id(self, *, job_id: str, max_attempts: int, holder: str, stale_before: float) -> Job | None:
+        at = now()
+        claim = {
+            "$set": {
+                "status": "running",
+                "started_at": at,
+                "progress": 0.0,
+                "holder": holder,
+                "heartbeat_at": at,
             },
+            "$inc": {"attempts": 1},
+        }
+        stale = {
+            "status": "running",
+            "$or": [{"heartbeat_at": None}, {"heartbeat_at": {"$lt": stale_before}}],
+        }
+        doc = self.db.jobs.find_one_and_update(
+            {"_id": job_id, "$or": [{"status": "queued"}, {**stale, "attempts": {"$lt": max_attempts}}]},
             claim,
-            return_document=after,
+            return_document=self._pymongo.ReturnDocument.AFTER,
         )
         if doc is not None:
             return Job(**_strip(doc))  # type: ignore[arg-type]
-        spent = self.db.jobs.find_one({"_id": job_id, "status": "running"}, {"attempts": 1})
-        if spent is not None:  # delivered again with no attempts left
-            self.db.jobs.update_one(
-                {"_id": job_id, "status": "running", "attempts": spent["attempts"]},
-                {
-                    "$set": {
-                        "status": "failed",
-                        "finished_at": now(),
-                        "error": lost_worker_reason(spent["attempts"]),
-                    }
-                },
-            )
+        spent = self.db.jobs.find_one({"_id": job_id, **stale}, {"attempts": 1, "heartbeat_at": 1})
+        if spent is not None:  # its worker died with no attempts left
+            self._give_up(spent)
         return None
+
+    def _give_up(self, doc: dict[str, Any]) -> bool:
+        """Fail a job whose workers died ``doc["attempts"]`` times, unless it changed since ``doc`` was read."""
+        changed = self.db.jobs.update_one(
+            {"_id": doc["_id"], "status": "running", "attempts": doc["attempts"],
+             "heartbeat_at": doc.get("heartbeat_at")},
+            {"$set": {"status": "failed", "finished_at": now(), "error": lost_worker_reason(doc["attempts"])}},
+        )  # fmt: skip
+        return changed.modified_count == 1
+
+    def beat_jobs(self, *, job_ids: list[str], holder: str) -> None:
+        if job_ids:
+            self.db.jobs.update_many(
+                {"_id": {"$in": job_ids}, "status": "running", "holder": holder},
+                {"$set": {"heartbeat_at": now()}},
+            )
+
+    def reap_jobs(self, *, stale_before: float, max_attempts: int) -> tuple[list[str], list[str]]:
+        requeued, failed = [], []
+        stale = {
+            "status": "running",
+            "holder": {"$ne": None},
+            "$or": [{"heartbeat_at": None}, {"heartbeat_at": {"$lt": stale_before}}],
+        }
+        for doc in self.db.jobs.find(stale, {"attempts": 1, "heartbeat_at": 1}):
+            if doc["attempts"] >= max_attempts:
+                if self._give_up(doc):
+                    failed.append(doc["_id"])
+                continue
+            changed = self.db.jobs.update_one(
+                {"_id": doc["_id"], "status": "running", "attempts": doc["attempts"],
+                 "heartbeat_at": doc.get("heartbeat_at")},
+                {"$set": {"status": "queued", "progress": 0.0, "started_at": None, "holder": None,
+                          "heartbeat_at": None}},
+            )  # fmt: skip
+            if changed.modified_count == 1:  # of several reapers, the one that re-queued it
+                requeued.append(doc["_id"])
+        return requeued, failed
 
     def set_progress(self, *, job_id: str, progress: float) -> None:
         self.db.jobs.update_one(
@@ -294,7 +333,15 @@ class MongoRepository(Repository):
     def requeue_job(self, *, job_id: str) -> None:
         self.db.jobs.update_one(
             {"_id": job_id, "status": "running"},
-            {"$set": {"status": "queued", "progress": 0.0, "started_at": None}},
+            {
+                "$set": {
+                    "status": "queued",
+                    "progress": 0.0,
+                    "started_at": None,
+                    "holder": None,
+                    "heartbeat_at": None,
+                }
+            },
         )
 
     def recover_jobs(self, *, max_attempts: int) -> tuple[list[str], list[str]]:

@@ -95,6 +95,8 @@ class Job:
     created_at: float = field(default_factory=now)
     started_at: float | None = None
     finished_at: float | None = None
+    holder: str | None = None  # the queue worker running it (`claim_job_id`); None in the embedded queue
+    heartbeat_at: float | None = None  # when its holder last said it is alive
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -111,11 +111,23 @@ class Repository(ABC):
         get the same job."""
 
     @abstractmethod
-    def claim_job_id(self, *, job_id: str, max_attempts: int) -> Job | None:
-        """Atomically move job ``job_id`` to running (attempts + 1) and return it, for a queue that delivers
-        job ids (`museforge.worker`). A job found running was delivered again because the worker holding it
-        died: it is taken over while it has attempts left, else failed with `lost_worker_reason`. None for a
-        job that is done, failed or gone (a repeated delivery: nothing to do)."""
+    def claim_job_id(self, *, job_id: str, max_attempts: int, holder: str, stale_before: float) -> Job | None:
+        """Atomically move job ``job_id`` to running (attempts + 1) under ``holder`` and return it, for a queue
+        that delivers job ids (`museforge.web.worker`). A running job whose heartbeat is older than
+        ``stale_before`` lost its worker: it is taken over while it has attempts left, else failed with
+        `lost_worker_reason`. None for a job whose holder is alive (a message delivered twice must not run the
+        job twice at once), and for a job that is done, failed or gone (nothing to do)."""
+
+    @abstractmethod
+    def beat_jobs(self, *, job_ids: list[str], holder: str) -> None:
+        """``holder`` is alive: set the heartbeat of those of ``job_ids`` it still runs."""
+
+    @abstractmethod
+    def reap_jobs(self, *, stale_before: float, max_attempts: int) -> tuple[list[str], list[str]]:
+        """Jobs a queue worker claimed whose heartbeat is older than ``stale_before`` (the worker died): each is
+        re-queued while it has attempts left, else failed with `lost_worker_reason`, atomically, so of several
+        workers reaping at once one re-queues it. Jobs of the embedded queue (no holder) are left alone.
+        Returns (re-queued ids, failed ids)."""
 
     @abstractmethod
     def set_progress(self, *, job_id: str, progress: float) -> None: ...

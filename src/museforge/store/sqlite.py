@@ -86,7 +86,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    holder TEXT,
+    heartbeat_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
@@ -174,6 +176,8 @@ CREATE INDEX IF NOT EXISTS feedback_by_model ON feedback (model, version, at);
 MIGRATIONS = {
     ("users", "is_admin"): "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0",
     ("uploads", "learn"): "ALTER TABLE uploads ADD COLUMN learn INTEGER NOT NULL DEFAULT 0",
+    ("jobs", "holder"): "ALTER TABLE jobs ADD COLUMN holder TEXT",
+    ("jobs", "heartbeat_at"): "ALTER TABLE jobs ADD COLUMN heartbeat_at REAL",
 }
 AFTER_MIGRATIONS = "CREATE INDEX IF NOT EXISTS uploads_learning ON uploads (learn, created_at)"
 GROUP_SQL = {"week": "day - ((day + 3) % 7) AS week"}  # weeks start on Monday; day 0 was a Thursday
@@ -226,7 +230,8 @@ def _job(row: sqlite3.Row | None) -> Job | None:
         id=row["id"], owner=row["owner"], model=row["model"], operation=row["operation"],
         params=json.loads(row["params"]), status=row["status"], progress=row["progress"], error=row["error"],
         song_ids=json.loads(row["song_ids"]), attempts=row["attempts"], created_at=row["created_at"],
-        started_at=row["started_at"], finished_at=row["finished_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"], holder=row["holder"],
+        heartbeat_at=row["heartbeat_at"],
     )  # fmt: skip
 
 
@@ -431,23 +436,61 @@ class SqliteRepository(Repository):
             )
             return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
-    def claim_job_id(self, *, job_id: str, max_attempts: int) -> Job | None:
+    def claim_job_id(self, *, job_id: str, max_attempts: int, holder: str, stale_before: float) -> Job | None:
         with self._tx() as c:
-            row = c.execute("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = c.execute(
+                "SELECT status, attempts, heartbeat_at FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
             if row is None or row["status"] not in ("queued", "running"):
                 return None
-            if row["status"] == "running" and row["attempts"] >= max_attempts:
-                c.execute(
-                    "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
-                    (now(), lost_worker_reason(row["attempts"]), job_id),
-                )
-                return None
+            if row["status"] == "running":
+                if (row["heartbeat_at"] or 0.0) >= stale_before:
+                    return None  # its holder is alive
+                if row["attempts"] >= max_attempts:
+                    self._give_up(c, job_id, row["attempts"])
+                    return None
+            at = now()
             c.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, progress = 0"
-                " WHERE id = ?",
-                (now(), job_id),
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, progress = 0,"
+                " holder = ?, heartbeat_at = ? WHERE id = ?",
+                (at, holder, at, job_id),
             )
             return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def _give_up(self, c: sqlite3.Connection, job_id: str, attempts: int) -> None:
+        """Fail a job whose workers died ``attempts`` times."""
+        c.execute(
+            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            (now(), lost_worker_reason(attempts), job_id),
+        )
+
+    def beat_jobs(self, *, job_ids: list[str], holder: str) -> None:
+        if not job_ids:
+            return
+        marks = ", ".join("?" * len(job_ids))
+        with self._tx() as c:
+            c.execute(
+                f"UPDATE jobs SET heartbeat_at = ? WHERE status = 'running' AND holder = ? AND id IN ({marks})",
+                (now(), holder, *job_ids),
+            )
+
+    def reap_jobs(self, *, stale_before: float, max_attempts: int) -> tuple[list[str], list[str]]:
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT id, attempts FROM jobs WHERE status = 'running' AND holder IS NOT NULL"
+                " AND COALESCE(heartbeat_at, 0) < ?",
+                (stale_before,),
+            ).fetchall()
+            requeued = [r["id"] for r in rows if r["attempts"] < max_attempts]
+            c.executemany(
+                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL, holder = NULL,"
+                " heartbeat_at = NULL WHERE id = ?",
+                [(job_id,) for job_id in requeued],
+            )
+            failed = [r for r in rows if r["attempts"] >= max_attempts]
+            for r in failed:
+                self._give_up(c, r["id"], r["attempts"])
+        return requeued, [r["id"] for r in failed]
 
     def set_progress(self, *, job_id: str, progress: float) -> None:
         with self._tx() as c:
@@ -492,8 +535,8 @@ class SqliteRepository(Repository):
     def requeue_job(self, *, job_id: str) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL WHERE id = ?"
-                " AND status = 'running'",
+                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL, holder = NULL,"
+                " heartbeat_at = NULL WHERE id = ? AND status = 'running'",
                 (job_id,),
             )
 

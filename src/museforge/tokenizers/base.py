@@ -110,6 +110,11 @@ class TokenTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         """Number of distinct ids (the embedding table size a model needs)."""
 
+    def token_names(self) -> list[str] | None:
+        """Each id's token name, in id order, where the tokenizer can tell (None otherwise): two vocabularies
+        are compared by name when a model moves from one to the other (`museforge.training.recipes`)."""
+        return None
+
 
 def one_voice_per_pitch(
     onsets: np.ndarray, offsets: np.ndarray, keys: np.ndarray

@@ -35,4 +35,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     state = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(state, dict) or "name" not in state:
         raise ValueError(f"{path} is not a saved museforge tokenizer (no 'name')")
+    return load_tokenizer_state(state)
+
+
+def load_tokenizer_state(state: dict[str, Any]) -> Tokenizer:
+    """A tokenizer from its ``state_dict()`` (as a checkpoint keeps it), whatever its kind."""
     return _tokenizer_class(state["name"]).from_state_dict(state)

@@ -109,6 +109,9 @@ class RemiConfig(TokenizerConfig):
     styles: tuple[str, ...] = DEFAULT_STYLES
     rhythm_boundaries: tuple[float, ...] = RHYTHM_BOUNDARIES
     polyphony_boundaries: tuple[float, ...] = POLYPHONY_BOUNDARIES
+    # (style, parts): the usual number of parts (pitched tracks) of each style's training pieces, fitted when a
+    # multi-track dataset is tokenized; a multi-track model asked for no number of parts writes that many.
+    style_parts: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -118,6 +121,7 @@ class RemiConfig(TokenizerConfig):
             "time_signature_range",
             "rhythm_boundaries",
             "polyphony_boundaries",
+            "style_parts",
         ):
             object.__setattr__(self, name, as_tuple(getattr(self, name)))
         styles = tuple(dict.fromkeys(normalize_style(s) for s in self.styles))
@@ -135,6 +139,12 @@ class RemiConfig(TokenizerConfig):
         if self.num_velocities < 1 or self.num_velocities > 127:
             raise ValueError(f"num_velocities must be in 1..127, got {self.num_velocities}")
         AttributeBoundaries(self.rhythm_boundaries, self.polyphony_boundaries)  # validates both
+
+    def parts_of(self, style: str | None) -> int | None:
+        """The usual number of parts of ``style``'s training pieces (None: not fitted, or no style)."""
+        if style is None:
+            return None
+        return dict(self.style_parts).get(normalize_style(style))
 
     @property
     def boundaries(self) -> AttributeBoundaries:
@@ -254,6 +264,13 @@ class RemiTokenizer(TokenTokenizer):
     def miditok(self) -> miditok.REMI:
         """The wrapped miditok tokenizer (for its vocabulary helpers; encode through this class)."""
         return self._tok
+
+    def token_names(self) -> list[str] | None:
+        """miditok's names by id, then the fill tokens; None with BPE (merged tokens have no stable name)."""
+        if self.is_trained:
+            return None
+        by_id = sorted(self._tok.vocab.items(), key=lambda item: item[1])
+        return [name for name, _ in by_id] + list(self.fill_ids)
 
     def with_fill_tokens(self) -> RemiTokenizer:
         """This tokenizer with the fill tokens appended (every other id unchanged): for fine-tuning to fill in."""

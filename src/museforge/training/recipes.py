@@ -28,7 +28,8 @@ from museforge.data.dataset import (
 )
 from museforge.io import atomic_write_json
 from museforge.models.checkpoint import Checkpoint
-from museforge.tokenizers.base import Tokenizer
+from museforge.tokenizers.base import Tokenizer, TokenTokenizer
+from museforge.tokenizers.registry import load_tokenizer_state
 from museforge.training.distributed import seed_everything
 from museforge.training.trainer import TrainConfig, Trainer
 
@@ -167,6 +168,43 @@ def grown_rows(source: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str
     return out
 
 
+def renamed_rows(
+    source: dict[str, Tensor], target: dict[str, Tensor], old: list[str], new: list[str]
+) -> dict[str, Tensor]:
+    """``source``'s weights moved to another vocabulary: each weight with one row per token of ``old`` (its
+    embedding and output rows) gets one row per token of ``new``, the row of a token both name copied and a
+    new token's the mean row, as in `grown_rows`. A model so moves to a tokenization that adds tokens between
+    the old ones (REMI with Program tokens, say) without forgetting the tokens it knows."""
+    at = {name: i for i, name in enumerate(old)}
+    kept = torch.tensor(
+        [(j, at[name]) for j, name in enumerate(new) if name in at], dtype=torch.long
+    )  # [k, 2]
+    out = dict(source)
+    for name, weight in source.items():
+        want = target.get(name)
+        if want is None or weight.shape[0] != len(old) or want.shape != (len(new), *weight.shape[1:]):
+            continue
+        moved = weight.mean(0, keepdim=True).repeat(len(new), *([1] * (weight.dim() - 1)))
+        moved[kept[:, 0]] = weight[kept[:, 1]]
+        out[name] = moved
+    return out
+
+
+def _vocabularies(source: Checkpoint, run: TrainingRun) -> tuple[list[str], list[str]] | None:
+    """(the checkpoint's token names, the run's) when both are known and differ other than by tokens appended
+    (`grown_rows` handles those), else None."""
+    if not source.tokenizer or not run.trainer.tokenizer:
+        return None
+    old = load_tokenizer_state(source.tokenizer)
+    new = load_tokenizer_state(run.trainer.tokenizer)
+    if not isinstance(old, TokenTokenizer) or not isinstance(new, TokenTokenizer):
+        return None
+    old_names, new_names = old.token_names(), new.token_names()
+    if old_names is None or new_names is None or new_names[: len(old_names)] == old_names:
+        return None
+    return old_names, new_names
+
+
 def start_from(
     run: TrainingRun,
     request: dict[str, Any],
@@ -181,7 +219,10 @@ def start_from(
     filters): they are not compared with the checkpoint's config."""
     overrides = {k: v for k, v in request["model_overrides"].items() if k not in data_filters}
     expected = {**source.config.to_dict(), **overrides}
-    if request.get("infill") and run.model_config.get("vocab_size", 0) > expected.get("vocab_size", 0):
+    vocabularies = _vocabularies(source, run)
+    if vocabularies is not None:  # a tokenization with other tokens: rows follow the names (`renamed_rows`)
+        expected["vocab_size"] = run.model_config["vocab_size"]
+    elif request.get("infill") and run.model_config.get("vocab_size", 0) > expected.get("vocab_size", 0):
         expected["vocab_size"] = run.model_config["vocab_size"]  # fill tokens appended: see `grown_rows`
     differ = ", ".join(
         f"{k}: {expected.get(k)!r} there, {run.model_config.get(k)!r} here"
@@ -195,7 +236,11 @@ def start_from(
             "built like the checkpoint's, with its preset"
         )
     try:
-        weights = grown_rows(source.model.state_dict(), run.trainer.model.state_dict())
+        mine = run.trainer.model.state_dict()
+        if vocabularies is not None:
+            weights = renamed_rows(source.model.state_dict(), mine, *vocabularies)
+        else:
+            weights = grown_rows(source.model.state_dict(), mine)
         missing, unexpected = run.trainer.model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:
         raise ValueError(

@@ -3,8 +3,10 @@
 The store stays the single source of truth: a message carries only a job id, so any web process answers for
 any job, and a worker (`museforge.web.worker`, started by `museforge worker`) claims the job in the store
 before it runs it. Messages are acknowledged late, after the job ended, and a worker takes one message per
-free slot at a time (prefetch 1): a worker killed mid-job leaves its message unacknowledged, and Redis hands it
-to another worker once the visibility timeout passes. Generation and the lab have queues of their own, so a
+free slot at a time (prefetch 1). A worker says in the store every few seconds that its jobs are alive; when a
+worker is killed mid-job its jobs fall silent, and another worker puts them back on the queue (`Keepalive` in
+`museforge.web.worker`); Redis handing the unacknowledged message on after its visibility timeout is only the
+backstop. Generation and the lab have queues of their own, so a
 fine-tune never holds up a listener's song.
 """
 
@@ -105,6 +107,18 @@ def celery_app(settings: Settings) -> Celery:
     return app
 
 
+def publish_job(app: Celery, job_id: str) -> None:
+    """Put job ``job_id`` on the generation queue (`BrokerUnavailable` when the broker cannot take it)."""
+    try:
+        app.send_task(
+            GENERATE_TASK, args=[job_id], queue=GENERATE_QUEUE, retry=True,
+            retry_policy={"max_retries": PUBLISH_RETRIES, "interval_start": 0.2, "interval_step": 0.5,
+                          "interval_max": 1.0},
+        )  # fmt: skip
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"the job queue's broker cannot be reached: {exc}") from exc
+
+
 class PublishedWatch(JobWatch):
     """A worker's change counters: each change is also published on Redis, so the web process a listener waits
     on hears of it at once. A lost message costs only time: waiting requests read the store every second."""
@@ -150,14 +164,7 @@ class CeleryJobQueue:
                 self._stop.wait(1.0)
 
     def notify(self, job_id: str) -> None:
-        try:
-            self.app.send_task(
-                GENERATE_TASK, args=[job_id], queue=GENERATE_QUEUE, retry=True,
-                retry_policy={"max_retries": PUBLISH_RETRIES, "interval_start": 0.2, "interval_step": 0.5,
-                              "interval_max": 1.0},
-            )  # fmt: skip
-        except OperationalError as exc:
-            raise BrokerUnavailable(f"the job queue's broker cannot be reached: {exc}") from exc
+        publish_job(self.app, job_id)
 
     def version(self, job_id: str) -> int:
         return self.watch.version(job_id)

@@ -40,8 +40,15 @@ class Settings(BaseSettings):
     queue_visibility_s: float = Field(
         7200.0,
         gt=0,
-        description="Seconds before Redis hands a job whose worker never acknowledged it (killed) to another "
-        "worker: longer than the longest job, or a live worker's job is run twice.",
+        description="Seconds before Redis hands an unacknowledged message to another worker: the backstop for "
+        "a job whose worker died while no other worker ran to notice (a live worker's job is never run twice).",
+    )
+    queue_heartbeat_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="How often a queue worker says in the store that its jobs are alive; a job silent for "
+        "5 heartbeats lost its worker and another worker takes it over.",
     )
     max_upload_mb: float = Field(2.0, gt=0)
     max_upload_notes: int = Field(50_000, ge=1)

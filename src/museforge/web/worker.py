@@ -2,30 +2,45 @@
 once, keeps them warm, and runs the jobs whose ids the web processes publish (`museforge.web.queue`).
 
 Its pool is threads, not processes: every job of the worker shares the one copy of each model, and jobs for the
-same model can be decoded together (``batching``). A job is claimed in the store before it runs; a message
-delivered again (its worker was killed before acknowledging it) finds the job running and takes it over while
-the job has attempts left, else the store fails it with the reason. A job already done is not run again.
+same model can be decoded together (``batching``). A job is claimed in the store under the worker's name before
+it runs, and the worker's `Keepalive` marks its jobs alive every heartbeat. A job that falls silent lost its
+worker (killed, out of memory, machine gone): any live worker puts it back on the queue while it has attempts
+left, else the store fails it with the reason. A message delivered twice finds its job alive elsewhere, or
+done, and runs nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, bootsteps
 
-from museforge.store import FileStore, open_repository
+from museforge.store import FileStore, Repository, open_repository
 from museforge.web.catalog import ModelCatalog
 from museforge.web.jobs import JobExecutor
 from museforge.web.lab_schedule import LabCycle, lab_models
-from museforge.web.queue import GENERATE_TASK, LAB_CYCLE_TASK, QUEUES, PublishedWatch, celery_app
+from museforge.web.queue import (
+    GENERATE_TASK,
+    LAB_CYCLE_TASK,
+    QUEUES,
+    PublishedWatch,
+    celery_app,
+    publish_job,
+)
 from museforge.web.settings import Settings
 
 log = logging.getLogger(__name__)
 WAKE_S = 0.05  # how often the worker's event loop looks again for a message a finished job made room for
+STALE_BEATS = 5  # heartbeats a job may miss before its worker counts as dead
 
 
 class QuickWake(bootsteps.StartStopStep):
@@ -44,10 +59,78 @@ def _nothing() -> None:
     """A timer entry whose only work is waking the loop."""
 
 
-class WorkerJobs:
-    """What one worker process holds: the store, the models (loaded at start, kept warm) and the executor."""
+class Keepalive:
+    """The heartbeat of the jobs this worker runs, and the reaper of jobs whose worker died.
 
-    def __init__(self, settings: Settings, batching: bool) -> None:
+    Every ``every_s`` a thread marks this worker's jobs alive in the store, then re-queues and publishes again
+    the jobs that went `STALE_BEATS` heartbeats without one (their worker was killed mid-job), or fails those
+    out of attempts. So a killed worker's job is taken over within seconds, by whichever worker is alive,
+    instead of after the broker's visibility timeout, which must outlast the longest job."""
+
+    def __init__(
+        self, repo: Repository, every_s: float, max_attempts: int, publish: Callable[[str], None],
+        changed: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        self.repo, self.every_s, self.max_attempts = repo, every_s, max_attempts
+        self.publish, self.changed = publish, changed
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="museforge-keepalive", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def stale_before(self) -> float:
+        """A job whose last heartbeat is older than this lost its worker."""
+        return time.time() - STALE_BEATS * self.every_s
+
+    @contextmanager
+    def holding(self, job_id: str) -> Iterator[None]:
+        """Beat for ``job_id`` while the block runs it."""
+        with self._lock:
+            self._held.add(job_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.discard(job_id)
+
+    def beat(self) -> None:
+        """One heartbeat for the held jobs, then one round of reaping."""
+        with self._lock:
+            held = sorted(self._held)
+        self.repo.beat_jobs(job_ids=held, holder=self.holder)
+        requeued, failed = self.repo.reap_jobs(
+            stale_before=self.stale_before(), max_attempts=self.max_attempts
+        )
+        for job_id in requeued:
+            log.warning("job %s lost its worker: queued again", job_id)
+            self.publish(
+                job_id
+            )  # if the broker is down, the message the dead worker never acknowledged stays
+            self.changed(job_id)
+        for job_id in failed:
+            log.warning("job %s lost its worker with no attempts left: failed", job_id)
+            self.changed(job_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.beat()
+            except Exception as exc:  # the store or the broker is away now: try again next beat
+                log.warning("heartbeat: %s", exc)
+
+
+class WorkerJobs:
+    """What one worker process holds: the store, the models (loaded at start, kept warm), the executor and
+    the keepalive of the jobs it runs."""
+
+    def __init__(self, settings: Settings, batching: bool, publish: Callable[[str], None]) -> None:
         var = settings.var_dir.resolve()
         var.mkdir(parents=True, exist_ok=True)
         self.repo = open_repository(var, settings.mongo_uri, settings.mongo_db)
@@ -56,19 +139,31 @@ class WorkerJobs:
         watch = PublishedWatch(settings.queue_url)
         self.executor = JobExecutor(self.repo, FileStore(var), catalog, watch)
         self.max_attempts = settings.max_attempts
+        self.keepalive = Keepalive(
+            self.repo, settings.queue_heartbeat_s, self.max_attempts, publish, watch.bump
+        )
         self.lab = LabCycle(settings, self.repo)
         self.lab_models = lab_models(settings, catalog)
+        self.keepalive.start()
         log.info(
             "worker pid %d: models %s loaded on %s", os.getpid(), ", ".join(catalog.models), settings.device
         )
 
     def generate(self, job_id: str) -> None:
-        job = self.repo.claim_job_id(job_id=job_id, max_attempts=self.max_attempts)
+        job = self.repo.claim_job_id(
+            job_id=job_id, max_attempts=self.max_attempts, holder=self.keepalive.holder,
+            stale_before=self.keepalive.stale_before(),
+        )  # fmt: skip
         if job is None:
-            log.info("job %s: nothing to run (done, failed or out of attempts)", job_id)
+            found = self.repo.get_job(job_id=job_id)
+            alive = found is not None and found.status == "running"
+            log.info(
+                "job %s: not run here (%s)", job_id, "alive in another worker" if alive else "ended or gone"
+            )
             return
         log.info("job %s started in pid %d (attempt %d)", job.id, os.getpid(), job.attempts)
-        self.executor.run(job)
+        with self.keepalive.holding(job.id):
+            self.executor.run(job)
         ended = self.repo.get_job(job_id=job.id)
         log.info("job %s ended in pid %d: %s", job.id, os.getpid(), ended.status if ended else "gone")
 
@@ -81,7 +176,7 @@ def worker_app(settings: Settings, batching: bool) -> Celery:
     """The Celery app with this process's tasks bound to its warm models."""
     app = celery_app(settings)
     app.steps["consumer"].add(QuickWake)
-    jobs = WorkerJobs(settings, batching)
+    jobs = WorkerJobs(settings, batching, lambda job_id: publish_job(app, job_id))
 
     @app.task(name=GENERATE_TASK)
     def generate(job_id: str) -> None:

@@ -12,7 +12,7 @@ import symusic
 import torch
 from torch import Tensor
 
-from museforge.families.base import ProgressFn
+from museforge.families.base import ProgressFn, RequestError
 from museforge.families.fields import plan_of
 from museforge.families.loaded import (
     GeneratedSong,
@@ -101,6 +101,7 @@ def _sample_bars(
         max_bar_tokens=MAX_BAR_TOKENS,
         end_with_bar=True,
         max_new_tokens=budget,
+        max_voices=voices_of(tok, request),
     )
     eos = stop_at_eos(tok.eos_id)
     bars_before = sum(t == tok.bar_id for t in prompt)
@@ -118,6 +119,19 @@ def _sample_bars(
     closed = out.tokens[rows, ends] == tok.bar_id  # rows the model ended by starting another bar
     out.tokens[rows[closed], ends[closed]] = tok.eos_id
     return out, len(prompt), primer_n
+
+
+def voices_of(tok: RemiTokenizer, request: RemiRequest) -> int | None:
+    """How many parts a multi-track model may write: the asked ``parts``, else the style's usual number (None:
+    no cap). A `RequestError` for ``parts`` asked of a single-stream model, which has no parts to count."""
+    if not tok.config.use_programs:
+        if request.parts is not None:
+            raise RequestError(
+                "parts needs a multi-track model (trained on REMI with Program tokens); this model writes one "
+                "stream: leave parts empty"
+            )
+        return None
+    return request.parts or tok.config.parts_of(request.style)
 
 
 def sample_remi(
@@ -154,6 +168,8 @@ def sample_remi(
         "primer_bars_used": primer_n if primer is not None else None,
         "attributes": [None if a is None else list(a) for a in plan] or None,
     }  # fmt: skip
+    if (parts := voices_of(loaded.tokenizer, request)) is not None:
+        params["parts"] = parts
     songs = []
     for i, (ids, score) in enumerate(zip(sequences, scores, strict=True)):
         judged = score if primer is None else loaded.tokenizer.decode(ids[prompt_len - 1 :])
