@@ -67,6 +67,7 @@ class Deployment:
 
     def __init__(self, setup: str, root: Path, args: argparse.Namespace) -> None:
         self.root, self.children = root, []
+        self.names: list[str] = []
         cores = os.cpu_count() or 1
         self.env = {
             **os.environ, "MUSEFORGE_VAR_DIR": str(root / "var"), "MUSEFORGE_RATE_LIMIT_JOBS": "10000",
@@ -87,7 +88,8 @@ class Deployment:
                 self.start_worker(name, [*worker, "--concurrency", slots, "--no-batching"])
         elif setup == "batched":
             command = [*worker, "--concurrency", str(args.clients), "--batching"]
-            self.start_worker("w1", command, MUSEFORGE_TORCH_THREADS=str(cores))
+            threads = str(args.batch_threads or cores)
+            self.start_worker("w1", command, MUSEFORGE_TORCH_THREADS=threads)
         self.base = self.start_web()
 
     def spawn(self, name: str, command: list[str], ready, **env: str) -> subprocess.Popen:
@@ -96,6 +98,7 @@ class Deployment:
         with log.open("wb") as out:
             child = subprocess.Popen(command, env={**self.env, **env}, stdout=out, stderr=subprocess.STDOUT)
         self.children.append(child)
+        self.names.append(name)
         deadline = time.monotonic() + START_S
         while not ready(log.read_text(errors="replace")):
             if child.poll() is not None or time.monotonic() > deadline:
@@ -122,6 +125,12 @@ class Deployment:
         )
         return base
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) each process used so far, this one's (the clients') included: where a
+        song's CPU time goes, on a machine whose cores they all share."""
+        used = {name: process_cpu(child.pid) for name, child in zip(self.names, self.children, strict=True)}
+        return {**used, "clients": time.process_time()}
+
     def stop(self) -> None:
         for child in reversed(self.children):
             child.terminate()
@@ -129,6 +138,15 @@ class Deployment:
                 child.wait(60)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from Linux's /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_song(
@@ -157,8 +175,12 @@ def session(base: str) -> tuple[httpx.Client, str]:
     return client, client.get("/api/v1/auth/session").json()["csrf_token"]
 
 
-def load(base: str, body: dict, args: argparse.Namespace) -> tuple[list, float, list[float]]:
-    """The single requests, then the concurrent visitors: (outcomes, wall seconds, single latencies)."""
+def load(
+    deployment: Deployment, body: dict, args: argparse.Namespace
+) -> tuple[list, float, list[float], dict[str, float]]:
+    """The single requests, then the concurrent visitors: (outcomes, wall seconds, single latencies, CPU
+    seconds each process used during the visitors' phase)."""
+    base = deployment.base
     client, token = session(base)
     one_song(client, token, {**body, "bars": 1}, time.monotonic() + 120)  # warm-up
     singles = []
@@ -181,10 +203,13 @@ def load(base: str, body: dict, args: argparse.Namespace) -> tuple[list, float, 
         finally:
             c.close()
 
+    cpu_before = deployment.cpu()
     start = time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
         list(pool.map(visitor, range(args.clients)))
-    return results, time.perf_counter() - start, singles
+    wall = time.perf_counter() - start
+    cpu = {name: used - cpu_before[name] for name, used in deployment.cpu().items()}
+    return results, wall, singles, cpu
 
 
 def run_setup(setup: str, args: argparse.Namespace) -> dict:
@@ -193,7 +218,7 @@ def run_setup(setup: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"museforge-bench-{setup}-") as tmp:
         deployment = Deployment(setup, Path(tmp), args)
         try:
-            results, wall, singles = load(deployment.base, body, args)
+            results, wall, singles, cpu = load(deployment, body, args)
         finally:
             deployment.stop()
         repo = open_repository(Path(tmp) / "var")
@@ -212,6 +237,7 @@ def run_setup(setup: str, args: argparse.Namespace) -> dict:
         "p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "p95_s": round(q[18], 3) if latencies else None,
         "errors": len(errors), "error_examples": errors[:3], "lost_jobs": lost,
+        "cpu_s_per_song": {k: round(v / max(1, len(latencies)), 3) for k, v in cpu.items()},
     }  # fmt: skip
 
 
@@ -224,6 +250,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--per-client", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2, help="jobs run at once one at a time (not batched)")
+    ap.add_argument("--batch-threads", type=int, default=0, help="torch threads of the batch (0: all cores)")
     ap.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
     ap.add_argument("--timeout", type=float, default=900.0, help="bound on each load phase, seconds")
     args = ap.parse_args()

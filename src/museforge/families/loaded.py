@@ -62,7 +62,10 @@ class LoadedModel:
         return made
 
     def sampler(self, batch: int) -> tuple[torch.nn.Module, str]:
-        """The model that samples ``batch`` sequences at once, and its precision ("fp32" or "fp16")."""
+        """The model that samples ``batch`` sequences at once, and its precision ("fp32" or "fp16"); with a
+        batcher, a one-sample request is decoded in its batch, by the batch's model."""
+        if batch == 1 and self.batcher is not None:
+            return self.batcher.model, self.batcher.precision
         if self.half is not None and batch <= self.half_up_to:
             return self.half, "fp16"
         return self.checkpoint.model, "fp32"

@@ -137,12 +137,22 @@ class _Loop:
 
     def step(self, logits: Tensor) -> Tensor:
         """Sample the next token [B] from ``logits`` [B, V], append it, update which rows are done."""
-        mask = None
-        if self.mask_fn is not None:
-            mask = self.mask_fn(self.ids).to(logits.device)
-            if self.stop_fn is not None:
-                mask = mask.expand_as(logits) | self.finished.unsqueeze(-1)  # finished rows: anything
+        mask = self.allowed(logits.device)
         nxt = sample(logits, self.gen, self.temperature, self.top_k, self.top_p, mask)  # [B]
+        return self.push(nxt)
+
+    def allowed(self, device: torch.device) -> Tensor | None:
+        """The mask of the next token [B, V] or [V] (None: no ``mask_fn``); finished rows may take anything."""
+        if self.mask_fn is None:
+            return None
+        mask = self.mask_fn(self.ids).to(device)
+        if self.stop_fn is not None and bool(self.finished.any()):
+            mask = mask.expand(len(self.finished), -1) | self.finished.unsqueeze(-1)
+        return mask
+
+    def push(self, nxt: Tensor) -> Tensor:
+        """Append the sampled tokens ``nxt`` [B] (a finished row gets the pad), update which rows are done, and
+        return what was appended."""
         if self.stop_fn is not None:
             nxt = nxt.masked_fill(self.finished, self.pad_id)
         self.tokens[:, self.t] = nxt

@@ -6,6 +6,8 @@ a row that would lose every token is an error, never a silent uniform draw.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -72,19 +74,47 @@ def sample(
     """
     squeeze = logits.dim() == 1
     x = logits.float().unsqueeze(0) if squeeze else logits.float()  # [B, V]
+    probs = _probabilities(x, temperature, top_k, top_p, mask)
+    out = probs.argmax(dim=-1) if temperature == 0 else draw(probs, generator)  # [B]
+    return out[0] if squeeze else out
+
+
+def sample_rows(
+    logits: Tensor,
+    generators: Sequence[torch.Generator],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """`sample` for rows that each draw from their own generator: ``logits`` [B, V] -> [B].
+
+    Rows decoded together (`museforge.generation.batched`) each keep the generator of the caller that asked
+    for them. Every op here works on each row alone (the filters, the softmax, the draw), so row ``j`` gets
+    the token ``sample(logits[j:j+1], generators[j], ...)`` gives it: the same procedure, the same floats.
+    """
+    if len(generators) != logits.shape[0]:
+        raise ValueError(f"need one generator per row: {len(generators)} for {logits.shape[0]} rows")
+    probs = _probabilities(logits.float(), temperature, top_k, top_p, mask)
+    return probs.argmax(dim=-1) if temperature == 0 else draw_rows(probs, generators)
+
+
+def _probabilities(
+    x: Tensor, temperature: float, top_k: int | None, top_p: float | None, mask: Tensor | None
+) -> Tensor:
+    """The float logits [B, V] after the mask and, unless greedy (then the masked logits, for argmax only),
+    temperature, top-k and top-p, as probabilities."""
     if mask is not None:
         x = apply_mask(x, mask)
     if temperature == 0:
-        out = x.argmax(dim=-1)
-    else:
-        if temperature != 1.0:  # dividing by 1 changes no value, so skip the op
-            x = apply_temperature(x, temperature)
-        if top_k is not None:
-            x = top_k_filter(x, top_k)
-        if top_p is not None:
-            x = top_p_filter(x, top_p)
-        out = draw(x.softmax(dim=-1), generator)  # [B]
-    return out[0] if squeeze else out
+        return x
+    if temperature != 1.0:  # dividing by 1 changes no value, so skip the op
+        x = apply_temperature(x, temperature)
+    if top_k is not None:
+        x = top_k_filter(x, top_k)
+    if top_p is not None:
+        x = top_p_filter(x, top_p)
+    return x.softmax(dim=-1)
 
 
 def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -96,4 +126,13 @@ def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     a softmax, and `apply_mask` already refuses rows with no allowed token.
     """
     race = torch.empty_like(probs).exponential_(generator=generator)  # [B, V]
+    return torch.div(probs, race, out=race).argmax(dim=-1)
+
+
+def draw_rows(probs: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+    """`draw` with a generator per row: row ``j``'s race is drawn from ``generators[j]`` exactly as `draw`
+    draws a batch of one (``V`` exponentials, in order), so a row's token does not depend on the others."""
+    race = torch.empty_like(probs)  # [B, V]
+    for row, generator in zip(race, generators, strict=True):
+        row.exponential_(generator=generator)
     return torch.div(probs, race, out=race).argmax(dim=-1)

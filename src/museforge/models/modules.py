@@ -325,54 +325,121 @@ class IncrementalDecoder:
         cache.advance(1)
         return F.linear(self.norm(x), self.head, self.head_bias)  # [B, V]
 
-    def rows(self, ids: Tensor, caches: Sequence[KVCache]) -> Tensor:
-        """One new token for each of B independent sequences, each with its own batch-1 cache at its own
-        length: ``ids`` [B] -> logits [B, V], row ``j`` the same numbers as ``self(ids[j:j+1], caches[j])``.
+    def stacked(self, ids: Tensor, cache: StackedCache) -> Tensor:
+        """One new token for each of the ``n`` sequences of ``cache``, each at its own length, in one pass:
+        ``ids`` [n] -> logits [n, V] (row ``j`` is sequence ``j``).
 
-        What dynamic batching needs: sequences that started at different times and positions decode in one
-        pass, and each one's song does not depend on which others shared its pass. So every product runs as a
-        batch of one-row products (``bmm``, the arithmetic of the one-row step) instead of one B-row product,
-        whose blocking would round differently; attention runs per row over its own cache. The saving is the
-        per-op overhead that dominates a one-row step, paid once for all the rows.
+        What dynamic batching needs: sequences that started at different times decode together. Every product
+        is one n-row product (the weights are read once for all rows, which is what pays on a CPU), and
+        attention runs over the stacked cache up to the longest row, each row masked to its own length. Row
+        ``j``'s numbers equal ``self(ids[j:j+1], its own cache)`` up to float rounding only: a BLAS picks its
+        kernel and summation order by the product's shape, so a row's last bits may depend on how many rows
+        share the product (see `museforge.generation.batched`).
         """
-        x = F.embedding(ids, self.embedding)  # [B, D]
+        n = ids.shape[0]
+        x = F.embedding(ids, self.embedding)  # [n, D]
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
-        b, d = x.shape
-        tables = [self.rope.tables(c.length, 1, x.dtype) for c in caches]
-        cos = torch.stack([t[0] for t in tables]).view(b, 1, 1, 1, -1)  # [B, 1, 1, 1, Dh]
-        sin = torch.stack([t[1] for t in tables]).view(b, 1, 1, 1, -1)
+        d = x.shape[1]
+        pos = cache.positions()  # [n] where each row's new token sits
+        longest = cache.longest() + 1
+        cos = self.rope.cos[pos].to(x.dtype).view(n, 1, 1, -1)  # [n, 1, 1, Dh]
+        sin = self.rope.sin[pos].to(x.dtype).view(n, 1, 1, -1)
+        seen = torch.arange(longest, device=x.device) <= pos[:, None]  # [n, L] each row's own steps
+        seen = seen.view(n, 1, 1, longest)
+        rows = torch.arange(n, device=x.device)
         for i, layer in enumerate(self.layers):
-            qkv = _rows_linear(layer.norm1(x), layer.qkv, layer.qkv_bias)  # [B, 3D]
-            qkv = qkv.view(b, 3, self.n_heads, 1, self.head_dim)  # [B, 3, H, 1, Dh]
-            qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [B, 2, H, 1, Dh]
-            heads = []
-            for j, cache in enumerate(caches):
-                k, v = cache.update(i, qk[j : j + 1, 1], qkv[j : j + 1, 2])  # [1, H, L_j + 1, Dh]
-                heads.append(F.scaled_dot_product_attention(qk[j : j + 1, 0].to(k.dtype), k, v))
-            attn = torch.cat(heads).view(b, d).to(x.dtype)  # [B, D]
-            x = _rows_residual(x, attn, layer.proj_t, layer.proj_bias)  # [B, D]
-            h = F.gelu(_rows_linear(layer.norm2(x), layer.up, layer.up_bias))  # [B, F]
-            x = _rows_residual(x, h, layer.down_t, layer.down_bias)  # [B, D]
-        for cache in caches:
-            cache.advance(1)
-        return _rows_linear(self.norm(x), self.head, self.head_bias)  # [B, V]
+            qkv = F.linear(layer.norm1(x), layer.qkv, layer.qkv_bias)  # [n, 3D]
+            qkv = qkv.view(n, 3, self.n_heads, self.head_dim)  # [n, 3, H, Dh]
+            qk = RotaryEmbedding.rotate(qkv[:, :2], cos, sin)  # [n, 2, H, Dh]
+            keys, values = cache.keys[i], cache.values[i]  # [R, H, W, Dh]
+            keys[rows, :, pos] = qk[:, 1].to(keys.dtype)  # [n, H, Dh] at each row's own position
+            values[rows, :, pos] = qkv[:, 2].to(values.dtype)
+            q = qk[:, 0].unsqueeze(2).to(keys.dtype)  # [n, H, 1, Dh]
+            attn = F.scaled_dot_product_attention(q, keys[:n, :, :longest], values[:n, :, :longest], seen)
+            x = _residual(x, attn.view(n, d).to(x.dtype), layer.proj_t, layer.proj_bias)  # [n, D]
+            h = F.gelu(F.linear(layer.norm2(x), layer.up, layer.up_bias))  # [n, F]
+            x = _residual(x, h, layer.down_t, layer.down_bias)  # [n, D]
+        cache.advance()
+        return F.linear(self.norm(x), self.head, self.head_bias)  # [n, V]
 
 
-def _rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``F.linear`` of each row of ``x`` [B, K] on its own (a batch of 1 x K products): [B, N]."""
-    b, k = x.shape
-    weight_t = weight.t().expand(b, k, weight.shape[0])  # [B, K, N], no copy
-    if bias is None:
-        return torch.bmm(x.unsqueeze(1), weight_t).squeeze(1)
-    return torch.baddbmm(bias.expand(b, 1, -1), x.unsqueeze(1), weight_t).squeeze(1)
+class StackedCache:
+    """The KV caches of many independent sequences in one buffer per layer, [R, H, W, Dh], each row at its own
+    length: what `IncrementalDecoder.stacked` attends over in one pass.
 
+    Rows ``0..n-1`` are in use. A sequence enters with `put` (its prompt read alone into a batch-1 `KVCache`,
+    copied into a row) and leaves with `drop`, which moves the last row into its place so the rows in use stay
+    the first ``n``. The buffer grows by doubling, so a worker with few jobs holds little memory.
+    """
 
-def _rows_residual(x: Tensor, h: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
-    """`_residual` of each row on its own: ``x + linear(h)`` [B, D]."""
-    b = x.shape[0]
-    out = torch.baddbmm(x.unsqueeze(1), h.unsqueeze(1), weight_t.expand(b, *weight_t.shape)).squeeze(1)
-    return out if bias is None else out + bias
+    def __init__(self, n_layers: int, n_heads: int, head_dim: int, max_len: int) -> None:
+        self.n_layers, self.n_heads, self.head_dim, self.max_len = n_layers, n_heads, head_dim, max_len
+        self.keys: list[Tensor] = []  # per layer [R, H, W, Dh]
+        self.values: list[Tensor] = []
+        self.lengths: list[int] = []  # steps stored per row in use
+        self._pos: Tensor | None = None  # `positions`, kept between steps
+
+    @property
+    def n(self) -> int:
+        """Rows in use."""
+        return len(self.lengths)
+
+    def put(self, cache: KVCache) -> int:
+        """Copy a batch-1 cache into a new row; returns the row."""
+        if len(cache.keys) != self.n_layers:
+            raise ValueError(f"expected a cache of {self.n_layers} layers, got {len(cache.keys)}")
+        row, length = self.n, cache.length
+        if not self.keys or row == self.keys[0].shape[0]:
+            self._grow(cache.keys[0])
+        for buf, src in zip((*self.keys, *self.values), (*cache.keys, *cache.values), strict=True):
+            buf[row, :, :length] = src[0, :, :length]
+        self.lengths.append(length)
+        self._pos = None
+        return row
+
+    def replace(self, row: int, cache: KVCache) -> None:
+        """Make ``row`` a copy of a batch-1 cache (a sequence whose context slid)."""
+        for buf, src in zip((*self.keys, *self.values), (*cache.keys, *cache.values), strict=True):
+            buf[row, :, : cache.length] = src[0, :, : cache.length]
+        self.lengths[row] = cache.length
+        self._pos = None
+
+    def drop(self, row: int) -> None:
+        """Forget ``row``; the last row moves into its place (the caller moves its bookkeeping likewise)."""
+        last = self.n - 1
+        if row != last:
+            length = self.lengths[last]
+            for buf in (*self.keys, *self.values):
+                buf[row, :, :length] = buf[last, :, :length]
+            self.lengths[row] = length
+        self.lengths.pop()
+        self._pos = None
+
+    def positions(self) -> Tensor:
+        """Each row's length [n]: where its next token goes."""
+        if self._pos is None:
+            device = self.keys[0].device if self.keys else None
+            self._pos = torch.tensor(self.lengths, dtype=torch.long, device=device)
+        return self._pos
+
+    def longest(self) -> int:
+        """The longest row's length: how far a step's attention reads (shorter rows are masked)."""
+        return max(self.lengths)
+
+    def advance(self) -> None:
+        """Every row stored one more step."""
+        self.lengths = [n + 1 for n in self.lengths]
+        if self._pos is not None:
+            self._pos = self._pos + 1
+
+    def _grow(self, like: Tensor) -> None:
+        rows = max(4, 2 * (self.keys[0].shape[0] if self.keys else 0))
+        shape = (rows, self.n_heads, self.max_len, self.head_dim)
+        grown = [like.new_zeros(shape) for _ in range(2 * self.n_layers)]
+        for new, old in zip(grown, (*self.keys, *self.values), strict=False):
+            new[: old.shape[0]] = old
+        self.keys, self.values = grown[: self.n_layers], grown[self.n_layers :]
 
 
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:

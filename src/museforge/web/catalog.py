@@ -16,7 +16,7 @@ from typing import Any
 from museforge.families import DEFAULT_MODEL, Family, Limits, get_family
 from museforge.families.loaded import LoadedModel
 from museforge.families.serving import get_model
-from museforge.generation.batched import BatchedDecoder
+from museforge.generation.batched import MAX_ROWS, BatchedDecoder
 from museforge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from museforge.models.versions import Registry
 from museforge.models.zoo import ModelInfo, ModelNotFoundError, model_info, models_dir
@@ -98,8 +98,8 @@ class ModelCatalog:
         # fp16 is an option of some families only: the others are served in fp32 whatever is set
         wanted = self.precision if family.half_precision else "fp32"
         loaded = replace(get_model(path, self.device, wanted, self.cache_dir), name=name, version=version)
-        if self.batching and family.batched_decoding:  # the model one-sample requests sample with alone
-            loaded.batcher = BatchedDecoder(loaded.sampler(1)[0])
+        if self.batching and family.batched_decoding:  # the model of a full batch: many-row products
+            loaded.batcher = BatchedDecoder(*loaded.sampler(MAX_ROWS))
         return ServedModel(info, family, loaded)
 
     def _current(self, name: str) -> ServedModel:
