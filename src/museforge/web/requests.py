@@ -17,9 +17,18 @@ WEB_FIELDS = ("model", "source_upload", "source_tune", "source_song")
 
 
 def _family_fields() -> dict[str, Any]:
+    """Every family's request fields once. One name must mean one type: the JSON API parses a field before it
+    knows the model, so two families giving a name different types is refused here, at import."""
     fields: dict[str, Any] = {}
+    owners: dict[str, tuple[str, Any]] = {}
     for family in FAMILIES:
         for name, info in family.request.model_fields.items():
+            first, annotation = owners.setdefault(name, (family.name, info.annotation | None))
+            if annotation != info.annotation | None:
+                raise TypeError(
+                    f"request field {name!r} is {annotation} for {first} but {info.annotation} for "
+                    f"{family.name}: one name, one type (rename one of them)"
+                )
             if name not in fields:
                 default = "generate" if name == "operation" else None
                 parsers = [

@@ -115,20 +115,21 @@ def test_a_bad_part_fill_in_is_refused_by_name(model, chorale, options, message)
         generate_song(get_model(model), primer=chorale, **options)
 
 
-def test_music_from_nothing_has_the_parts_asked_or_the_styles_usual_number(model):
-    """The chorales it learnt from have four parts (fitted at tokenizing); asked for two, it writes two at most."""
+def test_music_from_nothing_has_the_voices_asked_or_the_styles_usual_number(model):
+    """The chorales it learnt from have four parts (fitted at tokenizing); asked for two voices, it writes two at
+    most."""
     loaded = get_model(model)
     assert model_info(model).multi_track and loaded.tokenizer.config.parts_of("chorale") == 4
-    for parts, expected in ((None, 4), (2, 2), (1, 1)):
-        songs = generate_song(loaded, style="chorale", bars=4, parts=parts, num_samples=3, seed=parts or 0)
+    for voices, expected in ((None, 4), (2, 2), (1, 1)):
+        songs = generate_song(loaded, style="chorale", bars=4, voices=voices, num_samples=3, seed=voices or 0)
         for song in songs:
-            assert song.params["parts"] == expected
+            assert song.params["voices"] == expected
             assert 1 <= len([t for t in song.score.tracks if t.notes]) <= expected
 
 
-def test_parts_are_refused_for_a_single_stream_model():
+def test_voices_are_refused_for_a_single_stream_model():
     info = model_info(models_dir() / "remi-transformer")  # the shipped model
     assert not info.multi_track
     family = get_family(info.family)
-    with pytest.raises(RequestError, match="parts needs a multi-track model"):
-        family.check(family.request(parts=2, style=info.styles[0]), info)
+    with pytest.raises(RequestError, match="voices needs a multi-track model"):
+        family.check(family.request(voices=2, style=info.styles[0]), info)

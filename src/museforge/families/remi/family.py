@@ -65,10 +65,10 @@ class RemiFamily(Family):
         for label, classes in (("rhythm", request.rhythm), ("polyphony", request.polyphony)):
             if classes is not None and len(classes) > bars:
                 raise RequestError(f"{label} has {len(classes)} entries but only {bars} bars are written")
-        if request.parts is not None and not info.multi_track:
+        if request.voices is not None and not info.multi_track:
             raise RequestError(
-                f"parts needs a multi-track model (trained on REMI with Program tokens); {info.name} writes one "
-                "stream: leave parts empty"
+                f"voices needs a multi-track model (trained on REMI with Program tokens); {info.name} writes one "
+                "stream: leave voices empty"
             )
 
     def check_source(

@@ -63,16 +63,16 @@ class RemiRequest(SongRequest):
             shown="",
         ),
     ] = None
-    parts: Annotated[
+    voices: Annotated[
         int | None,
         Field(
             ge=1,
             le=16,
-            description="Parts (voices) a multi-track model writes, at most, a piece you bring's included. "
+            description="Voices (parts) a multi-track model writes, at most, a piece you bring's included. "
             "Empty: as many as the style's pieces usually have (a chorale 4, folk 1). Needs a model trained on "
             "multi-track REMI.",
         ),
-        form("Parts (multi-track models)", "number", step=1, operations=("generate", "continue"), shown=""),
+        form("Voices (multi-track models)", "number", step=1, operations=("generate", "continue"), shown=""),
     ] = None
     temperature: Temperature = 1.0
     top_p: TopP = 0.95

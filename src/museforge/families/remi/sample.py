@@ -123,15 +123,15 @@ def _sample_bars(
 
 def voices_of(tok: RemiTokenizer, request: RemiRequest) -> int | None:
     """How many parts a multi-track model may write: the asked ``parts``, else the style's usual number (None:
-    no cap). A `RequestError` for ``parts`` asked of a single-stream model, which has no parts to count."""
+    no cap). A `RequestError` for ``voices`` asked of a single-stream model, which has no voices to count."""
     if not tok.config.use_programs:
-        if request.parts is not None:
+        if request.voices is not None:
             raise RequestError(
-                "parts needs a multi-track model (trained on REMI with Program tokens); this model writes one "
-                "stream: leave parts empty"
+                "voices needs a multi-track model (trained on REMI with Program tokens); this model writes one "
+                "stream: leave voices empty"
             )
         return None
-    return request.parts or tok.config.parts_of(request.style)
+    return request.voices or tok.config.parts_of(request.style)
 
 
 def sample_remi(
@@ -168,8 +168,8 @@ def sample_remi(
         "primer_bars_used": primer_n if primer is not None else None,
         "attributes": [None if a is None else list(a) for a in plan] or None,
     }  # fmt: skip
-    if (parts := voices_of(loaded.tokenizer, request)) is not None:
-        params["parts"] = parts
+    if (voices := voices_of(loaded.tokenizer, request)) is not None:
+        params["voices"] = voices
     songs = []
     for i, (ids, score) in enumerate(zip(sequences, scores, strict=True)):
         judged = score if primer is None else loaded.tokenizer.decode(ids[prompt_len - 1 :])
