@@ -24,6 +24,7 @@ from museforge.data.manifest import load_manifest
 from museforge.families import RequestError
 from museforge.families.remi.infill import track_prompt
 from museforge.families.serving import generate_song, get_model
+from museforge.machine import cpu_model
 from museforge.models.scoring import WindowScorer
 from museforge.tokenizers.infill import arrange_track
 
@@ -72,7 +73,7 @@ def main() -> None:
     for r in records:
         by_style.setdefault(r.style, []).append(r)
     loaded = get_model(args.model)
-    result: dict[str, object] = {"model": args.model}
+    result: dict[str, object] = {"model": args.model, "cpu": cpu_model()}
     held: dict[str, list] = {}
     for style in ("chorale", "renaissance", "folk"):
         chosen = rng.sample(by_style.get(style, []), min(args.pieces, len(by_style.get(style, []))))
