@@ -32,6 +32,7 @@ from museforge.web.queue import (
     GENERATE_TASK,
     LAB_CYCLE_TASK,
     QUEUES,
+    BrokerUnavailable,
     PublishedWatch,
     celery_app,
     publish_job,
@@ -110,9 +111,10 @@ class Keepalive:
         )
         for job_id in requeued:
             log.warning("job %s lost its worker: queued again", job_id)
-            self.publish(
-                job_id
-            )  # if the broker is down, the message the dead worker never acknowledged stays
+            try:
+                self.publish(job_id)
+            except BrokerUnavailable as exc:  # the message the dead worker never acknowledged is the backstop
+                log.warning("job %s: not published again (%s)", job_id, exc)
             self.changed(job_id)
         for job_id in failed:
             log.warning("job %s lost its worker with no attempts left: failed", job_id)
