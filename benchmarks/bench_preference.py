@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=8)
     parser.add_argument("--method", default="kto", choices=("kto", "dpo"))
     parser.add_argument("--max-steps", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-5, help="Peak learning rate of `lab prefer`.")
+    parser.add_argument("--lr", type=float, default=5e-5, help="Peak learning rate of `lab prefer`.")
     parser.add_argument(
         "--beta", type=float, default=None, help="`lab prefer --beta` (default: the method's)."
     )

@@ -93,7 +93,7 @@ def lab_prefer(
         ),
     ] = "kto",
     max_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps of the candidate.")] = 100,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (> 0).")] = 1e-5,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (> 0).")] = 5e-5,
     beta: Annotated[
         float | None,
         typer.Option(
