@@ -360,7 +360,7 @@ class Family(ABC):
         out = []
         for name, field_info in self._form_fields():
             meta = form_of(field_info)
-            if meta is None:
+            if meta is None or not self.offers(name, info):
                 continue
             lo, hi = bounds(field_info)
             lo = meta.form_min if meta.form_min is not None else lo
@@ -388,6 +388,11 @@ class Family(ABC):
             )
         return out
 
+    def offers(self, name: str, info: ModelInfo) -> bool:
+        """Whether model ``info`` shows request field ``name`` as a control (every field, unless a family's
+        models differ in what they can do)."""
+        return True
+
     def _form_fields(self) -> list[tuple[str, FieldInfo]]:
         """The request's fields in form order: the family's own as it declares them, then the shared ones."""
         fields = list(self.request.model_fields.items())
@@ -395,12 +400,14 @@ class Family(ABC):
             f for f in fields if f[0] in SongRequest.model_fields
         ]
 
-    def operation_controls(self, operation: str) -> list[str]:
-        """The names of the controls ``operation`` takes, in form order."""
+    def operation_controls(self, operation: str, info: ModelInfo) -> list[str]:
+        """The names of the controls ``operation`` takes on model ``info``, in form order."""
         out = []
         for name, field_info in self._form_fields():
             meta = form_of(field_info)
-            if meta is not None and (not meta.operations or operation in meta.operations):
+            if meta is None or not self.offers(name, info):
+                continue
+            if not meta.operations or operation in meta.operations:
                 out.append(meta.control or name)
         return out
 

@@ -52,7 +52,7 @@ class ServedModel:
                     "label": o.label,
                     "needs_source": o.needs_source,
                     "description": o.description,
-                    "controls": self.family.operation_controls(o.name),
+                    "controls": self.family.operation_controls(o.name, self.info),
                 }
                 for o in self.family.model_operations(self.loaded)
             ],

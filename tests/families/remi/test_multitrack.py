@@ -12,6 +12,7 @@ from museforge.data.build import BuildOptions, build_dataset
 from museforge.data.corpora import music21_units
 from museforge.data.formats import load_score
 from museforge.families import RequestError, get_family
+from museforge.families.base import Limits
 from museforge.families.serving import generate_song, get_model
 from museforge.models.zoo import model_info, models_dir
 from museforge.tokenizers.attributes import bar_bounds
@@ -133,3 +134,13 @@ def test_voices_are_refused_for_a_single_stream_model():
     family = get_family(info.family)
     with pytest.raises(RequestError, match="voices needs a multi-track model"):
         family.check(family.request(voices=2, style=info.styles[0]), info)
+
+
+def test_only_a_multi_track_model_shows_voices_and_part_fill_in(model):
+    family = get_family(model_info(model).family)
+    for info, shown in ((model_info(model), True), (model_info(models_dir() / "remi-transformer"), False)):
+        names = {c.name for c in family.controls(info, Limits(max_bars=64, max_seconds=120.0, max_samples=4))}
+        assert {"voices", "track"} <= names if shown else not {"voices", "track"} & names
+        assert ("track" in family.operation_controls("infill", info)) is shown
+        assert ("voices" in family.operation_controls("generate", info)) is shown
+        assert "bars" in family.operation_controls("generate", info)

@@ -15,6 +15,8 @@ from museforge.families.base import (
 )
 from museforge.families.remi.request import INFILL, RemiRequest
 
+MULTI_TRACK_FIELDS = frozenset({"voices", "track"})  # request fields only a multi-track model can honour
+
 if TYPE_CHECKING:
     import symusic
     from torch import Tensor, nn
@@ -54,6 +56,10 @@ class RemiFamily(Family):
             name = "infill" if request.infill is not None else "track"
             raise RequestError(f"{name} is for the {INFILL.name!r} operation, not {request.operation!r}")
         return super().resolve(request, info, limits)
+
+    def offers(self, name: str, info: ModelInfo) -> bool:
+        """Voices and part fill-in only for a multi-track model: a single-stream one has no parts to count."""
+        return info.multi_track or name not in MULTI_TRACK_FIELDS
 
     def check(self, request: SongRequest, info: ModelInfo) -> None:
         super().check(request, info)
