@@ -70,6 +70,17 @@ def _doc(record: Any) -> dict[str, Any]:
     return doc
 
 
+# A job back in the queue: no progress, no start, no worker holding it.
+REQUEUED = {"status": "queued", "progress": 0.0, "started_at": None, "holder": None, "heartbeat_at": None}
+
+
+def _as_read(job: dict[str, Any]) -> dict[str, Any]:
+    """A filter matching the running job ``job`` (its attempts and heartbeat) only if it did not change since
+    it was read: of several workers updating it at once, one wins."""
+    return {"_id": job["_id"], "status": "running", "attempts": job["attempts"],
+            "heartbeat_at": job.get("heartbeat_at")}  # fmt: skip
+
+
 def _strip(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     if doc is None:
         return None
@@ -251,10 +262,15 @@ class MongoRepository(Repository):
     def _give_up(self, doc: dict[str, Any]) -> bool:
         """Fail a job whose workers died ``doc["attempts"]`` times, unless it changed since ``doc`` was read."""
         changed = self.db.jobs.update_one(
-            {"_id": doc["_id"], "status": "running", "attempts": doc["attempts"],
-             "heartbeat_at": doc.get("heartbeat_at")},
-            {"$set": {"status": "failed", "finished_at": now(), "error": lost_worker_reason(doc["attempts"])}},
-        )  # fmt: skip
+            _as_read(doc),
+            {
+                "$set": {
+                    "status": "failed",
+                    "finished_at": now(),
+                    "error": lost_worker_reason(doc["attempts"]),
+                }
+            },
+        )
         return changed.modified_count == 1
 
     def beat_jobs(self, *, job_ids: list[str], holder: str) -> None:
@@ -276,12 +292,7 @@ class MongoRepository(Repository):
                 if self._give_up(doc):
                     failed.append(doc["_id"])
                 continue
-            changed = self.db.jobs.update_one(
-                {"_id": doc["_id"], "status": "running", "attempts": doc["attempts"],
-                 "heartbeat_at": doc.get("heartbeat_at")},
-                {"$set": {"status": "queued", "progress": 0.0, "started_at": None, "holder": None,
-                          "heartbeat_at": None}},
-            )  # fmt: skip
+            changed = self.db.jobs.update_one(_as_read(doc), {"$set": REQUEUED})
             if changed.modified_count == 1:  # of several reapers, the one that re-queued it
                 requeued.append(doc["_id"])
         return requeued, failed
@@ -331,27 +342,13 @@ class MongoRepository(Repository):
         return Job(**_strip(doc))  # type: ignore[arg-type]
 
     def requeue_job(self, *, job_id: str) -> None:
-        self.db.jobs.update_one(
-            {"_id": job_id, "status": "running"},
-            {
-                "$set": {
-                    "status": "queued",
-                    "progress": 0.0,
-                    "started_at": None,
-                    "holder": None,
-                    "heartbeat_at": None,
-                }
-            },
-        )
+        self.db.jobs.update_one({"_id": job_id, "status": "running"}, {"$set": REQUEUED})
 
     def recover_jobs(self, *, max_attempts: int) -> tuple[list[str], list[str]]:
         requeued, failed = [], []
         for doc in self.db.jobs.find({"status": "running"}, {"attempts": 1}):
             if doc["attempts"] < max_attempts:
-                self.db.jobs.update_one(
-                    {"_id": doc["_id"], "status": "running"},
-                    {"$set": {"status": "queued", "progress": 0.0, "started_at": None}},
-                )
+                self.db.jobs.update_one({"_id": doc["_id"], "status": "running"}, {"$set": REQUEUED})
                 requeued.append(doc["_id"])
             else:
                 self.db.jobs.update_one(

@@ -179,6 +179,8 @@ MIGRATIONS = {
     ("jobs", "holder"): "ALTER TABLE jobs ADD COLUMN holder TEXT",
     ("jobs", "heartbeat_at"): "ALTER TABLE jobs ADD COLUMN heartbeat_at REAL",
 }
+# A job back in the queue: no progress, no start, no worker holding it.
+REQUEUED = "status = 'queued', progress = 0, started_at = NULL, holder = NULL, heartbeat_at = NULL"
 AFTER_MIGRATIONS = "CREATE INDEX IF NOT EXISTS uploads_learning ON uploads (learn, created_at)"
 GROUP_SQL = {"week": "day - ((day + 3) % 7) AS week"}  # weeks start on Monday; day 0 was a Thursday
 
@@ -482,11 +484,7 @@ class SqliteRepository(Repository):
                 (stale_before,),
             ).fetchall()
             requeued = [r["id"] for r in rows if r["attempts"] < max_attempts]
-            c.executemany(
-                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL, holder = NULL,"
-                " heartbeat_at = NULL WHERE id = ?",
-                [(job_id,) for job_id in requeued],
-            )
+            c.executemany(f"UPDATE jobs SET {REQUEUED} WHERE id = ?", [(job_id,) for job_id in requeued])
             failed = [r for r in rows if r["attempts"] >= max_attempts]
             for r in failed:
                 self._give_up(c, r["id"], r["attempts"])
@@ -534,11 +532,7 @@ class SqliteRepository(Repository):
 
     def requeue_job(self, *, job_id: str) -> None:
         with self._tx() as c:
-            c.execute(
-                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL, holder = NULL,"
-                " heartbeat_at = NULL WHERE id = ? AND status = 'running'",
-                (job_id,),
-            )
+            c.execute(f"UPDATE jobs SET {REQUEUED} WHERE id = ? AND status = 'running'", (job_id,))
 
     def recover_jobs(self, *, max_attempts: int) -> tuple[list[str], list[str]]:
         with self._tx() as c:
@@ -546,10 +540,7 @@ class SqliteRepository(Repository):
             requeued = [r["id"] for r in rows if r["attempts"] < max_attempts]
             failed = [r["id"] for r in rows if r["attempts"] >= max_attempts]
             for job_id in requeued:
-                c.execute(
-                    "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL WHERE id = ?",
-                    (job_id,),
-                )
+                c.execute(f"UPDATE jobs SET {REQUEUED} WHERE id = ?", (job_id,))
             for r in rows:
                 if r["id"] in failed:
                     c.execute(

@@ -62,7 +62,9 @@ def open_services(settings: Settings) -> Services:
         info = served.describe(services.limits)
         repo.upsert_model(model=ModelRecord(served.info.name, served.family.name, info))
     repo.prune_sessions(created_before=time.time() - settings.session_max_age_s)
-    if settings.queue_url:  # running jobs may be running on workers now; the broker redelivers lost ones
+    if (
+        settings.queue_url
+    ):  # running jobs may be running on workers now; workers' heartbeats hand on lost ones
         return services
     requeued, failed = repo.recover_jobs(max_attempts=settings.max_attempts)
     if requeued or failed:
