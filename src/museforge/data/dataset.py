@@ -124,8 +124,9 @@ def style_parts(records: list[PieceRecord]) -> list[tuple[str, int]]:
     """(style, the most common number of tracks of its training pieces, a drum track counting as one), by
     style; the smaller count wins a tie. Pieces of every split count where a style has no training piece."""
     train = [r for r in records if r.split == "train"]
+    trained = {r.style for r in train}
     counts: dict[str, Counter[int]] = defaultdict(Counter)
-    for r in train + [r for r in records if r.style not in {t.style for t in train}]:
+    for r in train + [r for r in records if r.style not in trained]:
         if r.style:
             counts[normalize_style(r.style)][len(r.programs)] += 1
     return [(style, min(c, key=lambda n: (-c[n], n))) for style, c in sorted(counts.items())]

@@ -266,11 +266,10 @@ class RemiTokenizer(TokenTokenizer):
         return self._tok
 
     def token_names(self) -> list[str] | None:
-        """miditok's names by id, then the fill tokens; None with BPE (merged tokens have no stable name)."""
+        """`token_name` of every id; None with BPE (merged tokens have no stable name)."""
         if self.is_trained:
             return None
-        by_id = sorted(self._tok.vocab.items(), key=lambda item: item[1])
-        return [name for name, _ in by_id] + list(self.fill_ids)
+        return [self.token_name(i) for i in range(self.vocab_size)]
 
     def with_fill_tokens(self) -> RemiTokenizer:
         """This tokenizer with the fill tokens appended (every other id unchanged): for fine-tuning to fill in."""

@@ -12,7 +12,7 @@ import symusic
 import torch
 from torch import Tensor
 
-from museforge.families.base import ProgressFn, RequestError
+from museforge.families.base import ProgressFn
 from museforge.families.fields import plan_of
 from museforge.families.loaded import (
     GeneratedSong,
@@ -80,6 +80,7 @@ def _sample_bars(
     request: RemiRequest,
     primer: symusic.Score | None,
     plan: list[tuple[int | None, int | None] | None],
+    voices: int | None,
     progress: ProgressFn | None,
 ) -> tuple[Generated, int, int]:
     """Sampled REMI tokens, the prompt length and the primer's bar count.
@@ -101,7 +102,7 @@ def _sample_bars(
         max_bar_tokens=MAX_BAR_TOKENS,
         end_with_bar=True,
         max_new_tokens=budget,
-        max_voices=voices_of(tok, request),
+        max_voices=voices,
     )
     eos = stop_at_eos(tok.eos_id)
     bars_before = sum(t == tok.bar_id for t in prompt)
@@ -122,14 +123,9 @@ def _sample_bars(
 
 
 def voices_of(tok: RemiTokenizer, request: RemiRequest) -> int | None:
-    """How many parts a multi-track model may write: the asked ``parts``, else the style's usual number (None:
-    no cap). A `RequestError` for ``voices`` asked of a single-stream model, which has no voices to count."""
+    """How many parts a multi-track model may write: the asked ``voices``, else the style's usual number (None:
+    no cap, as for a single-stream model, which `RemiFamily.check` refuses ``voices``)."""
     if not tok.config.use_programs:
-        if request.voices is not None:
-            raise RequestError(
-                "voices needs a multi-track model (trained on REMI with Program tokens); this model writes one "
-                "stream: leave voices empty"
-            )
         return None
     return request.voices or tok.config.parts_of(request.style)
 
@@ -149,7 +145,8 @@ def sample_remi(
     seed = request.drawn_seed()
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
     start = time.perf_counter()
-    out, prompt_len, primer_n = _sample_bars(loaded, gen, request, primer, plan, progress)
+    voices = voices_of(loaded.tokenizer, request)
+    out, prompt_len, primer_n = _sample_bars(loaded, gen, request, primer, plan, voices, progress)
     sequences = out.sequences()
     scores = [loaded.tokenizer.decode(s) for s in sequences]
     if primer is not None:  # the primer's own parts where the song keeps it
@@ -168,7 +165,7 @@ def sample_remi(
         "primer_bars_used": primer_n if primer is not None else None,
         "attributes": [None if a is None else list(a) for a in plan] or None,
     }  # fmt: skip
-    if (voices := voices_of(loaded.tokenizer, request)) is not None:
+    if voices is not None:
         params["voices"] = voices
     songs = []
     for i, (ids, score) in enumerate(zip(sequences, scores, strict=True)):
