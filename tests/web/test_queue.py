@@ -76,16 +76,22 @@ def test_jobs_run_on_two_workers_and_survive_a_redis_restart(cluster):
         assert listener.finished(r.json()["id"])["status"] == "done"
 
 
-def test_a_worker_killed_mid_job_hands_it_to_another_and_one_set_of_songs_is_kept(cluster):
-    c = cluster(**HEARTBEAT)
+def long_job_on_one_of_two_workers(c: Cluster, seed: int):
+    """(listener, job id, the worker running the job, the idle one): a long job submitted to two workers."""
     listener = Listener(c.start_web())
     workers = [c.start_worker("a"), c.start_worker("b")]
-    job_id = listener.submit(seed=7, **LONG).json()["id"]
+    job_id = listener.submit(seed=seed, **LONG).json()["id"]
     holder = wait_for(lambda: next((w for w in workers if job_id in w.started()), None), "job started")
+    (other,) = [w for w in workers if w is not holder]
+    return listener, job_id, holder, other
+
+
+def test_a_worker_killed_mid_job_hands_it_to_another_and_one_set_of_songs_is_kept(cluster):
+    c = cluster(**HEARTBEAT)
+    listener, job_id, holder, other = long_job_on_one_of_two_workers(c, seed=7)
     holder.kill()
     done = listener.finished(job_id)
     assert done["status"] == "done", done
-    (other,) = [w for w in workers if w is not holder]
     assert job_id in other.started() and "lost its worker: queued again" in other.log.read_text()
     assert len(done["song_urls"]) == LONG["num_samples"]
     assert len(songs_of(c, job_id)) == LONG["num_samples"]  # the killed run stored none
@@ -93,11 +99,7 @@ def test_a_worker_killed_mid_job_hands_it_to_another_and_one_set_of_songs_is_kep
 
 def test_a_job_delivered_again_while_its_worker_lives_runs_once(cluster):
     c = cluster(**HEARTBEAT)
-    listener = Listener(c.start_web())
-    workers = [c.start_worker("a"), c.start_worker("b")]
-    job_id = listener.submit(seed=9, **LONG).json()["id"]
-    holder = wait_for(lambda: next((w for w in workers if job_id in w.started()), None), "job started")
-    (idle,) = [w for w in workers if w is not holder]
+    listener, job_id, _, idle = long_job_on_one_of_two_workers(c, seed=9)
     app = celery_app(Settings(queue_url=c.url))
     publish_job(app, job_id)  # what Redis does when a message outlives its visibility timeout
     app.close()
